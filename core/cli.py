@@ -44,6 +44,51 @@ def cmd_data(a) -> int:
     return 0
 
 
+def cmd_train(a) -> int:
+    from core import data, suites, train
+    specs = suites.suite(a.suite, a.profile, a.dataset)
+    if a.only:
+        only = set(a.only.split(","))
+        specs = [s for s in specs if s["model"] in only]
+        if not specs:
+            raise ValueError(f"--only {a.only}: no such model in suite {a.suite!r}")
+    if a.noise is not None:
+        specs = [s for s in specs if abs(s["noise_level"] - a.noise) < 1e-9]
+    ds_name = specs[0]["dataset"] if specs else None
+    if ds_name and ds_name not in data.list_datasets():
+        if a.dataset:
+            raise data.DataError(f"data set {ds_name!r} not found; build or import it first")
+        print(f"data set {ds_name} not found: building it (profile {a.profile})", file=sys.stderr)
+        data.build(name=ds_name, profile=a.profile, progress=_bar)
+    t = time.time()
+    res = train.run_many(specs, force=a.force)
+    failed = sum(isinstance(r, Exception) for r in res)
+    print(f"{len(res) - failed} of {len(res)} runs done in {time.time() - t:.1f} s"
+          + (f"; {failed} failed (see python -m core runs --failed)" if failed else ""))
+    return 1 if failed else 0
+
+
+def cmd_report(a) -> int:
+    from core import report
+    print(report.markdown(a.suite, a.profile, a.dataset))
+    return 0
+
+
+def cmd_runs(a) -> int:
+    from core import registry
+    con = registry.connect()
+    rows = registry.runs(con, status="failed" if a.failed else None)
+    for r in rows:
+        m = r.get("metrics") or {}
+        r2 = f"R2={m['r2']:.3f}" if "r2" in m else ""
+        print(f"{r['run_id']}  {r['status']:<11} {r['model']:<18} noise={r['noise_level']:<4g} {r2}  {r['updated']}")
+        if a.failed and r.get("error"):
+            print("    " + r["error"].splitlines()[0])
+    if not rows:
+        print("no runs" + (" failed" if a.failed else " yet"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core", description="log g study engine")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -56,6 +101,26 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int)
     d.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     d.set_defaults(func=cmd_data)
+
+    from core.suites import SUITES
+    t = sub.add_parser("train", help="run a suite of specs (cached runs are reused)")
+    t.add_argument("--suite", default="report", choices=list(SUITES))
+    t.add_argument("--profile", default="quick", choices=list(config.PROFILES))
+    t.add_argument("--only", help="comma-separated model names of the suite to run")
+    t.add_argument("--noise", type=float, help="only this noise level")
+    t.add_argument("--dataset", help="data set name (default: the profile's)")
+    t.add_argument("--force", action="store_true", help="refit even when a cached run exists")
+    t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("report", help="print a suite's results as a markdown table")
+    r.add_argument("--suite", default="report", choices=list(SUITES))
+    r.add_argument("--profile", default="quick", choices=list(config.PROFILES))
+    r.add_argument("--dataset")
+    r.set_defaults(func=cmd_report)
+
+    ru = sub.add_parser("runs", help="list the runs in the registry")
+    ru.add_argument("--failed", action="store_true")
+    ru.set_defaults(func=cmd_runs)
     return p
 
 

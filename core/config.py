@@ -49,7 +49,7 @@ PROFILES: dict[str, dict] = {
         "patience": 4,
         "cnn_channels": 16,
         "max_train": 2100,
-        "lgbm_rounds": 200,
+        "lgbm_rounds": 150,
     },
     "default": {
         "dataset": "sim-default",

@@ -1,0 +1,92 @@
+"""Tables of results read from the registry: the performance matrix and any suite's results,
+with the team report's numbers beside ours, and the report's conclusions checked on our data.
+
+Used by `python -m core report` and by the Overview page; nothing here fits a model.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from core import config, registry, suites, train
+from core.reference import REPORT_LABEL, team_r2
+
+DISAGREE_R2 = 0.10  # |ours - team| above this is marked as a disagreement
+
+
+def suite_results(suite: str = "report", profile: str = "quick", dataset: str | None = None, con=None) -> pd.DataFrame:
+    """One row per spec of the suite: its label, noise level, metrics (NaN where not run)."""
+    con = con or registry.connect()
+    rows = []
+    for s in suites.suite(suite, profile, dataset):
+        r = train.cached_result(s, con=con)
+        m = r.metrics if r else {}
+        t = r.timings if r else {}
+        rows.append({
+            "method": suites.row_label(s), "model": s["model"], "params": s["params"], "inputs": s.get("inputs", ""),
+            "noise": s["noise_level"], "run_id": r.run_id if r else None, "r2": m.get("r2"), "mae": m.get("mae"),
+            "rmse": m.get("rmse"), "bias": m.get("bias"), "n_params": m.get("n_params"),
+            "receptive_field_px": m.get("receptive_field_px"), "fit_s": t.get("fit_s"), "device": t.get("device"),
+            "team_r2": team_r2(s["model"], s["noise_level"], s["params"]),
+        })
+    return pd.DataFrame(rows)
+
+
+def matrix(suite: str = "report", profile: str = "quick", dataset: str | None = None, con=None) -> pd.DataFrame:
+    """Methods x noise levels: our R^2 and MAE, the team's R^2, parameters, fit time, device, flags."""
+    df = suite_results(suite, profile, dataset, con)
+    out = []
+    for method, g in df.groupby("method", sort=False):
+        row = {"method": method}
+        for _, r in g.iterrows():
+            n = f"{r['noise']:g}"
+            row[f"R2 @{n}"] = r["r2"]
+            row[f"team R2 @{n}"] = r["team_r2"]
+            row[f"MAE @{n}"] = r["mae"]
+            row[f"fit s @{n}"] = r["fit_s"]
+        row["params"] = g["n_params"].dropna().max() if g["n_params"].notna().any() else None
+        row["device"] = ", ".join(sorted(set(g["device"].dropna())))
+        flags = []
+        for _, r in g.iterrows():
+            if r["r2"] is not None and r["team_r2"] is not None and pd.notna(r["r2"]) and \
+                    abs(r["r2"] - r["team_r2"]) > DISAGREE_R2:
+                flags.append(f"@{r['noise']:g}: ours {r['r2']:.2f} vs team {r['team_r2']:.2f}")
+        row["disagrees with team"] = "; ".join(flags)
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _fmt(v, nd=3):
+    if v is None or (isinstance(v, float) and pd.isna(v)):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}" if abs(v) < 1e4 else f"{v:.3g}"
+    return str(v)
+
+
+def markdown(suite: str = "report", profile: str = "quick", dataset: str | None = None) -> str:
+    """The matrix (suite 'report') or a suite's results as a markdown table."""
+    m = matrix(suite, profile, dataset)
+    noises = [f"{n:g}" for n in config.NOISE_LEVELS]
+    cols = ["method"]
+    for n in noises:
+        cols += [f"R2 @{n}", f"team R2 @{n}", f"MAE @{n}"]
+    cols += ["params"] + [f"fit s @{n}" for n in noises] + ["device", "disagrees with team"]
+    cols = [c for c in cols if c in m.columns]
+    lines = [f"Suite `{suite}`, profile `{profile}`, data set `{dataset or config.profile(profile)['dataset']}`; "
+             f"team numbers: {REPORT_LABEL} (their data, not ours).", "",
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in m.iterrows():
+        vals = []
+        for c in cols:
+            v = r.get(c)
+            if c == "params" and v is not None and pd.notna(v):
+                vals.append(f"{int(v):,}")
+            elif c.startswith("fit s"):
+                vals.append(_fmt(v, 1))
+            else:
+                vals.append(_fmt(v))
+        lines.append("| " + " | ".join(vals) + " |")
+    n_done = int(m[[c for c in m.columns if c.startswith("R2 @")]].notna().sum().sum())
+    n_all = len(suites.suite(suite, profile, dataset))
+    lines += ["", f"{n_done} of {n_all} runs finished."]
+    return "\n".join(lines)

@@ -1,0 +1,99 @@
+"""Suites: named lists of specs. Every experiment of docs/experiments.md is one suite.
+
+    specs = suite("report", profile="quick")      # -> list of spec dicts for core.train.run
+The data set is the profile's unless `dataset` is given.
+"""
+from __future__ import annotations
+
+from core import config
+
+NOISE = config.NOISE_LEVELS
+
+# the performance matrix: one row per method (label, model, params)
+REPORT_ROWS = [
+    ("Metadata (Ridge)", "metadata_ridge", {}),
+    ("Metadata (LightGBM)", "metadata_lgbm", {}),
+    ("Ridge", "ridge", {}),
+    ("LightGBM", "lightgbm", {}),
+    ("MLP", "mlp", {}),
+    ("Residual MLP", "residual_mlp", {}),
+    ("Global-feature MLP", "global_mlp", {}),
+    ("Top-K window CNN (K=256)", "topk_cnn", {"K": 256}),
+    ("Top-K window transformer (K=256)", "topk_transformer", {"K": 256}),
+    ("Dilated CNN (d=2)", "dilated_cnn", {"dilation": 2}),
+    ("Multi-scale CNN (d=1,2,4)", "multiscale_cnn", {}),
+    ("Fusion: concat", "fusion_concat", {}),
+    ("Fusion: FiLM", "fusion_film", {}),
+    ("Cannon (quadratic)", "cannon", {}),
+]
+
+LGBM_SWEEP = [
+    {"num_leaves": 15, "learning_rate": 0.05},
+    {"num_leaves": 31, "learning_rate": 0.05},
+    {"num_leaves": 63, "learning_rate": 0.05},
+    {"num_leaves": 31, "learning_rate": 0.1, "feature_fraction": 0.5},
+    {"num_leaves": 31, "learning_rate": 0.03, "min_data_in_leaf": 50},
+]
+
+
+def _spec(model, params, noise, profile, dataset, suite, inputs=None, seed=0):
+    s = {"model": model, "params": dict(params), "noise_level": noise, "profile": profile,
+         "dataset": dataset or config.profile(profile)["dataset"], "seed": seed, "suite": suite}
+    if inputs:
+        s["inputs"] = inputs
+    return s
+
+
+def suite(name: str, profile: str = "quick", dataset: str | None = None) -> list[dict]:
+    if name not in SUITES:
+        raise ValueError(f"unknown suite {name!r}; choose one of {', '.join(SUITES)}")
+    return SUITES[name](profile, dataset)
+
+
+def _report(profile, dataset):
+    return [_spec(m, p, n, profile, dataset, "report") for _, m, p in REPORT_ROWS for n in NOISE]
+
+
+def _dilation(profile, dataset):
+    specs = [_spec("dilated_cnn", {"dilation": d}, n, profile, dataset, "dilation") for d in (1, 2, 4, 8) for n in NOISE]
+    return specs + [_spec("multiscale_cnn", {}, n, profile, dataset, "dilation") for n in NOISE]
+
+
+def _topk(profile, dataset):
+    return [_spec("topk_cnn", {"K": k, "criterion": c}, n, profile, dataset, "topk")
+            for c in ("ridge", "fstat") for k in (64, 128, 256, 512, 1024) for n in NOISE]
+
+
+def _lgbm(profile, dataset):
+    return [_spec("lightgbm", p, n, profile, dataset, "lightgbm_sweep") for p in LGBM_SWEEP for n in NOISE]
+
+
+def _global_ablation(profile, dataset):
+    groups = [[], ["F0"], ["F1"], ["F2"], ["F3"]]
+    return [_spec("global_mlp", {"drop_groups": g}, n, profile, dataset, "global_ablation") for g in groups for n in NOISE]
+
+
+def _fusion(profile, dataset):
+    return [_spec(m, {}, n, profile, dataset, "fusion") for m in ("global_mlp", "topk_cnn", "fusion_concat", "fusion_film")
+            for n in NOISE]
+
+
+SUITES = {
+    "report": _report,
+    "dilation": _dilation,
+    "topk": _topk,
+    "lightgbm_sweep": _lgbm,
+    "global_ablation": _global_ablation,
+    "fusion": _fusion,
+}
+
+
+def row_label(spec: dict) -> str:
+    """A readable name for a spec's method (used by tables and pages)."""
+    for label, m, p in REPORT_ROWS:
+        if spec["model"] == m and all(spec.get("params", {}).get(k) == v for k, v in p.items()) and \
+                len(spec.get("params", {})) == len(p):
+            return label
+    ps = ", ".join(f"{k}={v}" for k, v in sorted((spec.get("params") or {}).items()))
+    inp = spec.get("inputs")
+    return f"{spec['model']}({ps})" + (f" [{inp}]" if inp and inp != "flux" else "")

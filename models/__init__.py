@@ -1,0 +1,10 @@
+"""Every model of the study, by name. Reading MODELS tells a newcomer every model there is.
+
+One family a file: linear.py (Ridge, metadata Ridge), gbdt.py (LightGBM), cannon.py
+(The Cannon-like quadratic model), mlp.py (MLP, residual MLP, global-feature MLP),
+cnn.py (dilated and multi-scale CNNs), windows.py (top-K window CNN and transformer),
+fusion.py (two-tower fusions). All implement models/base.Model.
+"""
+from models import cannon, gbdt, linear
+
+MODELS = {**linear.MODELS, **gbdt.MODELS, **cannon.MODELS}
