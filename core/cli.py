@@ -6,6 +6,7 @@ prints a traceback for a user's mistake.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -89,6 +90,49 @@ def cmd_runs(a) -> int:
     return 0
 
 
+def cmd_jobs(a) -> int:
+    from core import jobs, suites
+    token = a.token
+    if a.action == "submit":
+        specs = suites.suite(a.suite, a.profile, a.dataset)
+        if a.only:
+            only = set(a.only.split(","))
+            specs = [s for s in specs if s["model"] in only]
+            if not specs:
+                raise ValueError(f"--only {a.only}: no such model in suite {a.suite!r}")
+        label = f"{a.suite}" + (f" ({a.only})" if a.only else "") + f", {a.profile}"
+        jid, created = jobs.submit(specs, label=label, token=token)
+        print(jid)
+        if not created:
+            print(f"an identical job is already queued or running: job {jid}", file=sys.stderr)
+        if not a.no_worker and jobs.ensure_worker():
+            print("started a worker", file=sys.stderr)
+    elif a.action == "list":
+        rows = jobs.list_jobs()
+        for j in rows:
+            p = j["progress"] or {}
+            prog = f"spec {p.get('spec')}/{p.get('of')} {p.get('model', '')}" if p else ""
+            if "epoch" in p:
+                prog += f" epoch {p['epoch']}/{p.get('of_epochs', p.get('of', ''))}"
+            print(f"{j['job_id']:>4}  {j['state']:<11} {j['label']:<40} {prog}  {j['created']}")
+        if not rows:
+            print("no jobs")
+    elif a.action == "cancel":
+        if a.id is None:
+            raise ValueError("jobs cancel needs a job id")
+        print(jobs.cancel(a.id, token=token))
+    elif a.action == "log":
+        print(jobs.tail(a.id, 200))
+    return 0
+
+
+def cmd_worker(a) -> int:
+    from core import jobs
+    n = jobs.worker(idle_exit_s=a.idle, once=a.once)
+    print(f"worker: {n} job(s) run", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core", description="log g study engine")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -121,6 +165,22 @@ def build_parser() -> argparse.ArgumentParser:
     ru = sub.add_parser("runs", help="list the runs in the registry")
     ru.add_argument("--failed", action="store_true")
     ru.set_defaults(func=cmd_runs)
+
+    j = sub.add_parser("jobs", help="the job queue: submit, list, cancel, log")
+    j.add_argument("action", choices=["submit", "list", "cancel", "log"])
+    j.add_argument("id", nargs="?", type=int)
+    j.add_argument("--suite", default="report", choices=list(SUITES))
+    j.add_argument("--only")
+    j.add_argument("--profile", default="quick", choices=list(config.PROFILES))
+    j.add_argument("--dataset")
+    j.add_argument("--token", help="the admin token, when LOGG_ADMIN_TOKEN is set on this machine")
+    j.add_argument("--no-worker", action="store_true", help="only queue; do not start a worker")
+    j.set_defaults(func=cmd_jobs)
+
+    w = sub.add_parser("worker", help="run queued jobs one at a time (one worker per artifacts folder)")
+    w.add_argument("--idle", type=float, default=20.0, help="exit after this many seconds with an empty queue")
+    w.add_argument("--once", action="store_true", help="exit as soon as the queue is empty")
+    w.set_defaults(func=cmd_worker)
     return p
 
 
@@ -129,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     try:
         return a.func(a)
-    except (DataError, ValueError, FileNotFoundError) as e:
+    except (DataError, ValueError, FileNotFoundError, PermissionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -116,9 +116,10 @@ def _views(ds: Dataset, spec: dict, prof: dict):
     return train, val, test
 
 
-def run(spec: dict, force: bool = False, log=print, con=None) -> Result:
+def run(spec: dict, force: bool = False, log=print, con=None, on_progress=None) -> Result:
     """Fit one spec, or load it from the cache. Returns a Result; raises on failure
-    (after recording the failure in the registry)."""
+    (after recording the failure in the registry). on_progress(**info) is called with every
+    progress report (a job uses it to show progress and to stop a cancelled run)."""
     from models import MODELS
     from models.base import FitContext
 
@@ -146,6 +147,8 @@ def run(spec: dict, force: bool = False, log=print, con=None) -> Result:
 
         def progress(**kw):
             registry.progress(con, rid, **kw)
+            if on_progress:
+                on_progress(**kw)
 
         ctx = FitContext(profile=prof, seed=spec["seed"], device=device, target=target, progress=progress, log=log)
         t0 = time.perf_counter()

@@ -5,6 +5,8 @@ The booster is saved in LightGBM's own text format (no pickle).
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from models.base import Model, flat
@@ -25,6 +27,7 @@ class LightGBMModel(Model):
         rounds = int(p.pop("rounds") or ctx.profile.get("lgbm_rounds", 300))
         params = {"objective": "regression", "verbosity": -1, "seed": int(ctx.seed), "deterministic": True,
                   "num_threads": 0, "force_col_wise": True, **p}
+        warnings.filterwarnings("ignore", message="Usage of np.ndarray subset")
         dtr = lgb.Dataset(flat(train), train.y[:, ctx.target], params={"max_bin": p["max_bin"]})
         dva = lgb.Dataset(flat(val), val.y[:, ctx.target], reference=dtr)
         state = {"i": 0}

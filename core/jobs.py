@@ -1,0 +1,285 @@
+"""The job queue (in the run registry's SQLite file) and the worker that drains it.
+
+A job is a list of specs with a state: queued -> running -> done | failed | cancelled,
+or 'interrupted' when its worker died. The worker (`python -m core worker`) takes jobs
+one at a time, runs their specs through core.train.run (the same engine as the CLI),
+and writes progress and a log as it goes. At most one worker runs per artifacts folder:
+it holds an exclusive flock on artifacts/worker.lock, which the OS releases when the
+process dies, so a crashed worker never holds the lock forever.
+
+Enqueueing is idempotent: a job whose specs equal those of a queued or running job is
+that job (one transaction decides), so two people pressing Launch at once get one job.
+Re-queueing an interrupted job resumes it: finished runs are cached and skipped.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from core import config, registry
+
+JOB_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    key        TEXT NOT NULL,
+    label      TEXT NOT NULL,
+    specs      TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    progress   TEXT,
+    cancel     INTEGER NOT NULL DEFAULT 0,
+    worker_pid INTEGER,
+    error      TEXT,
+    created    TEXT NOT NULL,
+    started    TEXT,
+    finished   TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+"""
+ACTIVE = ("queued", "running")
+
+
+class JobCancelled(Exception):
+    pass
+
+
+class NotAllowed(PermissionError):
+    pass
+
+
+def connect():
+    con = registry.connect()
+    con.executescript(JOB_SCHEMA)
+    return con
+
+
+def check_token(token: str | None) -> None:
+    """Write actions need LOGG_ADMIN_TOKEN when it is set; reading never does."""
+    want = os.environ.get("LOGG_ADMIN_TOKEN")
+    if want and token != want:
+        raise NotAllowed("this action needs the admin token (LOGG_ADMIN_TOKEN is set on the server)")
+
+
+def specs_key(specs: list[dict]) -> str:
+    canon = sorted(json.dumps({k: v for k, v in s.items() if k != "suite"}, sort_keys=True) for s in specs)
+    return hashlib.sha256("\n".join(canon).encode()).hexdigest()[:16]
+
+
+def log_path(job_id: int) -> Path:
+    p = config.artifacts_dir() / "jobs"
+    p.mkdir(parents=True, exist_ok=True)
+    return p / f"job-{job_id}.log"
+
+
+def _job(r) -> dict | None:
+    if r is None:
+        return None
+    d = dict(r)
+    d["specs"] = json.loads(d["specs"])
+    d["progress"] = json.loads(d["progress"]) if d["progress"] else {}
+    if d["state"] == "running" and not registry._pid_alive(d["worker_pid"]):
+        d["state"] = "interrupted"
+    return d
+
+
+def submit(specs: list[dict], label: str = "", token: str | None = None, con=None) -> tuple[int, bool]:
+    """Queue specs as one job. Returns (job_id, created): created is False when an identical
+    job was already queued or running."""
+    check_token(token)
+    if not specs:
+        raise ValueError("a job needs at least one spec")
+    from core.train import normalise_spec
+    specs = [normalise_spec(s) for s in specs]
+    con = con or connect()
+    key = specs_key(specs)
+    with registry.transaction(con):
+        for r in con.execute("SELECT job_id, worker_pid, state FROM jobs WHERE key=? AND state IN ('queued','running')",
+                             (key,)).fetchall():
+            if r["state"] == "queued" or registry._pid_alive(r["worker_pid"]):
+                return int(r["job_id"]), False
+        cur = con.execute("INSERT INTO jobs(key, label, specs, state, created) VALUES(?,?,?,?,?)",
+                          (key, label or f"{len(specs)} specs", json.dumps(specs), "queued", registry.now()))
+        return int(cur.lastrowid), True
+
+
+def cancel(job_id: int, token: str | None = None, con=None) -> str:
+    """Cancel a queued job at once, or ask a running one to stop (it stops at its next progress
+    report: within seconds). Returns the job's state afterwards."""
+    check_token(token)
+    con = con or connect()
+    with registry.transaction(con):
+        r = con.execute("SELECT state FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+        if r is None:
+            raise ValueError(f"no job {job_id}")
+        if r["state"] == "queued":
+            con.execute("UPDATE jobs SET state='cancelled', finished=? WHERE job_id=?", (registry.now(), job_id))
+            return "cancelled"
+        if r["state"] == "running":
+            con.execute("UPDATE jobs SET cancel=1 WHERE job_id=?", (job_id,))
+            return "cancelling"
+        return r["state"]
+
+
+def get(job_id: int, con=None) -> dict | None:
+    con = con or connect()
+    return _job(con.execute("SELECT * FROM jobs WHERE job_id=?", (job_id,)).fetchone())
+
+
+def list_jobs(limit: int = 50, con=None) -> list[dict]:
+    con = con or connect()
+    return [_job(r) for r in con.execute("SELECT * FROM jobs ORDER BY job_id DESC LIMIT ?", (limit,)).fetchall()]
+
+
+def tail(job_id: int, lines: int = 40) -> str:
+    p = log_path(job_id)
+    if not p.exists():
+        return ""
+    return "\n".join(p.read_text(errors="replace").splitlines()[-lines:])
+
+
+# --------------------------------------------------------------------------- the worker
+def _lock_file() -> Path:
+    return config.artifacts_dir() / "worker.lock"
+
+
+def worker_alive() -> bool:
+    """True when some process holds the worker lock of this artifacts folder."""
+    with open(_lock_file(), "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
+def ensure_worker() -> bool:
+    """Start a worker process in the background if none is alive. Returns True if one was started."""
+    if worker_alive():
+        return False
+    out = open(config.artifacts_dir() / "worker.out", "a")
+    subprocess.Popen([sys.executable, "-m", "core", "worker"], cwd=config.ROOT, stdout=out, stderr=subprocess.STDOUT,
+                     stdin=subprocess.DEVNULL, start_new_session=True, env=dict(os.environ))
+    return True
+
+
+def recover(con) -> int:
+    """On worker start: jobs left 'running' by a dead worker become 'interrupted', and so do their runs."""
+    n = 0
+    for r in con.execute("SELECT job_id, worker_pid FROM jobs WHERE state='running'").fetchall():
+        if not registry._pid_alive(r["worker_pid"]) or r["worker_pid"] == os.getpid():
+            con.execute("UPDATE jobs SET state='interrupted', finished=?, error=? WHERE job_id=?",
+                        (registry.now(), "the worker running this job died; queue it again to resume", r["job_id"]))
+            n += 1
+    registry.mark_interrupted(con)
+    from core.train import clean_temporaries
+    clean_temporaries()
+    return n
+
+
+def _set(con, job_id: int, **cols) -> None:
+    keys = ", ".join(f"{k}=?" for k in cols)
+    vals = [json.dumps(v) if k == "progress" else v for k, v in cols.items()]
+    with registry.transaction(con):
+        con.execute(f"UPDATE jobs SET {keys} WHERE job_id=?", (*vals, job_id))
+
+
+def run_job(con, job: dict) -> str:
+    """Run one job's specs in this process. Returns its final state."""
+    from core import data, train
+    jid = job["job_id"]
+    logf = open(log_path(jid), "a", buffering=1)
+
+    def log(msg: str) -> None:
+        logf.write(f"{time.strftime('%H:%M:%S')} {msg}\n")
+
+    _set(con, jid, state="running", started=registry.now(), worker_pid=os.getpid(), error=None)
+    specs = job["specs"]
+    log(f"job {jid} started: {job['label']} ({len(specs)} specs), worker pid {os.getpid()}")
+    state, error, last_check = "done", None, [0.0]
+
+    def cancelled() -> bool:
+        if time.time() - last_check[0] < 0.5:
+            return False
+        last_check[0] = time.time()
+        return bool(con.execute("SELECT cancel FROM jobs WHERE job_id=?", (jid,)).fetchone()[0])
+
+    failures = 0
+    try:
+        for i, s in enumerate(specs):
+            if cancelled():
+                raise JobCancelled()
+            base = {"spec": i + 1, "of": len(specs), "model": s["model"], "noise_level": s["noise_level"],
+                    "params": s.get("params", {})}
+            _set(con, jid, progress=base)
+            if s["dataset"] not in data.list_datasets():
+                prof = config.profile(s["profile"])
+                if s["dataset"] != prof["dataset"]:
+                    raise data.DataError(f"data set {s['dataset']!r} not found")
+                log(f"building data set {s['dataset']} (profile {s['profile']})")
+                data.build(name=s["dataset"], profile=s["profile"],
+                           progress=lambda f, m: _set(con, jid, progress={**base, "building": m}))
+
+            def progress(**kw):
+                _set(con, jid, progress={**base, **kw})
+                if cancelled():
+                    raise JobCancelled()
+
+            t0 = time.time()
+            try:
+                r = train.run(s, log=log, on_progress=progress)
+                log(f"[{i + 1}/{len(specs)}] {s['model']} noise={s['noise_level']:g} {s.get('params') or ''}: "
+                    f"R2={r.metrics['r2']:.3f} ({'cached' if r.cached else f'{time.time() - t0:.1f} s'}) run {r.run_id}")
+            except JobCancelled:
+                raise
+            except Exception as e:  # the run is recorded as failed; the job goes on
+                failures += 1
+                log(f"[{i + 1}/{len(specs)}] {s['model']} FAILED: {type(e).__name__}: {e}")
+        if failures:
+            state, error = "failed", f"{failures} of {len(specs)} specs failed (see the log)"
+    except JobCancelled:
+        state = "cancelled"
+        log("cancelled")
+    except Exception as e:  # noqa: BLE001
+        state, error = "failed", f"{type(e).__name__}: {e}"
+        log(traceback.format_exc())
+    _set(con, jid, state=state, finished=registry.now(), error=error)
+    log(f"job {jid} {state}")
+    logf.close()
+    return state
+
+
+def worker(idle_exit_s: float = 20.0, once: bool = False) -> int:
+    """Take jobs one at a time until the queue has been empty for idle_exit_s seconds."""
+    lockf = open(_lock_file(), "a+")
+    try:
+        fcntl.flock(lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        print("another worker is running for this artifacts folder", file=sys.stderr)
+        return 0
+    lockf.seek(0)
+    lockf.truncate()
+    lockf.write(str(os.getpid()))
+    lockf.flush()
+    con = connect()
+    n = recover(con)
+    if n:
+        print(f"marked {n} job(s) interrupted", file=sys.stderr)
+    idle_since = time.time()
+    done = 0
+    while True:
+        r = con.execute("SELECT * FROM jobs WHERE state='queued' ORDER BY job_id LIMIT 1").fetchone()
+        if r is None:
+            if once or time.time() - idle_since > idle_exit_s:
+                return done
+            time.sleep(0.5)
+            continue
+        run_job(con, _job(r))
+        done += 1
+        idle_since = time.time()

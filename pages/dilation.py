@@ -1,0 +1,78 @@
+"""Dilation: R^2 of the dilated CNN against dilation, and each run's receptive field drawn
+against the distribution of the simulator's line widths (FWHM and 10 %-depth width, in pixels)."""
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from core import appstate, report
+from core.linewidths import line_widths
+
+st.title("Dilation, receptive field and line width")
+ds = appstate.require_dataset()
+profile = st.session_state.get("profile", "quick")
+st.caption("The team found dilation 2 best and explained it by the receptive field matching the width of "
+           "absorption lines (~10-20 pixels). Here: our R² per dilation, and the receptive fields of our "
+           "runs against the widths of the simulator's lines measured on the pixel grid.")
+
+
+@st.cache_data(show_spinner=False, ttl=10)
+def load(profile: str, dataset: str, fp: str) -> pd.DataFrame:
+    return report.suite_results("dilation", profile, dataset)
+
+
+@st.cache_data(show_spinner="Measuring line widths on simulated spectra...")
+def widths() -> pd.DataFrame:
+    return line_widths(n_stars=24, seed=0)
+
+
+res = load(profile, ds.name, ds.fingerprint)
+res["dilation"] = res["params"].apply(lambda p: p.get("dilation"))
+done = res[res["r2"].notna()]
+if done.empty:
+    st.info(f"The dilation sweep has not run on this data set yet: `python -m core train --suite dilation "
+            f"--profile {profile}`.")
+else:
+    d = done[done["model"] == "dilated_cnn"].copy()
+    d["noise level"] = d["noise"].map(lambda x: f"{x:g}")
+    line = alt.Chart(d).mark_line(point=True).encode(
+        x=alt.X("dilation:O", title="dilation (pixels between kernel taps)"),
+        y=alt.Y("r2:Q", title="test R² of log g", scale=alt.Scale(zero=False)),
+        color=alt.Color("noise level:N", title="noise level"),
+        tooltip=["dilation", "noise level", alt.Tooltip("r2:Q", format=".3f"), "receptive_field_px", "n_params"])
+    ms = done[done["model"] == "multiscale_cnn"].copy()
+    layers = [line]
+    if len(ms):
+        ms["noise level"] = ms["noise"].map(lambda x: f"{x:g}")
+        layers.append(alt.Chart(ms).mark_rule(strokeDash=[5, 3]).encode(
+            y="r2:Q", color="noise level:N", tooltip=[alt.Tooltip("r2:Q", format=".3f", title="multi-scale R²")]))
+    st.altair_chart(alt.layer(*layers).properties(title="Dilated CNN: R² against dilation", height=320), width="stretch")
+    st.caption("Points: one run per dilation at fixed depth and kernel; dashed lines: the multi-scale CNN "
+               "(parallel branches d = 1, 2, 4) at the same noise level.")
+
+w = widths()
+long = pd.concat([pd.DataFrame({"width [px]": w["fwhm_px"], "measure": "FWHM"}),
+                  pd.DataFrame({"width [px]": w["fw10_px"], "measure": "full width at 10% depth (wings)"})])
+hist = alt.Chart(long).mark_bar(opacity=0.6).encode(
+    x=alt.X("width [px]:Q", bin=alt.Bin(step=1), title="line width [pixels]"),
+    y=alt.Y("count():Q", title="lines (x stars)", stack=None),
+    color=alt.Color("measure:N", title=None, legend=alt.Legend(orient="top")))
+layers = [hist]
+rf = done[done["receptive_field_px"].notna()] if not done.empty else pd.DataFrame()
+if len(rf):
+    rf = rf.drop_duplicates("method")[["method", "receptive_field_px"]]
+    layers.append(alt.Chart(rf).mark_rule(color="black", strokeWidth=2).encode(
+        x="receptive_field_px:Q", tooltip=["method", alt.Tooltip("receptive_field_px:Q", title="receptive field [px]")]))
+    layers.append(alt.Chart(rf).mark_text(angle=270, dx=-40, dy=-6, fontSize=11).encode(
+        x="receptive_field_px:Q", y=alt.value(40), text="method"))
+st.altair_chart(alt.layer(*layers).properties(
+    title="Receptive fields of the runs (black rules) against the widths of the simulator's lines", height=340),
+    width="stretch")
+st.caption(f"{len(w)} line measurements over 24 stars drawn from the label box (lines deeper than 5 % of the "
+           "continuum, after the R = 5000 LSF of 3.7 px FWHM). Receptive field in input pixels, from kernel, "
+           "dilation and strides of the whole network.")
+summary = w.groupby("species")[["fwhm_px", "fw10_px"]].median().rename(
+    columns={"fwhm_px": "median FWHM [px]", "fw10_px": "median 10%-depth width [px]"})
+summary["lines x stars"] = w.groupby("species").size()
+st.dataframe(summary, width="content")

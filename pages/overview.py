@@ -1,0 +1,113 @@
+"""Overview: the performance matrix (methods x noise levels) with the team report beside ours,
+and predicted-versus-true / residual plots for the method the reader picks."""
+from __future__ import annotations
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core import appstate, config, report, suites, train
+from core.reference import REPORT_LABEL
+
+st.title("Performance matrix")
+ds = appstate.require_dataset()
+profile = st.session_state.get("profile", "quick")
+st.caption(f"Test-split R² of every method of the study on **{ds.name}** (profile `{profile}`), at noise "
+           f"levels 0.1 (high S/N) and 1.0 (nominal S/N). The {REPORT_LABEL} numbers were measured on the "
+           "team's own data: shown beside ours, never used to tune anything.")
+
+
+@st.cache_data(show_spinner=False, ttl=10)
+def load_matrix(profile: str, dataset: str, fp: str):
+    return report.matrix("report", profile, dataset), report.suite_results("report", profile, dataset)
+
+
+mat, res = load_matrix(profile, ds.name, ds.fingerprint)
+n_done = int(res["r2"].notna().sum())
+if n_done == 0:
+    st.info(f"No finished runs for this data set and profile yet. Run them with "
+            f"`python -m core train --suite report --profile {profile}"
+            + (f" --dataset {ds.name}`" if ds.name != config.profile(profile)["dataset"] else "`")
+            + " (the quick profile takes a few minutes on a 2-core CPU).")
+    st.stop()
+st.caption(f"{n_done} of {len(res)} runs finished.")
+
+# ---- the matrix as a heat map: ours and the team's side by side
+long = []
+for _, r in res.iterrows():
+    long.append({"method": r["method"], "noise": f"noise {r['noise']:g}", "source": "ours", "R2": r["r2"]})
+    if r["team_r2"] is not None and pd.notna(r["team_r2"]):
+        long.append({"method": r["method"], "noise": f"noise {r['noise']:g}", "source": "team report", "R2": r["team_r2"]})
+long = pd.DataFrame(long)
+order = [m for m in mat["method"]]
+base = alt.Chart(long).encode(
+    x=alt.X("source:N", title=None, sort=["ours", "team report"]),
+    y=alt.Y("method:N", sort=order, title=None),
+)
+heat = base.mark_rect().encode(
+    color=alt.Color("R2:Q", scale=alt.Scale(domain=[0, 1], scheme="viridis"), title="test R²"),
+    tooltip=["method", "noise", "source", alt.Tooltip("R2:Q", format=".3f")])
+text = base.mark_text(fontSize=12).encode(
+    text=alt.Text("R2:Q", format=".3f"),
+    color=alt.condition("datum.R2 > 0.55", alt.value("black"), alt.value("white")))
+chart = (heat + text).properties(width=140, height=alt.Step(26)).facet(
+    column=alt.Column("noise:N", title=None, header=alt.Header(labelFontSize=14))).properties(
+    title="Test R² of log g per method and noise level (ours vs team report)")
+st.altair_chart(chart)
+st.caption("Each cell is the coefficient of determination of log g on the held-out test split; blank "
+           "cells: not run, or the team report gives no number. Colour scale clipped at 0.")
+
+# ---- the table, with disagreement marks
+show = mat.copy()
+flag_col = "disagrees with team"
+st.subheader("Numbers")
+cfg = {c: st.column_config.NumberColumn(c, format="%.3f") for c in show.columns if c.startswith(("R2", "team", "MAE"))}
+cfg.update({c: st.column_config.NumberColumn(c + " [s]", format="%.1f") for c in show.columns if c.startswith("fit s")})
+cfg["params"] = st.column_config.NumberColumn("parameters", format="%d")
+st.dataframe(show, hide_index=True, column_config=cfg, width="stretch")
+dis = show[show[flag_col].astype(bool)]
+if len(dis):
+    st.warning("Where our data disagree with the team report by more than "
+               f"{report.DISAGREE_R2:.2f} in R²: " + "; ".join(f"**{r['method']}** {r[flag_col]}" for _, r in dis.iterrows())
+               + ". Different data sets: a disagreement is a finding, not an error.")
+st.download_button("Download the matrix (CSV)", show.to_csv(index=False).encode(), "performance_matrix.csv", "text/csv")
+
+# ---- predicted vs true for one method
+st.subheader("Predicted versus true log g")
+done = res[res["r2"].notna()]
+c1, c2 = st.columns([3, 1])
+method = c1.selectbox("Method", list(dict.fromkeys(done["method"])))
+noise_opts = sorted(done[done["method"] == method]["noise"].unique())
+noise = c2.radio("Noise level", noise_opts, horizontal=True,
+                 index=noise_opts.index(st.session_state.get("noise_level")) if st.session_state.get("noise_level") in noise_opts else 0)
+row = done[(done["method"] == method) & (done["noise"] == noise)].iloc[0]
+spec = [s for s in suites.suite("report", profile, ds.name) if suites.row_label(s) == method and s["noise_level"] == noise][0]
+r = train.cached_result(spec)
+if r is not None:
+    p = r.predictions()
+    df = pd.DataFrame({"true log g": p["y_true"], "predicted log g": p["y_pred"],
+                       "residual": p["y_pred"] - p["y_true"], "Teff": p["labels"][:, 0], "[M/H]": p["labels"][:, 2]})
+    lim = [float(min(df["true log g"].min(), df["predicted log g"].min())) - 0.1,
+           float(max(df["true log g"].max(), df["predicted log g"].max())) + 0.1]
+    sc = alt.Chart(df).mark_circle(size=18, opacity=0.6).encode(
+        x=alt.X("true log g:Q", scale=alt.Scale(domain=lim), title="true log g [dex]"),
+        y=alt.Y("predicted log g:Q", scale=alt.Scale(domain=lim), title="predicted log g [dex]"),
+        color=alt.Color("Teff:Q", scale=alt.Scale(scheme="redblue", reverse=True), title="Teff [K]"),
+        tooltip=["true log g", "predicted log g", "Teff", "[M/H]"])
+    one = alt.Chart(pd.DataFrame({"x": lim, "y": lim})).mark_line(color="gray", strokeDash=[4, 4]).encode(x="x", y="y")
+    res_chart = alt.Chart(df).mark_circle(size=18, opacity=0.6).encode(
+        x=alt.X("true log g:Q", title="true log g [dex]"), y=alt.Y("residual:Q", title="predicted - true [dex]"),
+        color=alt.Color("[M/H]:Q", scale=alt.Scale(scheme="viridis"), title="[M/H] [dex]"))
+    zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(color="gray").encode(y="y")
+    a, b = st.columns(2)
+    a.altair_chart((sc + one).properties(title=f"{method}, noise {noise:g}: R² = {row['r2']:.3f}, MAE = {row['mae']:.3f} dex",
+                                         height=380), width="stretch")
+    b.altair_chart((res_chart + zero).properties(title="Residuals against true log g", height=380), width="stretch")
+    st.caption(f"{len(df)} test spectra; dashed line: perfect prediction. Run `{r.run_id}`, "
+               f"fit {r.timings.get('fit_s', float('nan')):.1f} s on {r.timings.get('device', '?')}.")
+    bins = pd.DataFrame(r.metrics.get("bins", []))
+    if len(bins):
+        bins["log g bin"] = bins.apply(lambda x: f"{x['lo']:g}-{x['hi']:g}", axis=1)
+        st.dataframe(bins[["log g bin", "n", "bias", "rmse"]].rename(columns={"bias": "bias [dex]", "rmse": "RMSE [dex]"}),
+                     hide_index=True)

@@ -1,0 +1,81 @@
+"""Training: launch suites or single models as background jobs, watch the queue live,
+tail a job's log, cancel a job. Training never runs inside the page: a worker process does it."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core import appstate, config, jobs, registry, suites, ui_jobs
+
+st.title("Training")
+ds = appstate.require_dataset()
+st.caption("Runs go to a background worker; this page stays responsive, and a reload or a second browser "
+           "sees the same queue. Finished runs are cached by spec: launching them again costs nothing.")
+
+c1, c2, c3 = st.columns([2, 2, 1])
+suite_name = c1.selectbox("Suite", list(suites.SUITES), help="Named lists of specs (core/suites.py)")
+profile = c3.selectbox("Profile", list(config.PROFILES), index=list(config.PROFILES).index(st.session_state.get("profile", "quick")))
+all_specs = suites.suite(suite_name, profile, ds.name)
+models = sorted({s["model"] for s in all_specs})
+chosen = c2.multiselect("Models (empty = all of the suite)", models)
+noises = st.multiselect("Noise levels", list(config.NOISE_LEVELS), default=list(config.NOISE_LEVELS))
+specs = [s for s in all_specs if (not chosen or s["model"] in chosen) and s["noise_level"] in noises]
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def typical_fit_seconds(profile: str) -> dict:
+    """Median fit time per model from finished runs of this profile (the cost estimate)."""
+    con = registry.connect()
+    out = {}
+    for r in registry.runs(con, status="done"):
+        if r["spec"].get("profile") == profile and r.get("timings"):
+            out.setdefault(r["model"], []).append(float(r["timings"].get("fit_s", 0)) + float(r["timings"].get("data_s", 0)))
+    return {k: float(pd.Series(v).median()) for k, v in out.items()}
+
+
+from core import train  # noqa: E402
+
+typ = typical_fit_seconds(profile)
+cached = [s for s in specs if train.cached_result(s) is not None]
+todo = [s for s in specs if train.cached_result(s) is None]
+known = [typ.get(s["model"]) for s in todo]
+est = sum(k for k in known if k is not None)
+unknown = sum(k is None for k in known)
+st.info(f"**{len(specs)} specs**: {len(cached)} already finished (reused), {len(todo)} to fit. "
+        f"Estimated cost: ~{est / 60:.1f} min on this machine"
+        + (f" plus {unknown} spec(s) with no earlier timing" if unknown else "")
+        + " (medians of earlier runs of the same model and profile).", icon=":material/schedule:")
+tok = ui_jobs.token_input("launch")
+label = f"{suite_name}" + (f" ({', '.join(chosen)})" if chosen else "") + f", {profile}, noise {', '.join(f'{n:g}' for n in noises)}"
+if st.button("Launch", type="primary", disabled=not specs):
+    ui_jobs.launch(specs, label, tok)
+
+
+@st.fragment(run_every=2)
+def live_queue():
+    st.subheader("Queue")
+    df = ui_jobs.show_queue()
+    if df.empty:
+        return
+    ids = df["job"].tolist()
+    default = st.session_state.get("last_job", ids[0])
+    jid = st.selectbox("Job", ids, index=ids.index(default) if default in ids else 0, key="job_pick")
+    j = jobs.get(int(jid))
+    a, b = st.columns([4, 1])
+    with a:
+        st.code(jobs.tail(int(jid), 25) or "(no log yet)", language=None)
+    with b:
+        if j and j["state"] in ("queued", "running"):
+            ctok = ui_jobs.token_input("cancel")
+            if st.button("Cancel job", key="cancel_btn"):
+                try:
+                    st.write(jobs.cancel(int(jid), token=ctok))
+                except jobs.NotAllowed as e:
+                    st.error(str(e))
+        elif j and j["state"] in ("interrupted", "failed", "cancelled"):
+            rtok = ui_jobs.token_input("requeue")
+            if st.button("Queue again (resumes)", key="requeue_btn"):
+                ui_jobs.launch(j["specs"], j["label"], rtok)
+
+
+live_queue()

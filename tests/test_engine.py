@@ -1,0 +1,163 @@
+"""The engine: spec-hash caching, repeatability, atomic runs, baselines that behave, CLI."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from core import config, data, registry, report, train
+
+N = 1000
+
+
+@pytest.fixture(scope="module")
+def engine_ds(artifacts_dir):
+    if "engine-test" not in data.list_datasets():
+        data.build(name="engine-test", n=N, seed=7)
+    return "engine-test"
+
+
+def spec(ds, **kw):
+    s = {"model": "ridge", "params": {}, "noise_level": 0.1, "dataset": ds, "seed": 0, "profile": "quick"}
+    s.update(kw)
+    return s
+
+
+def test_same_spec_is_loaded_not_refitted(engine_ds, monkeypatch):
+    r1 = train.run(spec(engine_ds))
+    from models.linear import RidgeModel
+
+    def boom(*a, **k):
+        raise AssertionError("refitted a cached spec")
+    monkeypatch.setattr(RidgeModel, "fit", boom)
+    r2 = train.run(spec(engine_ds))
+    assert r2.cached and r2.run_id == r1.run_id
+    assert r2.metrics["r2"] == r1.metrics["r2"]
+    # the cached model predicts exactly what the stored predictions say
+    m = r2.load_model()
+    test = data.Dataset(engine_ds).view("test", 0.1, "flux")
+    np.testing.assert_allclose(m.predict(test), r2.predictions()["y_pred"], rtol=1e-6)
+
+
+def test_changed_spec_refits(engine_ds):
+    base = train.run(spec(engine_ds))
+    other_noise = train.run(spec(engine_ds, noise_level=1.0))
+    other_params = train.run(spec(engine_ds, params={"alphas": [1.0, 10.0]}))
+    other_seed = train.run(spec(engine_ds, seed=1))
+    ids = {base.run_id, other_noise.run_id, other_params.run_id, other_seed.run_id}
+    assert len(ids) == 4
+    assert not other_params.cached and not other_noise.cached
+    assert other_noise.metrics["r2"] < base.metrics["r2"]  # noisier data, worse fit
+
+
+def test_changed_dataset_refits(engine_ds):
+    data.build(name="engine-test-b", n=300, seed=8)
+    fa = data.Dataset(engine_ds).fingerprint
+    fb = data.Dataset("engine-test-b").fingerprint
+    assert fa != fb
+    s = spec(engine_ds)
+    assert train.spec_hash(s, fa) != train.spec_hash(s, fb)
+
+
+def test_repeatable_same_seed_same_metrics(engine_ds):
+    s = spec(engine_ds, model="lightgbm", params={"rounds": 40})
+    a = train.run(s, force=True).metrics
+    b = train.run(s, force=True).metrics
+    assert a["r2"] == b["r2"] and a["mae"] == b["mae"]
+
+
+def test_metadata_near_zero_and_ridge_far_above(engine_ds):
+    meta = train.run(spec(engine_ds, model="metadata_ridge")).metrics["r2"]
+    meta_gb = train.run(spec(engine_ds, model="metadata_lgbm")).metrics["r2"]
+    ridge = train.run(spec(engine_ds)).metrics["r2"]
+    assert abs(meta) < 0.08 and abs(meta_gb) < 0.1, (meta, meta_gb)
+    assert ridge > 0.7, ridge
+    assert ridge - max(meta, meta_gb) > 0.6
+
+
+def test_failed_run_is_never_done(engine_ds, monkeypatch):
+    from models.linear import RidgeModel
+
+    def crash(self, *a, **k):
+        raise RuntimeError("simulated crash in fit")
+    monkeypatch.setattr(RidgeModel, "fit", crash)
+    s = spec(engine_ds, params={"alphas": [3.0]})
+    with pytest.raises(RuntimeError):
+        train.run(s)
+    assert train.cached_result(s) is None
+    con = registry.connect()
+    rid = train.spec_hash(s, data.Dataset(engine_ds).fingerprint)
+    row = registry.get(con, rid)
+    assert row["status"] == "failed" and "simulated crash" in row["error"]
+    assert not (config.runs_dir() / rid).exists()
+    assert not list(config.runs_dir().glob(f"{rid}.tmp-*"))
+
+
+def test_killed_run_reads_interrupted(engine_ds):
+    con = registry.connect()
+    s = train.normalise_spec(spec(engine_ds, params={"alphas": [5.0]}))
+    rid = train.spec_hash(s, "fp")
+    registry.start_run(con, rid, s, "fp", "v", "cpu")
+    # pretend the owner was a process that no longer exists
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    con.execute("UPDATE runs SET pid=? WHERE run_id=?", (dead.pid, rid))
+    assert registry.get(con, rid)["status"] == "interrupted"
+    assert registry.finished(con, rid) is None
+    assert registry.mark_interrupted(con) >= 1
+    assert con.execute("SELECT status FROM runs WHERE run_id=?", (rid,)).fetchone()[0] == "interrupted"
+
+
+def test_done_row_without_artifact_is_not_served(engine_ds):
+    r = train.run(spec(engine_ds, params={"alphas": [7.0]}))
+    import shutil
+    shutil.rmtree(r.artifact)
+    assert train.cached_result(spec(engine_ds, params={"alphas": [7.0]})) is None
+    again = train.run(spec(engine_ds, params={"alphas": [7.0]}))
+    assert not again.cached and again.artifact.is_dir()
+
+
+def test_metrics_have_bins_and_timings(engine_ds):
+    r = train.run(spec(engine_ds))
+    m = r.metrics
+    assert {"r2", "mae", "rmse", "bias", "n_params"} <= set(m)
+    assert sum(b["n"] for b in m["bins"]) == m["n_test"]
+    assert r.timings["fit_s"] >= 0 and r.timings["device"] in ("cpu", "cuda", "mps")
+    p = r.predictions()
+    assert p["y_pred"].shape == p["y_true"].shape == (m["n_test"],)
+
+
+def test_cannon_recovers_labels_better_than_metadata(engine_ds):
+    r = train.run(spec(engine_ds, model="cannon"))
+    assert r.metrics["r2"] > 0.5
+
+
+def test_cli_train_and_report(engine_ds):
+    env = dict(os.environ)
+    cmd = [sys.executable, "-m", "core", "train", "--suite", "report", "--only", "ridge", "--noise", "0.1",
+           "--dataset", engine_ds]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=config.ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "1 of 1 runs done" in out.stdout
+    md = subprocess.run([sys.executable, "-m", "core", "report", "--dataset", engine_ds], capture_output=True,
+                        text=True, env=env, cwd=config.ROOT, timeout=120)
+    assert md.returncode == 0
+    ridge_line = [ln for ln in md.stdout.splitlines() if ln.startswith("| Ridge |")][0]
+    ours = float(ridge_line.split("|")[2])
+    assert abs(ours - train.run(spec(engine_ds)).metrics["r2"]) < 1e-3
+    assert "0.909" in ridge_line  # the team report's number, shown beside ours
+    bad = subprocess.run([sys.executable, "-m", "core", "train", "--only", "nosuchmodel", "--dataset", engine_ds],
+                         capture_output=True, text=True, env=env, cwd=config.ROOT, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error:")
+    assert "Traceback" not in bad.stderr
+
+
+def test_report_matrix_flags_disagreement(engine_ds):
+    m = report.matrix("report", "quick", engine_ds)
+    row = m[m["method"] == "Ridge"].iloc[0]
+    ours, team = row["R2 @0.1"], row["team R2 @0.1"]
+    flagged = bool(row["disagrees with team"])
+    assert flagged == (abs(ours - team) > report.DISAGREE_R2)
