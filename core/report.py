@@ -32,8 +32,14 @@ def suite_results(suite: str = "report", profile: str = "quick", dataset: str | 
 
 
 def matrix(suite: str = "report", profile: str = "quick", dataset: str | None = None, con=None) -> pd.DataFrame:
-    """Methods x noise levels: our R^2 and MAE, the team's R^2, parameters, fit time, device, flags."""
+    """Methods x noise levels: our R^2 and MAE, the team's R^2, parameters, fit time, device, flags.
+    The report matrix gains the likelihood ceiling as its last row and each method's fraction of it."""
     df = suite_results(suite, profile, dataset, con)
+    ceiling = {}
+    if suite == "report":
+        c = suite_results("ceiling", profile, dataset, con)
+        df = pd.concat([df, c], ignore_index=True)
+        ceiling = {r["noise"]: r["r2"] for _, r in c.iterrows() if r["r2"] is not None and pd.notna(r["r2"])}
     out = []
     for method, g in df.groupby("method", sort=False):
         row = {"method": method}
@@ -43,6 +49,8 @@ def matrix(suite: str = "report", profile: str = "quick", dataset: str | None = 
             row[f"team R2 @{n}"] = r["team_r2"]
             row[f"MAE @{n}"] = r["mae"]
             row[f"fit s @{n}"] = r["fit_s"]
+            if ceiling.get(r["noise"]) and r["r2"] is not None and pd.notna(r["r2"]):
+                row[f"of ceiling @{n}"] = r["r2"] / ceiling[r["noise"]]
         row["params"] = g["n_params"].dropna().max() if g["n_params"].notna().any() else None
         row["device"] = ", ".join(sorted(set(g["device"].dropna())))
         flags = []
@@ -69,7 +77,7 @@ def markdown(suite: str = "report", profile: str = "quick", dataset: str | None 
     noises = [f"{n:g}" for n in config.NOISE_LEVELS]
     cols = ["method"]
     for n in noises:
-        cols += [f"R2 @{n}", f"team R2 @{n}", f"MAE @{n}"]
+        cols += [f"R2 @{n}", f"of ceiling @{n}", f"team R2 @{n}", f"MAE @{n}"]
     cols += ["params"] + [f"fit s @{n}" for n in noises] + ["device", "disagrees with team"]
     cols = [c for c in cols if c in m.columns]
     lines = [f"Suite `{suite}`, profile `{profile}`, data set `{dataset or config.profile(profile)['dataset']}`; "

@@ -26,6 +26,7 @@ REPORT_ROWS = [
     ("Fusion: FiLM", "fusion_film", {}),
     ("Cannon (quadratic)", "cannon", {}),
 ]
+CEILING_LABEL = "Likelihood ceiling (physics)"
 
 LGBM_SWEEP = [
     {"num_leaves": 15, "learning_rate": 0.05},
@@ -78,7 +79,12 @@ def _fusion(profile, dataset):
             for n in NOISE]
 
 
+def _ceiling(profile, dataset):
+    return [_spec("likelihood_ceiling", {}, n, profile, dataset, "ceiling") for n in NOISE]
+
+
 SUITES = {
+    "ceiling": _ceiling,
     "report": _report,
     "dilation": _dilation,
     "topk": _topk,
@@ -90,6 +96,8 @@ SUITES = {
 
 def row_label(spec: dict) -> str:
     """A readable name for a spec's method (used by tables and pages)."""
+    if spec["model"] == "likelihood_ceiling":
+        return CEILING_LABEL
     for label, m, p in REPORT_ROWS:
         if spec["model"] == m and all(spec.get("params", {}).get(k) == v for k, v in p.items()) and \
                 len(spec.get("params", {})) == len(p):

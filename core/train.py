@@ -150,7 +150,8 @@ def run(spec: dict, force: bool = False, log=print, con=None, on_progress=None) 
             if on_progress:
                 on_progress(**kw)
 
-        ctx = FitContext(profile=prof, seed=spec["seed"], device=device, target=target, progress=progress, log=log)
+        ctx = FitContext(profile=prof, seed=spec["seed"], device=device, target=target, progress=progress, log=log,
+                         dataset=ds)
         t0 = time.perf_counter()
         model.fit(train, val, ctx)
         t_fit = time.perf_counter() - t0

@@ -3,8 +3,8 @@
 One family a file: linear.py (Ridge, metadata Ridge), gbdt.py (LightGBM), cannon.py
 (The Cannon-like quadratic model), mlp.py (MLP, residual MLP, global-feature MLP),
 cnn.py (dilated and multi-scale CNNs), windows.py (top-K window CNN and transformer),
-fusion.py (two-tower fusions). All implement models/base.Model.
+fusion.py (two-tower fusions), ceiling.py (the likelihood fit: the physics ceiling). All implement models/base.Model.
 """
-from models import cannon, gbdt, linear
+from models import cannon, ceiling, gbdt, linear
 
-MODELS = {**linear.MODELS, **gbdt.MODELS, **cannon.MODELS}
+MODELS = {**linear.MODELS, **gbdt.MODELS, **cannon.MODELS, **ceiling.MODELS}

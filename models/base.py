@@ -30,6 +30,7 @@ class FitContext:
     target: int = TARGET                # which label column to predict
     progress: Callable[..., None] = field(default=lambda **kw: None)  # progress(epoch=, of=, val_loss=, ...)
     log: Callable[[str], None] = field(default=lambda msg: None)
+    dataset: object = None              # the core.data.Dataset the views come from (read-only use)
 
 
 class Model:

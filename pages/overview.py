@@ -63,6 +63,8 @@ show = mat.copy()
 flag_col = "disagrees with team"
 st.subheader("Numbers")
 cfg = {c: st.column_config.NumberColumn(c, format="%.3f") for c in show.columns if c.startswith(("R2", "team", "MAE"))}
+cfg.update({c: st.column_config.NumberColumn(c, format="percent", help="our R² / the likelihood ceiling's R²")
+            for c in show.columns if c.startswith("of ceiling")})
 cfg.update({c: st.column_config.NumberColumn(c + " [s]", format="%.1f") for c in show.columns if c.startswith("fit s")})
 cfg["params"] = st.column_config.NumberColumn("parameters", format="%d")
 st.dataframe(show, hide_index=True, column_config=cfg, width="stretch")

@@ -1,0 +1,352 @@
+"""Why log g is where it is: Fisher information from the simulator's Jacobian, the Cramer-Rao
+bound, the Bayesian likelihood ceiling, and per-wavelength saliency of fitted models.
+
+Fisher information. With J_p = d flux_p / d (Teff, log g, [M/H]) from forward-mode autograd
+(torch.func.jvp) and sigma_p the 1-sigma error at the noise level,
+    I_p(log g) = J_p,g^2 / sigma_p^2                      (per pixel, log g alone)
+    F = sum_p J_p J_p^T / sigma_p^2                        (3x3 per star)
+    sigma_CR(log g) = sqrt((F^-1)_gg)                      (Teff and [M/H] marginalised)
+The Cramer-Rao bound ignores the prior box of the grid, so at low S/N it can allow R^2 <= 0
+while real estimators do better by shrinking towards the box. The ceiling is therefore
+Bayesian: the posterior mean of log g under the uniform grid prior (likelihood_fit).
+
+Likelihood fit (in the manner of The Payne, Ting et al. 2019): chi^2 of each test spectrum
+against a coarse label grid of simulated spectra gives posterior weights; spectra whose
+grid posterior is broad (effective sample size >= ESS_MIN grid points) take the grid's
+posterior mean; narrow ones are refined by Gauss-Newton with the simulator's Jacobian, and
+their posterior mean is the mean of the Laplace Gaussian truncated to the label box. On an
+imported data set (no simulator) the training spectra are the templates.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from core.data import LABEL_BOX, LABELS
+
+GRID_SHAPE = (15, 13, 9)  # Teff x log g x [M/H] points of the coarse grid
+ESS_MIN = 8.0
+GN_ITERATIONS = 10
+LAPLACE_DRAWS = 400
+
+
+def jacobian(labels: np.ndarray, sim=None, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Flux (n, P) and d flux / d labels (n, P, 3) at `labels` (n, 3), by forward-mode autograd."""
+    from core.simulate import default_simulator
+    sim = sim or default_simulator("cpu")
+    flux, jac = [], []
+    for i in range(0, len(labels), batch):
+        lab = torch.as_tensor(labels[i:i + batch], dtype=sim.dtype)
+        cols = []
+        f = None
+        for k in range(3):
+            t = torch.zeros_like(lab)
+            t[:, k] = 1.0
+            f, jv = torch.func.jvp(lambda l: sim(l), (lab,), (t,))
+            cols.append(jv.detach())
+        flux.append(f.detach().numpy())
+        jac.append(torch.stack(cols, dim=-1).numpy())
+    return np.concatenate(flux), np.concatenate(jac)
+
+
+def fisher(jac: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel log g information (n, P) and the 3x3 Fisher matrices (n, 3, 3)."""
+    w = 1.0 / np.clip(sigma.astype(np.float64), 1e-12, None) ** 2
+    J = jac.astype(np.float64)
+    per_pixel = J[..., 1] ** 2 * w
+    F = np.einsum("npi,np,npj->nij", J, w, J)
+    return per_pixel, F
+
+
+def cramer_rao(F: np.ndarray) -> dict:
+    """sigma_CR of log g: alone (Teff, [M/H] known) and marginalised over Teff and [M/H]."""
+    alone = 1.0 / np.sqrt(np.clip(F[:, 1, 1], 1e-30, None))
+    inv = np.linalg.inv(F + 1e-12 * np.eye(3))
+    marg = np.sqrt(np.clip(inv[:, 1, 1], 0, None))
+    return {"sigma_logg_alone": alone, "sigma_logg": marg}
+
+
+def r2_allowed(sigma: np.ndarray, y: np.ndarray) -> float:
+    """The R^2 an unbiased estimator at the Cramer-Rao bound would reach on labels y."""
+    return float(1.0 - np.mean(sigma ** 2) / np.var(y))
+
+
+def physics_info(ds, split: str, noise_level: float, max_stars: int = 300) -> dict:
+    """Fisher information and Cramer-Rao bounds for the first max_stars of a split, at the
+    stars' true labels and their error vectors. Needs a simulator-built data set."""
+    if not ds.has_meta:
+        raise ValueError(f"{ds.name} was not made by the simulator: Fisher information needs it")
+    rows = ds.split_rows(split, max_stars)
+    lab = ds.labels[rows]
+    _, err = ds.read(rows)
+    flux, jac = jacobian(lab)
+    per_pixel, F = fisher(jac, noise_level * err)
+    cr = cramer_rao(F)
+    per_pixel_marg = marginal_pixel_info(jac, noise_level * err, F)
+    return {"rows": rows, "labels": lab, "flux": flux, "per_pixel": per_pixel, "per_pixel_marg": per_pixel_marg,
+            "F": F, **cr, "r2_cr": r2_allowed(cr["sigma_logg"], lab[:, 1])}
+
+
+def marginal_pixel_info(jac: np.ndarray, sigma: np.ndarray, F: np.ndarray) -> np.ndarray:
+    """Per-pixel log g information left after marginalising Teff and [M/H]: the pixel's
+    derivative projected off the Teff/[M/H] directions that the whole spectrum constrains,
+    J_g - J_{t,m} F_{tm,tm}^-1 F_{tm,g}, squared over sigma^2. Sums (approximately) to 1/sigma_CR^2."""
+    tm = [0, 2]
+    Ftm = F[:, tm][:, :, tm]
+    Fg = F[:, tm, 1]
+    coef = np.linalg.solve(Ftm + 1e-12 * np.eye(2), Fg[..., None])[..., 0]      # (n, 2)
+    resid = jac[..., 1] - np.einsum("npk,nk->np", jac[..., tm], coef)
+    return resid ** 2 / np.clip(sigma, 1e-12, None) ** 2
+
+
+# --------------------------------------------------------------------------- the ceiling
+def label_grid(shape=GRID_SHAPE) -> np.ndarray:
+    axes = [np.linspace(*LABEL_BOX[k], n) for k, n in zip(LABELS, shape)]
+    return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+
+
+_GRID_CACHE: dict = {}
+
+
+def grid_spectra(shape=GRID_SHAPE) -> tuple[np.ndarray, np.ndarray]:
+    from core.simulate import SIMULATOR_VERSION, default_simulator
+    key = (shape, SIMULATOR_VERSION)
+    if key not in _GRID_CACHE:
+        g = label_grid(shape)
+        sim = default_simulator("cpu")
+        with torch.no_grad():
+            m = np.concatenate([sim(torch.as_tensor(g[i:i + 512], dtype=sim.dtype)).numpy() for i in range(0, len(g), 512)])
+        _GRID_CACHE[key] = (g, m.astype(np.float64))
+    return _GRID_CACHE[key]
+
+
+def chi2_matrix(f: np.ndarray, sigma: np.ndarray, models: np.ndarray) -> np.ndarray:
+    """chi^2 of every spectrum (n, P) against every model (G, P): (n, G), by two matrix products."""
+    w = 1.0 / np.clip(sigma.astype(np.float64), 1e-12, None) ** 2
+    f = f.astype(np.float64)
+    return (np.sum(f * f * w, axis=1)[:, None] - 2.0 * (f * w) @ models.T + w @ (models * models).T)
+
+
+def _posterior_from_chi2(chi2: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    c = chi2 - chi2.min(axis=1, keepdims=True)
+    w = np.exp(-0.5 * c)
+    w /= w.sum(axis=1, keepdims=True)
+    mean = w @ grid
+    ess = 1.0 / np.sum(w ** 2, axis=1)
+    best = grid[np.argmin(chi2, axis=1)]
+    return mean, ess, best
+
+
+def likelihood_fit(flux: np.ndarray, sigma: np.ndarray, templates: tuple[np.ndarray, np.ndarray] | None = None,
+                   seed: int = 0) -> dict:
+    """Posterior-mean labels (n, 3) of noisy spectra under the uniform label-box prior.
+    templates=(labels, spectra) switches to template matching (imported data sets)."""
+    if templates is not None:
+        grid, models = templates
+        chi2 = chi2_matrix(flux, sigma, models.astype(np.float64))
+        mean, ess, best = _posterior_from_chi2(chi2, grid)
+        return {"labels": mean, "method": np.array(["templates"] * len(flux)), "ess": ess}
+    grid, models = grid_spectra()
+    chi2 = chi2_matrix(flux, sigma, models)
+    gmean, ess, best = _posterior_from_chi2(chi2, grid)
+    out = gmean.copy()
+    method = np.array(["grid"] * len(flux), dtype=object)
+    narrow = np.nonzero(ess < ESS_MIN)[0]
+    if narrow.size:
+        lab, cov = gauss_newton(flux[narrow], sigma[narrow], best[narrow])
+        out[narrow] = truncated_laplace_mean(lab, cov, seed)
+        method[narrow] = "gauss-newton + Laplace"
+    return {"labels": out, "method": method.astype(str), "ess": ess}
+
+
+def gauss_newton(flux: np.ndarray, sigma: np.ndarray, start: np.ndarray, iterations: int = GN_ITERATIONS):
+    """Maximum-likelihood labels and their Laplace covariance (F^-1), from `start`, by
+    Levenberg-Marquardt: Gauss-Newton steps with a per-star damping that grows when a step
+    does not lower chi^2 (the step is then rejected) and shrinks when it does."""
+    from core.simulate import default_simulator
+    sim = default_simulator("cpu")
+    lo = np.array([LABEL_BOX[k][0] for k in LABELS])
+    hi = np.array([LABEL_BOX[k][1] for k in LABELS])
+    span = hi - lo
+    lab = start.astype(np.float64).copy()
+    w = 1.0 / np.clip(sigma.astype(np.float64), 1e-12, None) ** 2
+    lam = np.full(len(lab), 1e-3)
+    m, J = jacobian(lab)
+    chi = np.sum((flux - m) ** 2 * w, axis=1)
+    for _ in range(iterations):
+        F = np.einsum("npi,np,npj->nij", J, w, J)
+        g = np.einsum("npi,np->ni", J, w * (flux - m))
+        D = np.einsum("nii->ni", F)[:, :, None] * np.eye(3)[None]
+        step = np.linalg.solve(F + lam[:, None, None] * D + 1e-12 * np.eye(3), g[..., None])[..., 0]
+        step = np.clip(step, -0.25 * span, 0.25 * span)
+        trial = np.clip(lab + step, lo - 0.05 * span, hi + 0.05 * span)
+        with torch.no_grad():
+            mt = sim(torch.as_tensor(trial, dtype=sim.dtype)).numpy().astype(np.float64)
+        chit = np.sum((flux - mt) ** 2 * w, axis=1)
+        ok = chit < chi
+        lam = np.where(ok, lam / 3.0, lam * 4.0)
+        if ok.any():
+            lab[ok] = trial[ok]
+            chi[ok] = chit[ok]
+            m2, J2 = jacobian(lab[ok])
+            m[ok], J[ok] = m2, J2
+    F = np.einsum("npi,np,npj->nij", J, w, J)
+    cov = np.linalg.inv(F + 1e-9 * np.eye(3))
+    return lab, cov
+
+
+def truncated_laplace_mean(lab: np.ndarray, cov: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Mean of N(lab, cov) restricted to the label box, by Monte Carlo."""
+    lo = np.array([LABEL_BOX[k][0] for k in LABELS])
+    hi = np.array([LABEL_BOX[k][1] for k in LABELS])
+    rng = np.random.default_rng(seed)
+    out = np.clip(lab, lo, hi)
+    for i in range(len(lab)):
+        try:
+            L = np.linalg.cholesky(cov[i] + 1e-12 * np.eye(3))
+        except np.linalg.LinAlgError:
+            continue
+        z = lab[i] + rng.standard_normal((LAPLACE_DRAWS, 3)) @ L.T
+        ok = np.all((z >= lo) & (z <= hi), axis=1)
+        if ok.sum() >= 10:
+            out[i] = z[ok].mean(axis=0)
+    return out
+
+
+# --------------------------------------------------------------------------- saliency
+def integrated_gradients(f, x: torch.Tensor, baseline: torch.Tensor | None = None, steps: int = 32) -> torch.Tensor:
+    """Integrated gradients (Sundararajan et al. 2017) of scalar-per-sample f at x (n, C, P),
+    Riemann midpoint rule; attributions sum to f(x) - f(baseline) (completeness)."""
+    baseline = torch.zeros_like(x) if baseline is None else baseline
+    total = torch.zeros_like(x)
+    for k in range(steps):
+        a = (k + 0.5) / steps
+        xi = (baseline + a * (x - baseline)).detach().requires_grad_(True)
+        y = f(xi).sum()
+        (g,) = torch.autograd.grad(y, xi)
+        total += g
+    return (x - baseline) * total / steps
+
+
+def gradient_x_input(f, x: torch.Tensor) -> torch.Tensor:
+    xi = x.detach().clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(f(xi).sum(), xi)
+    return g * x
+
+
+def occlusion(f, x: torch.Tensor, width: int = 16, stride: int = 8, fill: float | None = None) -> np.ndarray:
+    """|change of the prediction| when a sliding window of `width` pixels is replaced by the
+    mean flux (or `fill`), spread back over the window's pixels: (n, P)."""
+    n, C, P = x.shape
+    out = np.zeros((n, P))
+    cnt = np.zeros(P)
+    with torch.no_grad():
+        base = f(x).numpy()
+        for s in range(0, P - width + 1, stride):
+            xo = x.clone()
+            xo[:, :, s:s + width] = x.mean(dim=2, keepdim=True) if fill is None else fill
+            d = np.abs(f(xo).numpy() - base)
+            out[:, s:s + width] += d[:, None]
+            cnt[s:s + width] += 1
+    return out / np.clip(cnt, 1, None)
+
+
+# --------------------------------------------------------------------------- cached per run / data set
+SALIENCY_STARS = 48
+LOGG_BIN_EDGES = (1.0, 2.0, 3.0, 4.0, 5.0)
+
+
+def _atomic_savez(path, **arrays) -> None:
+    import os
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _load_npz(path) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def run_saliency(result, ds, n_stars: int = SALIENCY_STARS) -> dict:
+    """Per-wavelength saliency of one finished run, computed once and cached in its run folder.
+
+    Torch models (those with forward_tensor): |gradient x input|, |integrated gradients| (baseline:
+    each spectrum flattened to its own mean level) and occlusion, averaged over the first n_stars
+    test spectra, and |gradient x input| per log g bin. Ridge and the Cannon: their coefficients'
+    own measure (pixel_importance); LightGBM: total gain per pixel."""
+    path = result.artifact / "saliency.npz"
+    if path.exists():
+        return _load_npz(path)
+    import time
+    model = result.load_model()
+    spec = result.spec
+    out: dict = {}
+    t0 = time.perf_counter()
+    if hasattr(model, "forward_tensor"):
+        view = ds.view("test", spec["noise_level"], spec["inputs"], seed=spec["seed"], limit=n_stars)
+        x = torch.as_tensor(view.x)
+        f = model.forward_tensor
+        gxi = gradient_x_input(f, x).detach().numpy()
+        base = x.mean(dim=2, keepdim=True).expand_as(x).contiguous()
+        ig = integrated_gradients(f, x, base).detach().numpy()
+        with torch.no_grad():
+            delta = (f(x) - f(base)).numpy()
+        out["ig_completeness"] = np.array(float(np.median(np.abs(ig.sum(axis=(1, 2)) - delta) / np.maximum(np.abs(delta), 1e-9))))
+        occ = occlusion(f, x, width=16, stride=16)
+        out["gxi"] = np.abs(gxi).sum(1).mean(0)
+        out["ig"] = np.abs(ig).sum(1).mean(0)
+        out["occlusion"] = occ.mean(0)
+        y = view.y[:, 1]
+        per_bin = []
+        for lo, hi in zip(LOGG_BIN_EDGES[:-1], LOGG_BIN_EDGES[1:]):
+            sel = (y >= lo) & (y <= hi)
+            per_bin.append(np.abs(gxi[sel]).sum(1).mean(0) if sel.any() else np.zeros(x.shape[-1]))
+        out["gxi_bins"] = np.stack(per_bin)
+    elif hasattr(model, "pixel_importance"):
+        out["importance"] = np.asarray(model.pixel_importance(), dtype=np.float64)
+    else:
+        raise ValueError(f"no saliency for model {spec['model']!r}")
+    out["seconds"] = np.array(time.perf_counter() - t0)
+    _atomic_savez(path, **out)
+    return out
+
+
+def dataset_physics(ds, noise_level: float, max_stars: int = 200) -> dict:
+    """physics_info on the test split, cached under artifacts/explain/<fingerprint>/."""
+    import time
+
+    from core import config
+    from core.simulate import SIMULATOR_VERSION
+    if str(ds.attrs.get("simulator_version", "")) != SIMULATOR_VERSION:
+        raise ValueError(f"{ds.name} was made by simulator v{ds.attrs.get('simulator_version') or '(none: imported)'}; "
+                         f"Fisher information needs spectra of this simulator (v{SIMULATOR_VERSION})")
+    folder = config.artifacts_dir() / "explain" / ds.fingerprint
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"physics_noise{noise_level:g}_n{max_stars}.npz"
+    if path.exists():
+        return _load_npz(path)
+    t0 = time.perf_counter()
+    info = physics_info(ds, "test", noise_level, max_stars)
+    keep = {"rows": info["rows"], "labels": info["labels"], "sigma_logg": info["sigma_logg"],
+            "sigma_logg_alone": info["sigma_logg_alone"], "r2_cr": np.array(info["r2_cr"]),
+            "pixel_info": info["per_pixel"].mean(0), "pixel_info_marg": info["per_pixel_marg"].mean(0),
+            "mean_flux": info["flux"].mean(0), "seconds": np.array(time.perf_counter() - t0)}
+    _atomic_savez(path, **keep)
+    return keep
+
+
+def topk_information(pixel_info: np.ndarray, ks=(16, 32, 64, 128, 256, 512, 1024, 2048, 4096)) -> list[tuple[int, float]]:
+    """Fraction of the total log g information held by the K most informative pixels."""
+    s = np.sort(np.asarray(pixel_info))[::-1]
+    c = np.cumsum(s) / s.sum()
+    return [(k, float(c[min(k, len(c)) - 1])) for k in ks]
+
+
+def top_bands(values: np.ndarray, wave: np.ndarray, width: float = 25.0, n: int = 10) -> list[tuple[float, float]]:
+    """The n wavelength bands of `width` A holding the largest summed |values|."""
+    edges = np.arange(wave[0], wave[-1] + width, width)
+    idx = np.digitize(wave, edges) - 1
+    sums = np.bincount(idx, weights=np.abs(values), minlength=len(edges))
+    top = np.argsort(sums)[::-1][:n]
+    return [(float(edges[i]), float(edges[i] + width)) for i in top]

@@ -1,0 +1,63 @@
+"""The best estimator the physics allows: the Bayesian likelihood fit of the simulator to
+each spectrum (core/explain.likelihood_fit), posterior mean of log g under the grid prior.
+
+Not a learned model: fit() only checks that the data set was made by this simulator version
+(or, for an imported data set, keeps the clean training spectra as templates). Its test R^2
+is the ceiling every learned model is measured against.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from models.base import Model, load_arrays, save_arrays
+
+
+class LikelihoodCeiling(Model):
+    inputs = "flux+error"
+    family = "physics"
+
+    def __init__(self, max_templates: int = 20000):
+        super().__init__(max_templates=max_templates)
+        self.max_templates = max_templates
+
+    def fit(self, train, val, ctx):
+        from core.simulate import SIMULATOR_VERSION
+        ds = ctx.dataset
+        self.target_ = ctx.target
+        version = str(ds.attrs.get("simulator_version", "")) if ds is not None else ""
+        if ds is not None and ds.has_meta and version == SIMULATOR_VERSION:
+            self.mode_ = "simulator"
+            self.templates_ = None
+        else:
+            if ds is not None and ds.has_meta:
+                ctx.log(f"data set made by simulator v{version}, this is v{SIMULATOR_VERSION}: using templates")
+            self.mode_ = "templates"
+            rows = train.index[: self.max_templates]
+            flux, _ = ds.read(rows)
+            self.templates_ = (ds.labels[rows].astype(np.float64), flux.astype(np.float64))
+        return self
+
+    def predict(self, view):
+        from core import explain
+        flux = view.x[:, 0].astype(np.float64)
+        sigma = view.x[:, 1].astype(np.float64)
+        out = explain.likelihood_fit(flux, sigma, templates=self.templates_)
+        return out["labels"][:, self.target_]
+
+    @property
+    def n_params(self):
+        return 0
+
+    def _save(self, folder):
+        arrays = {"mode": np.array(self.mode_), "target": np.array(self.target_)}
+        if self.templates_ is not None:
+            arrays["tlabels"], arrays["tflux"] = self.templates_
+        save_arrays(folder, **arrays)
+
+    def _load(self, folder):
+        a = load_arrays(folder)
+        self.mode_, self.target_ = str(a["mode"]), int(a["target"])
+        self.templates_ = (a["tlabels"], a["tflux"]) if "tlabels" in a else None
+
+
+MODELS = {"likelihood_ceiling": LikelihoodCeiling}
