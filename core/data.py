@@ -25,6 +25,9 @@ LABEL_TITLES = {"teff": "Teff [K]", "logg": "log g [dex]", "mh": "[M/H] [dex]"}
 SPLITS = ("train", "val", "test")
 LABEL_BOX = {"teff": (3500.0, 7000.0), "logg": (1.0, 5.0), "mh": (-2.5, 0.5)}
 NOISE_BLOCK = 1024  # rows per block of the seeded noise stream
+# an imported /wave must end inside this range (Angstrom): ground-based optical / near-IR spectra.
+# A grid in nm (e.g. 710-885) or micron (0.71-0.885) ends below 3000 and is refused with a hint.
+WAVE_ANGSTROM_MIN, WAVE_ANGSTROM_MAX = 3000.0, 60000.0
 # inputs a view can serve; each is a list of channels
 INPUTS = {
     "flux": ["flux"],
@@ -37,6 +40,7 @@ INPUTS = {
     "flux+error_constant": ["flux", "error_constant"],
     "flux+error_swapped": ["flux", "error_swapped"],
     "error_swapped": ["error_swapped"],
+    "error_shuffled": ["error_shuffled"],
     "meta": ["teff", "mh"],
 }
 
@@ -171,7 +175,11 @@ def build(name: str | None = None, profile: str = "quick", n: int | None = None,
 
 # --------------------------------------------------------------------------- validation / import
 def _problem(msg: str):
-    raise DataError(msg)
+    raise DataError(_one_line(msg))
+
+
+def _one_line(x) -> str:
+    return " ".join(str(x).split())
 
 
 def validate_source(path: str | os.PathLike) -> dict:
@@ -180,12 +188,18 @@ def validate_source(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.exists():
         _problem(f"{path}: no such file")
-    if not h5py.is_hdf5(path):
-        _problem(f"{path.name}: not an HDF5 file")
+    if not path.is_file():
+        _problem(f"{path}: not a file")
+    try:
+        is_h5 = h5py.is_hdf5(path)
+    except OSError as e:
+        _problem(f"{path.name}: cannot be read ({_one_line(e)})")
+    if not is_h5:
+        _problem(f"{path.name}: not an HDF5 file (see docs/data.md for the schema)")
     try:
         f = h5py.File(path, "r")
     except OSError as e:
-        _problem(f"{path.name}: cannot be opened as HDF5 ({e})")
+        _problem(f"{path.name}: cannot be opened as HDF5 ({_one_line(e)})")
     with f:
         for k in ("wave", "flux"):
             if k not in f or not isinstance(f[k], h5py.Dataset):
@@ -197,21 +211,38 @@ def validate_source(path: str | os.PathLike) -> dict:
         missing = [k for k in LABELS if k not in f["labels"]]
         if missing:
             _problem(f"{path.name}: /labels lacks {', '.join(missing)} (expected teff, logg, mh)")
+        for k in LABELS:
+            if not isinstance(f["labels"][k], h5py.Dataset):
+                _problem(f"{path.name}: /labels/{k} must be a dataset, not a group")
+        for k in ("wave", "flux", "error", "ivar", "labels/teff", "labels/logg", "labels/mh"):
+            if k in f and isinstance(f[k], h5py.Dataset) and not np.issubdtype(f[k].dtype, np.number):
+                _problem(f"{path.name}: /{k} has dtype {f[k].dtype}; expected numbers")
         wave = np.asarray(f["wave"][()], dtype=np.float64)
         if wave.ndim != 1 or wave.size < 16:
             _problem(f"{path.name}: /wave must be 1-D with at least 16 pixels, got shape {wave.shape}")
         if not np.all(np.isfinite(wave)):
             _problem(f"{path.name}: /wave contains NaN or inf")
-        if not np.all(np.diff(wave) > 0):
-            bad = int(np.argmax(~(np.diff(wave) > 0)))
+        dw = np.diff(wave)
+        if np.any(dw == 0):
+            bad = int(np.argmax(dw == 0))
+            _problem(f"{path.name}: /wave has a duplicated wavelength {wave[bad]:.4f} at pixels {bad} and {bad + 1}; "
+                     f"wavelengths must be strictly increasing")
+        if np.any(dw < 0):
+            bad = int(np.argmax(dw < 0))
             _problem(f"{path.name}: /wave is not strictly increasing (pixel {bad} -> {bad + 1}: "
-                     f"{wave[bad]:.3f} -> {wave[bad + 1]:.3f})")
-        if wave.max() < 100.0 or wave.max() > 1e5:
-            _problem(f"{path.name}: /wave spans {wave.min():.4g}-{wave.max():.4g}; expected Angstrom "
-                     f"(for nm multiply by 10, for micron by 1e4)")
+                     f"{wave[bad]:.4f} -> {wave[bad + 1]:.4f}); sort the pixels by wavelength")
+        if wave[0] <= 0:
+            _problem(f"{path.name}: /wave starts at {wave[0]:.4g}; wavelengths must be positive Angstrom")
+        if wave[-1] < WAVE_ANGSTROM_MIN or wave[-1] > WAVE_ANGSTROM_MAX:
+            unit = "micron (multiply by 1e4)" if wave[-1] < 30 else (
+                "nm (multiply by 10)" if wave[-1] < WAVE_ANGSTROM_MIN else "an unknown unit")
+            _problem(f"{path.name}: /wave spans {wave[0]:.4g}-{wave[-1]:.4g}, which looks like {unit}; "
+                     f"expected Angstrom ({WAVE_ANGSTROM_MIN:g}-{WAVE_ANGSTROM_MAX:g})")
         flux = f["flux"]
         ekey = "error" if "error" in f else "ivar"
         err = f[ekey]
+        if not isinstance(err, h5py.Dataset):
+            _problem(f"{path.name}: /{ekey} must be a dataset, not a group")
         if flux.ndim != 2 or flux.shape[1] != wave.size:
             _problem(f"{path.name}: /flux has shape {flux.shape}; expected (n_spectra, {wave.size}) to match /wave")
         if err.shape != flux.shape:
@@ -425,36 +456,74 @@ class Dataset:
             elif c == "snr":
                 out.append(noisy / (noise_level * err) if noise_level > 0 else noisy / err)
             elif c == "error_constant":
-                out.append(np.full_like(err, float(noise_level * np.median(err))))
+                out.append(np.full_like(err, float(noise_level * self.error_scale())))
             elif c in ("error_shuffled", "error_swapped"):
                 out.append(noise_level * self._foreign_error(rows, c == "error_swapped", seed))
             else:
                 raise DataError(f"unknown channel {c!r}")
         return np.stack(out, axis=1).astype(np.float32), chans
 
+    def _split_of(self) -> np.ndarray:
+        """Which split (0 train, 1 val, 2 test, -1 none) each global row belongs to."""
+        if getattr(self, "_split_index", None) is None:
+            idx = np.full(self.n, -1, dtype=np.int64)
+            for i, s in enumerate(SPLITS):
+                idx[self.splits[s]] = i
+            self._split_index = idx
+        return self._split_index
+
+    def _donors(self, split_id: int, same_teff_mh: bool, seed: int) -> np.ndarray:
+        """Donor row for every row of one split (-1 elsewhere), a pure function of (split, kind,
+        seed): the same whatever the chunking of the view. Shuffled: a seeded derangement of the
+        split (never the star itself). Swapped: the star of the split with the nearest (Teff, [M/H])
+        whose log g differs by at least 1 dex."""
+        key = (split_id, same_teff_mh, seed)
+        cache = self.__dict__.setdefault("_donor_cache", {})
+        if key in cache:
+            return cache[key]
+        members = np.nonzero(self._split_of() == split_id)[0] if split_id >= 0 else np.arange(self.n)
+        donor = np.full(self.n, -1, dtype=np.int64)
+        if members.size >= 2 and not same_teff_mh:
+            rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 7919, split_id + 1]))
+            p = members[rng.permutation(members.size)]
+            donor[p] = np.roll(p, -1)
+        elif members.size >= 2:
+            lab = self.labels[members]
+            t = (lab[:, 0] - LABEL_BOX["teff"][0]) / (LABEL_BOX["teff"][1] - LABEL_BOX["teff"][0])
+            m = (lab[:, 2] - LABEL_BOX["mh"][0]) / (LABEL_BOX["mh"][1] - LABEL_BOX["mh"][0])
+            for i0 in range(0, members.size, 512):
+                sl = slice(i0, i0 + 512)
+                d = (t[sl, None] - t[None, :]) ** 2 + (m[sl, None] - m[None, :]) ** 2
+                d = np.where(np.abs(lab[sl, 1][:, None] - lab[None, :, 1]) >= 1.0, d, np.inf)
+                j = np.argmin(d, axis=1)
+                ok = np.isfinite(d[np.arange(d.shape[0]), j])
+                # no star 1 dex away in log g: fall back to the star farthest in log g
+                far = np.argmax(np.abs(lab[sl, 1][:, None] - lab[None, :, 1]), axis=1)
+                donor[members[sl]] = members[np.where(ok, j, far)]
+        else:
+            donor[members] = members
+        cache[key] = donor
+        return donor
+
     def _foreign_error(self, rows: np.ndarray, same_teff_mh: bool, seed: int) -> np.ndarray:
         """Error vectors of other stars of the same split: a random star (shuffled), or the star
         with the nearest (Teff, [M/H]) but a log g at least 1 dex away (swapped)."""
-        split_rows = None
-        for v in self.splits.values():
-            if np.isin(rows[:1], v).all():
-                split_rows = v
-        split_rows = rows if split_rows is None else split_rows
-        rng = np.random.default_rng(seed + 7919)
-        if not same_teff_mh:
-            donors = rng.choice(split_rows, size=rows.size)
-            donors = np.where(donors == rows, np.roll(donors, 1), donors)
-        else:
-            lab = self.labels
-            t = (lab[split_rows, 0] - 3500) / 3500.0
-            m = (lab[split_rows, 2] + 2.5) / 3.0
-            donors = np.empty_like(rows)
-            for i, r in enumerate(rows):
-                d = (t - (lab[r, 0] - 3500) / 3500.0) ** 2 + (m - (lab[r, 2] + 2.5) / 3.0) ** 2
-                d = np.where(np.abs(lab[split_rows, 1] - lab[r, 1]) >= 1.0, d, np.inf)
-                donors[i] = split_rows[int(np.argmin(d))]
+        sid = self._split_of()[rows]
+        donors = np.empty_like(rows)
+        for s in np.unique(sid):
+            sel = sid == s
+            donors[sel] = self._donors(int(s), same_teff_mh, seed)[rows[sel]]
         _, err = self.read(donors)
         return err
+
+    def error_scale(self) -> float:
+        """One number for the 'error_constant' channel: the median clean error of (up to) the first
+        256 training spectra. A property of the data set, so every chunk of a view agrees."""
+        if getattr(self, "_error_scale", None) is None:
+            rows = self.splits["train"][:256] if self.splits["train"].size else np.arange(min(self.n, 256))
+            _, err = self.read(rows)
+            self._error_scale = float(np.median(err))
+        return self._error_scale
 
     def split_rows(self, split: str, limit: int | None = None) -> np.ndarray:
         if split not in self.splits:

@@ -83,8 +83,14 @@ def _ceiling(profile, dataset):
     return [_spec("likelihood_ceiling", {}, n, profile, dataset, "ceiling") for n in NOISE]
 
 
+def _error_ablation(profile, dataset):
+    from core import ablation
+    return ablation.suite_specs(profile, dataset)
+
+
 SUITES = {
     "ceiling": _ceiling,
+    "error_ablation": _error_ablation,
     "report": _report,
     "dilation": _dilation,
     "topk": _topk,
