@@ -126,6 +126,18 @@ def cmd_jobs(a) -> int:
     return 0
 
 
+def cmd_digest(a) -> int:
+    from core import digest
+    md = digest.build(a.profile, a.dataset, since=a.since, lang=a.lang)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(md)
+        print(f"wrote {a.out}", file=sys.stderr)
+    else:
+        print(md)
+    return 0
+
+
 def cmd_worker(a) -> int:
     from core import jobs
     n = jobs.worker(idle_exit_s=a.idle, once=a.once)
@@ -177,10 +189,21 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--no-worker", action="store_true", help="only queue; do not start a worker")
     j.set_defaults(func=cmd_jobs)
 
+    dg = sub.add_parser("digest", help="the meeting digest (Markdown) from the registry")
+    dg.add_argument("--profile", default="quick", choices=list(config.PROFILES))
+    dg.add_argument("--dataset")
+    dg.add_argument("--since", help="YYYY-MM-DD: mark questions answered by runs finished since then")
+    dg.add_argument("--lang", default="en", choices=["en", "zh"])
+    dg.add_argument("--out", help="write to this file instead of printing")
+    dg.set_defaults(func=cmd_digest)
+
     w = sub.add_parser("worker", help="run queued jobs one at a time (one worker per artifacts folder)")
     w.add_argument("--idle", type=float, default=20.0, help="exit after this many seconds with an empty queue")
     w.add_argument("--once", action="store_true", help="exit as soon as the queue is empty")
     w.set_defaults(func=cmd_worker)
+
+    from core import predict
+    predict.add_parser(sub)
     return p
 
 

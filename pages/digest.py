@@ -1,0 +1,21 @@
+"""Digest: the group's meeting report written from the registry (core/digest.py), in English or
+Chinese, downloadable as Markdown. Every number of ours carries the id of its run."""
+from __future__ import annotations
+
+import datetime as _dt
+
+import streamlit as st
+
+from core import appstate, digest
+
+st.title("Meeting digest")
+ds = appstate.require_dataset()
+profile = st.session_state.get("profile", "quick")
+c1, c2 = st.columns(2)
+lang = c1.radio("Language", ["en", "zh"], format_func=lambda x: {"en": "English", "zh": "中文"}[x], horizontal=True)
+since = c2.date_input("Mark questions answered since", value=_dt.date.today() - _dt.timedelta(days=7))
+md = digest.build(profile, ds.name, since=since.isoformat(), lang=lang)
+st.download_button("Download Markdown", md.encode(), f"digest_{ds.name}_{lang}.md", "text/markdown")
+st.caption("Verdicts come from the rules written next to each hypothesis in core/digest.py; a hypothesis whose "
+           "runs are missing reads 'not run'.")
+st.markdown(md)
