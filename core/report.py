@@ -98,3 +98,27 @@ def markdown(suite: str = "report", profile: str = "quick", dataset: str | None 
     n_all = len(suites.suite(suite, profile, dataset))
     lines += ["", f"{n_done} of {n_all} runs finished."]
     return "\n".join(lines)
+
+
+def history(suite: str, profile: str, dataset: str | None, since: str | None = None, con=None) -> pd.DataFrame:
+    """How each number of a suite moved: the current R^2 of each spec against its value at the
+    last finish before `since` (ISO date) or, without `since`, its previous finish (an earlier fit of
+    the same spec: a forced refit, a code change). Rows without an earlier value are left out."""
+    con = con or registry.connect()
+    rows = []
+    for s in suites.suite(suite, profile, dataset):
+        r = train.cached_result(s, con=con)
+        if r is None:
+            continue
+        h = registry.history(con, r.run_id)
+        if since:
+            before = [x for x in h if x["finished"] < since]
+            prev = before[-1] if before else None
+        else:
+            prev = h[-2] if len(h) >= 2 else None
+        if prev is None or "r2" not in prev["metrics"]:
+            continue
+        rows.append({"method": suites.row_label(s), "noise": s["noise_level"], "R2 then": prev["metrics"]["r2"],
+                     "R2 now": r.metrics["r2"], "change": r.metrics["r2"] - prev["metrics"]["r2"],
+                     "then": prev["finished"], "code then": prev["code_version"], "run": r.run_id})
+    return pd.DataFrame(rows)

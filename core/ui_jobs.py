@@ -79,3 +79,47 @@ def show_queue(limit: int = 30) -> pd.DataFrame:
     st.caption(f"Worker: {'running' if jobs.worker_alive() else 'idle (starts when a job is queued)'} · "
                f"registry {registry.now()}")
     return df
+
+
+def first_start_runs(dataset: str | None) -> int | None:
+    """First start: with no runs and no jobs in the registry, queue the quick report suite (the
+    worker builds the quick data set if it is missing). Returns the job id queued, if any.
+    Writes no token check: it only runs when nothing has ever been run here."""
+    from core import suites
+    con = jobs.connect()
+    if con.execute("SELECT COUNT(*) FROM runs").fetchone()[0] or con.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]:
+        return None
+    specs = suites.suite("report", "quick", dataset)
+    jid, _ = jobs.submit(specs, label="first start: report suite, quick", token=os.environ.get("LOGG_ADMIN_TOKEN"), con=con)
+    jobs.ensure_worker()
+    return jid
+
+
+def active_jobs() -> list[dict]:
+    return [j for j in jobs.list_jobs(20) if j["state"] in ("queued", "running")]
+
+
+@st.fragment(run_every=3)
+def progress_panel() -> None:
+    """Live progress of queued/running jobs; reruns the whole page when one finishes so the
+    results it produced appear."""
+    act = active_jobs()
+    was = st.session_state.get("_active_jobs", set())
+    now_ids = {j["job_id"] for j in act}
+    st.session_state["_active_jobs"] = now_ids
+    if was - now_ids:
+        st.cache_data.clear()
+        st.rerun(scope="app")
+    if not act:
+        return
+    for j in act:
+        p = j["progress"] or {}
+        frac = (max(0, p.get("spec", 1) - 1) / max(1, p.get("of", 1))) if p else 0.0
+        what = f"job {j['job_id']} ({j['label']}): {j['state']}"
+        if p:
+            what += f" - spec {p.get('spec')}/{p.get('of')} {p.get('model', '')} @ noise {p.get('noise_level', '')}"
+            if "epoch" in p:
+                what += f", epoch {p['epoch']}"
+            if "building" in p:
+                what += f" - {p['building']}"
+        st.progress(min(1.0, frac), text=what)

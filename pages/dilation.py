@@ -6,7 +6,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core import appstate, report
+from core import appstate, report, suites, ui_jobs
 from core.linewidths import line_widths
 
 st.title("Dilation, receptive field and line width")
@@ -76,3 +76,4 @@ summary = w.groupby("species")[["fwhm_px", "fw10_px"]].median().rename(
     columns={"fwhm_px": "median FWHM [px]", "fw10_px": "median 10%-depth width [px]"})
 summary["lines x stars"] = w.groupby("species").size()
 st.dataframe(summary, width="content")
+ui_jobs.retrain_button(suites.suite("dilation", profile, ds.name), f"dilation, {profile}", "dilation")

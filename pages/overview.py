@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import appstate, config, report, suites, train
+from core import appstate, config, report, suites, train, ui_jobs
 from core.reference import REPORT_LABEL
 
 st.title("Performance matrix")
@@ -23,13 +23,17 @@ def load_matrix(profile: str, dataset: str, fp: str):
     return report.matrix("report", profile, dataset), report.suite_results("report", profile, dataset)
 
 
+if profile == "quick" and ui_jobs.first_start_runs(ds.name):
+    st.toast("First start: the quick report suite is queued in the background.")
+ui_jobs.progress_panel()
 mat, res = load_matrix(profile, ds.name, ds.fingerprint)
 n_done = int(res["r2"].notna().sum())
 if n_done == 0:
-    st.info(f"No finished runs for this data set and profile yet. Run them with "
+    st.info(f"No finished runs for this data set and profile yet. Launch them from the Training page or run "
             f"`python -m core train --suite report --profile {profile}"
             + (f" --dataset {ds.name}`" if ds.name != config.profile(profile)["dataset"] else "`")
             + " (the quick profile takes a few minutes on a 2-core CPU).")
+    ui_jobs.retrain_button(suites.suite("report", profile, ds.name), f"report, {profile}", "overview_empty")
     st.stop()
 st.caption(f"{n_done} of {len(res)} runs finished.")
 
@@ -74,6 +78,23 @@ if len(dis):
                f"{report.DISAGREE_R2:.2f} in R²: " + "; ".join(f"**{r['method']}** {r[flag_col]}" for _, r in dis.iterrows())
                + ". Different data sets: a disagreement is a finding, not an error.")
 st.download_button("Download the matrix (CSV)", show.to_csv(index=False).encode(), "performance_matrix.csv", "text/csv")
+ui_jobs.retrain_button(suites.suite("report", profile, ds.name) + suites.suite("ceiling", profile, ds.name),
+                       f"report + ceiling, {profile}", "overview")
+
+# ---- history
+with st.expander("How the numbers moved", icon=":material/history:"):
+    import datetime as _dt
+    mode = st.radio("Compare with", ["the previous fit of the same spec", "the last fit before a date"], horizontal=True)
+    since = None
+    if mode.startswith("the last"):
+        since = st.date_input("Date", value=_dt.date.today() - _dt.timedelta(days=7)).isoformat()
+    hist = report.history("report", profile, ds.name, since)
+    if hist.empty:
+        st.caption("No earlier fits to compare with yet: every run here has been fitted once.")
+    else:
+        st.dataframe(hist, hide_index=True, width="stretch",
+                     column_config={c: st.column_config.NumberColumn(c, format="%.3f") for c in ("R2 then", "R2 now", "change")})
+        st.download_button("Download (CSV)", hist.to_csv(index=False).encode(), "history.csv", "text/csv")
 
 # ---- predicted vs true for one method
 st.subheader("Predicted versus true log g")

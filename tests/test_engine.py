@@ -161,3 +161,14 @@ def test_report_matrix_flags_disagreement(engine_ds):
     ours, team = row["R2 @0.1"], row["team R2 @0.1"]
     flagged = bool(row["disagrees with team"])
     assert flagged == (abs(ours - team) > report.DISAGREE_R2)
+
+
+def test_history_shows_how_a_number_moved(engine_ds):
+    s = {"model": "ridge", "params": {}, "noise_level": 0.1, "dataset": engine_ds, "seed": 0, "profile": "quick"}
+    train.run(s)
+    train.run(s, force=True)  # a second fit of the same spec (as after a code change)
+    h = report.history("report", "quick", engine_ds)
+    row = h[(h["method"] == "Ridge") & (h["noise"] == 0.1)].iloc[0]
+    assert abs(row["R2 now"] - train.cached_result(s).metrics["r2"]) < 1e-12
+    assert abs(row["change"] - (row["R2 now"] - row["R2 then"])) < 1e-12
+    assert report.history("report", "quick", engine_ds, since="2000-01-01").empty  # nothing finished before 2000

@@ -1,0 +1,93 @@
+"""Benchmark of the engine: wall time of a suite on a fresh artifacts folder, the cached re-run,
+and the resulting matrix, written into docs/benchmarks.md between markers.
+
+    python benchmarks/bench_engine.py --profile quick                 # report suite, fresh folder
+    python benchmarks/bench_engine.py --profile default --suites report,dilation,topk,...
+    LOGG_ARTIFACTS=/path python benchmarks/bench_engine.py --reuse    # keep an existing folder
+
+Numbers go into the section <!-- bench_engine:PROFILE:start --> ... :end --> of docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def run(cmd: list[str], env: dict) -> tuple[float, str]:
+    t = time.perf_counter()
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    dt = time.perf_counter() - t
+    if p.returncode not in (0, 1):
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stderr[-2000:]}")
+    return dt, p.stdout + p.stderr
+
+
+def write_section(name: str, body: str) -> None:
+    doc = ROOT / "docs" / "benchmarks.md"
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    if start in text and end in text:
+        a, b = text.index(start), text.index(end) + len(end)
+        text = text[:a] + block + text[b:]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    doc.write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--profile", default="quick")
+    ap.add_argument("--suites", default="report")
+    ap.add_argument("--reuse", action="store_true", help="use LOGG_ARTIFACTS as it is (no fresh folder)")
+    a = ap.parse_args()
+    env = dict(os.environ)
+    if not a.reuse:
+        env["LOGG_ARTIFACTS"] = tempfile.mkdtemp(prefix="bench_engine_")
+    py = sys.executable
+    lines = [f"## Engine: profile `{a.profile}`", "",
+             f"Measured {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores ({cpu_model()}), "
+             f"torch threads default, `{' '.join(['python', 'benchmarks/bench_engine.py', '--profile', a.profile, '--suites', a.suites])}`.", ""]
+    lines += ["| step | wall time [s] |", "|---|---|"]
+    t_build, _ = run([py, "-m", "core", "data", "build", "--profile", a.profile], env) if not a.reuse else (0.0, "")
+    if not a.reuse:
+        lines.append(f"| data build ({a.profile}) | {t_build:.1f} |")
+    total = 0.0
+    for s in a.suites.split(","):
+        t, out = run([py, "-m", "core", "train", "--suite", s, "--profile", a.profile], env)
+        total += t
+        lines.append(f"| train suite `{s}` | {t:.1f} |")
+        t2, _ = run([py, "-m", "core", "train", "--suite", s, "--profile", a.profile], env)
+        lines.append(f"| same suite again (all cached) | {t2:.1f} |")
+        failed = [ln for ln in out.splitlines() if "FAILED" in ln]
+        if failed:
+            lines.append(f"| failures in `{s}` | {len(failed)}: {'; '.join(f[:80] for f in failed[:3])} |")
+    lines.append(f"| all suites | {total:.1f} |")
+    for s in a.suites.split(","):
+        _, md = run([py, "-m", "core", "report", "--suite", s, "--profile", a.profile], env)
+        lines += ["", f"### Suite `{s}`", "", md.strip()]
+    write_section(f"bench_engine:{a.profile}", "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
