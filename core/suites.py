@@ -83,20 +83,26 @@ def _ceiling(profile, dataset):
     return [_spec("likelihood_ceiling", {}, n, profile, dataset, "ceiling") for n in NOISE]
 
 
+def _latent(profile, dataset):
+    from core import latent
+    return latent.suite_specs(profile, dataset)
+
+
 def _error_ablation(profile, dataset):
     from core import ablation
     return ablation.suite_specs(profile, dataset)
 
 
 SUITES = {
+    "report": _report,
     "ceiling": _ceiling,
     "error_ablation": _error_ablation,
-    "report": _report,
     "dilation": _dilation,
     "topk": _topk,
     "lightgbm_sweep": _lgbm,
     "global_ablation": _global_ablation,
     "fusion": _fusion,
+    "latent": _latent,
 }
 
 

@@ -52,10 +52,10 @@ else:
                "(parallel branches d = 1, 2, 4) at the same noise level.")
 
 w = widths()
-long = pd.concat([pd.DataFrame({"width [px]": w["fwhm_px"], "measure": "FWHM"}),
-                  pd.DataFrame({"width [px]": w["fw10_px"], "measure": "full width at 10% depth (wings)"})])
+long = pd.concat([pd.DataFrame({"width_px": w["fwhm_px"], "measure": "FWHM"}),
+                  pd.DataFrame({"width_px": w["fw10_px"], "measure": "full width at 10% depth (wings)"})])
 hist = alt.Chart(long).mark_bar(opacity=0.6).encode(
-    x=alt.X("width [px]:Q", bin=alt.Bin(step=1), title="line width [pixels]"),
+    x=alt.X("width_px:Q", bin=alt.Bin(step=1), title="line width [pixels]"),
     y=alt.Y("count():Q", title="lines (x stars)", stack=None),
     color=alt.Color("measure:N", title=None, legend=alt.Legend(orient="top")))
 layers = [hist]

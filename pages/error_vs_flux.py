@@ -37,7 +37,8 @@ for noise in sorted(df["noise"].unique()):
 d = df.dropna(subset=["r2"]).copy()
 d["noise level"] = d["noise"].map(lambda x: f"noise {x:g}")
 order = list(ablation.INPUT_LABELS.values())
-base = alt.Chart(d).encode(y=alt.Y("input:N", sort=order, title=None), x=alt.X("model:N", title=None))
+base = alt.Chart(d).encode(y=alt.Y("input:N", sort=order, title=None, axis=alt.Axis(labelLimit=320)),
+                           x=alt.X("model:N", title=None))
 heat = base.mark_rect().encode(color=alt.Color("r2:Q", title="test R²", scale=alt.Scale(domain=[0, 1], scheme="viridis", clamp=True)),
                                tooltip=["input", "model", "noise level", alt.Tooltip("r2:Q", format=".3f")])
 txt = base.mark_text(fontSize=12).encode(text=alt.Text("r2:Q", format=".2f"),

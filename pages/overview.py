@@ -47,7 +47,7 @@ long = pd.DataFrame(long)
 order = [m for m in mat["method"]]
 base = alt.Chart(long).encode(
     x=alt.X("source:N", title=None, sort=["ours", "team report"]),
-    y=alt.Y("method:N", sort=order, title=None),
+    y=alt.Y("method:N", sort=order, title=None, axis=alt.Axis(labelLimit=320)),
 )
 heat = base.mark_rect().encode(
     color=alt.Color("R2:Q", scale=alt.Scale(domain=[0, 1], scheme="viridis"), title="test R²"),
@@ -64,6 +64,9 @@ st.caption("Each cell is the coefficient of determination of log g on the held-o
 
 # ---- the table, with disagreement marks
 show = mat.copy()
+for c in show.columns:
+    if c not in ("method", "device", "disagrees with team"):
+        show[c] = pd.to_numeric(show[c], errors="coerce")
 flag_col = "disagrees with team"
 st.subheader("Numbers")
 cfg = {c: st.column_config.NumberColumn(c, format="%.3f") for c in show.columns if c.startswith(("R2", "team", "MAE"))}
@@ -110,18 +113,18 @@ r = train.cached_result(spec)
 if r is not None:
     p = r.predictions()
     df = pd.DataFrame({"true log g": p["y_true"], "predicted log g": p["y_pred"],
-                       "residual": p["y_pred"] - p["y_true"], "Teff": p["labels"][:, 0], "[M/H]": p["labels"][:, 2]})
+                       "residual": p["y_pred"] - p["y_true"], "Teff": p["labels"][:, 0], "M_H": p["labels"][:, 2]})
     lim = [float(min(df["true log g"].min(), df["predicted log g"].min())) - 0.1,
            float(max(df["true log g"].max(), df["predicted log g"].max())) + 0.1]
     sc = alt.Chart(df).mark_circle(size=18, opacity=0.6).encode(
         x=alt.X("true log g:Q", scale=alt.Scale(domain=lim), title="true log g [dex]"),
         y=alt.Y("predicted log g:Q", scale=alt.Scale(domain=lim), title="predicted log g [dex]"),
         color=alt.Color("Teff:Q", scale=alt.Scale(scheme="redblue", reverse=True), title="Teff [K]"),
-        tooltip=["true log g", "predicted log g", "Teff", "[M/H]"])
+        tooltip=["true log g", "predicted log g", "Teff", alt.Tooltip("M_H:Q", title="[M/H]")])
     one = alt.Chart(pd.DataFrame({"x": lim, "y": lim})).mark_line(color="gray", strokeDash=[4, 4]).encode(x="x", y="y")
     res_chart = alt.Chart(df).mark_circle(size=18, opacity=0.6).encode(
         x=alt.X("true log g:Q", title="true log g [dex]"), y=alt.Y("residual:Q", title="predicted - true [dex]"),
-        color=alt.Color("[M/H]:Q", scale=alt.Scale(scheme="viridis"), title="[M/H] [dex]"))
+        color=alt.Color("M_H:Q", scale=alt.Scale(scheme="viridis"), title="[M/H] [dex]"))
     zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(color="gray").encode(y="y")
     a, b = st.columns(2)
     a.altair_chart((sc + one).properties(title=f"{method}, noise {noise:g}: R² = {row['r2']:.3f}, MAE = {row['mae']:.3f} dex",

@@ -41,10 +41,11 @@ todo = [s for s in specs if train.cached_result(s) is None]
 known = [typ.get(s["model"]) for s in todo]
 est = sum(k for k in known if k is not None)
 unknown = sum(k is None for k in known)
-st.info(f"**{len(specs)} specs**: {len(cached)} already finished (reused), {len(todo)} to fit. "
-        f"Estimated cost: ~{est / 60:.1f} min on this machine"
-        + (f" plus {unknown} spec(s) with no earlier timing" if unknown else "")
-        + " (medians of earlier runs of the same model and profile).", icon=":material/schedule:")
+cost = (f"Estimated cost: ~{max(est, 1) / 60:.1f} min on this machine (medians of earlier runs of the same model "
+        f"and profile)" + (f", plus {unknown} spec(s) of models never run here before" if unknown else "")
+        if len(known) > unknown else "No estimate yet: none of these models has run with this profile here")
+st.info(f"**{len(specs)} specs**: {len(cached)} already finished (reused), {len(todo)} to fit. {cost}.",
+        icon=":material/schedule:")
 tok = ui_jobs.token_input("launch")
 label = f"{suite_name}" + (f" ({', '.join(chosen)})" if chosen else "") + f", {profile}, noise {', '.join(f'{n:g}' for n in noises)}"
 if st.button("Launch", type="primary", disabled=not specs):
