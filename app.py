@@ -6,12 +6,19 @@ a view; add a page by appending to PAGES.
 """
 import streamlit as st
 
-st.set_page_config(page_title="log g from spectra", page_icon=":material/star:", layout="wide")
+st.set_page_config(page_title="log g from spectra", page_icon="⭐", layout="wide")
 
 from core import appstate  # noqa: E402  (set_page_config must be the first Streamlit call)
 
 PAGES = [
     st.Page("pages/data.py", title="Data", icon=":material/database:", default=True),
+    st.Page("pages/overview.py", title="Overview", icon=":material/leaderboard:"),
+    st.Page("pages/training.py", title="Training", icon=":material/model_training:"),
+    st.Page("pages/predict.py", title="Predict", icon=":material/query_stats:"),
+    st.Page("pages/error_vs_flux.py", title="Error vs flux", icon=":material/compare_arrows:"),
+    st.Page("pages/dilation.py", title="Dilation", icon=":material/blur_on:"),
+    st.Page("pages/saliency.py", title="Saliency", icon=":material/visibility:"),
+    st.Page("pages/digest.py", title="Digest", icon=":material/summarize:"),
 ]
 
 
@@ -19,25 +26,25 @@ def first_start() -> None:
     """No data set in artifacts/ yet: build the quick one here, with a progress bar, then rerun."""
     st.title("Setting up: building the quick data set")
     n = appstate.bootstrap_size()
+    secs = 10 + n / 60  # starting torch and the simulator, then about 60 spectra a second on 2 CPU cores
+    when = (f"under {10 * (int(secs) // 10 + 1)} seconds" if secs <= 45 else
+            "about a minute" if secs < 90 else f"about {secs / 60:.0f} minutes")
     st.write(f"There is no data set in `artifacts/data/` yet, so the app simulates the quick one "
-             f"({n:,} spectra). This happens once and takes about a minute on a 2-core CPU.")
+             f"({n:,} spectra). This happens once and takes {when} on a 2-core CPU.")
     bar = st.progress(0.0, text="starting the simulator")
     appstate.bootstrap(progress=lambda frac, msg: bar.progress(float(frac), text=msg))
     bar.progress(1.0, text="done")
     st.rerun()
 
 
+# Navigation first: before it is called, Streamlit would list every file of pages/ on its own.
+page = st.navigation(PAGES, position="sidebar")
+
 with appstate.friendly_errors("Setting up"):
     if appstate.needs_bootstrap():
         first_start()
 
-page = st.navigation(PAGES, position="sidebar")
-device_slot = None
 with appstate.friendly_errors("The sidebar"):
-    device_slot = appstate.sidebar()
-try:
-    with appstate.friendly_errors(f"The {page.title} page"):
-        page.run()
-finally:
-    with appstate.friendly_errors("The device check"):
-        appstate.show_device(device_slot)
+    appstate.sidebar()
+with appstate.friendly_errors(f"The {page.title} page"):
+    page.run()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,12 +25,21 @@ from core import config, data
 
 log = logging.getLogger("logg.app")
 
-# Zoom windows of the spectrum charts, in Angstrom.
-ZOOMS: dict[str, tuple[float, float]] = {
+# Zoom windows of the spectrum charts, in Angstrom: the two log g regions, then the whole range.
+LINE_REGIONS: dict[str, tuple[float, float]] = {
     "Ca II triplet 8480-8680 Å": (8480.0, 8680.0),
     "Na I 8183/8195 Å": (8170.0, 8210.0),
-    "Whole range 7100-8850 Å": (7100.0, 8850.0),
 }
+
+
+def zoom_windows(lo: float, hi: float) -> dict[str, tuple[float, float]]:
+    """The line regions that overlap [lo, hi] (clipped to it), then the whole range."""
+    out = {k: (max(a, lo), min(b, hi)) for k, (a, b) in LINE_REGIONS.items() if a < hi and b > lo}
+    out[f"Whole range {lo:.0f}-{hi:.0f} Å"] = (float(lo), float(hi))
+    return out
+
+
+ZOOMS = zoom_windows(7100.0, 8850.0)  # the built-in simulator's window
 # Pixels whose OH sky emission is at least this strong (relative intensity, brightest lines ~1-2.5)
 # are shaded in the spectrum charts: there the sky is >= 5x its continuum (40 + 800 * 0.2 = 200 counts).
 OH_SHADE_THRESHOLD = 0.2
@@ -130,6 +140,7 @@ def active_dataset() -> str | None:
 
 def require_dataset() -> data.Dataset:
     """The active data set, or an info box and st.stop() when there is none."""
+    leave_legacy_multipage_mode()  # every page calls this first; see the function
     name = active_dataset()
     if name is None:
         st.info("No data set yet. Reload the app to build the quick one, or run "
@@ -143,9 +154,8 @@ def _profile_label(name: str) -> str:
     return f"{name} · {p['n_spectra']:,} spectra, {p['epochs']} epochs"
 
 
-def sidebar():
-    """Data set, profile and noise level, kept in st.session_state across pages. Returns the
-    sidebar slot for the device line (see show_device)."""
+def sidebar() -> None:
+    """Data set, profile and noise level, kept in st.session_state across pages, and the device."""
     names = datasets()
     if st.session_state.get("dataset") not in names:
         st.session_state["dataset"] = names[0] if names else None
@@ -168,14 +178,9 @@ def sidebar():
         st.radio("Noise level", config.NOISE_LEVELS, key="noise_level", horizontal=True,
                  help="The error vector is multiplied by this before noise is drawn; "
                       "model pages use it. The Data page shows both levels.")
-        slot = st.empty()
-    return slot
-
-
-def show_device(slot=None) -> None:
-    """The torch device in the sidebar. app.py fills it after the page has drawn, so the
-    first page of a fresh server is not held up by importing torch (seconds)."""
-    (slot or st.sidebar).caption(f"Device: **{device_label()}**")
+        # before the page runs: a page that calls st.stop() (Predict, waiting for a file) ends the
+        # script run, and nothing can be drawn after it
+        st.caption(f"Device: **{device_label()}**")
 
 
 # --------------------------------------------------------------------------- first start
@@ -317,7 +322,7 @@ def logg_comparison(teff: float, logg: float, mh: float, ref_logg: float,
     ], ignore_index=True)
 
 
-def strong_lines(window: tuple[float, float], sim=None) -> pd.DataFrame:
+def strong_lines(window: tuple[float, float]) -> pd.DataFrame:
     """Named strong lines (Ca II, Na I, K I, Mg I, O I, Paschen) inside a window: wave, name."""
     from core import lines
     rows = [(w, f"{el} {ion} {w:.0f}") for w, el, ion, *_ in lines.STRONG_LINES]
@@ -329,6 +334,20 @@ def strong_lines(window: tuple[float, float], sim=None) -> pd.DataFrame:
         df = df[~df.name.isin(["O I 7774", "O I 7775", "Ca II 8498", "Ca II 8662", "Na I 8195", "K I 7699",
                                "Mg I 8736"])]
     return df.sort_values("wave").reset_index(drop=True)
+
+
+def stale_simulator(ds: data.Dataset) -> str | None:
+    """A one-line warning when a built-in data set was simulated by another simulator version
+    than the one in core/simulate.py now (its spectra no longer match the live simulator)."""
+    if ds.attrs.get("source") != "simulator":
+        return None
+    from core import simulate
+    built, now = str(ds.attrs.get("simulator_version", "")), simulate.SIMULATOR_VERSION
+    if built == now:
+        return None
+    return (f"{ds.name} was simulated by simulator v{built or '?'}; the code is now v{now}. Rebuild it with "
+            f"`python -m core data build --profile {ds.attrs.get('profile') or 'quick'}` so that the data, "
+            f"the live simulator below and new runs agree.")
 
 
 def info_frame(ds: data.Dataset) -> pd.DataFrame:
@@ -348,3 +367,42 @@ def info_frame(ds: data.Dataset) -> pd.DataFrame:
         fmt = ".0f" if k == "teff" else ".2f"
         rows.append((f"{LABEL_NAMES[k]} range", f"{lo:{fmt}} to {hi:{fmt}} {LABEL_UNITS[k]}"))
     return pd.DataFrame(rows, columns=["field", "value"]).astype(str)
+
+
+# --------------------------------------------------------------------------- entry point
+def _running_inside(script_path: str) -> bool:
+    """Whether a frame of the script at script_path is on the call stack (Streamlit compiles
+    each script with its own path as the code's file name)."""
+    target = os.path.realpath(script_path)
+    f = sys._getframe(1)
+    while f is not None:
+        if os.path.realpath(f.f_code.co_filename) == target:
+            return True
+        f = f.f_back
+    return False
+
+
+def leave_legacy_multipage_mode() -> None:
+    """Streamlit treats an app with a pages/ folder beside it as an old-style multipage app until
+    the entry script has called st.navigation once in the server process: on a fresh server, a
+    first request for /training would run pages/training.py alone (Streamlit's own list of the
+    pages/ files, no sidebar, no error guard, no wide layout). Every page imports this module and
+    calls require_dataset(), so this runs early on every page: it switches the process to
+    st.navigation mode and, when app.py is not the script running, reruns through app.py.
+    (AppTest resets Streamlit's flag before each run and then runs the page it finished on
+    directly, so the same path keeps widget reruns in tests going through app.py.)"""
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+        from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+    except ImportError:  # pragma: no cover - a Streamlit without these internals
+        return
+    ctx = get_script_run_ctx()
+    if ctx is None or not getattr(PagesManager, "uses_pages_directory", None):
+        return
+    PagesManager.uses_pages_directory = False
+    main = getattr(getattr(ctx, "pages_manager", None), "main_script_path", None)
+    if main and not _running_inside(main):
+        st.rerun()
+
+
+leave_legacy_multipage_mode()

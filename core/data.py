@@ -115,6 +115,11 @@ def build(name: str | None = None, profile: str = "quick", n: int | None = None,
           device: str | None = None, progress: Callable[[float, str], None] | None = None,
           batch: int = 256) -> Path:
     """Simulate a data set and write it atomically to artifacts/data/NAME.h5. Returns the path."""
+    # OpenMP threads that sleep instead of spinning while they wait: on a shared or oversubscribed
+    # CPU the default spin-wait made the build 2x slower (docs/benchmarks.md). Only takes effect
+    # when torch is first imported here (the `python -m core data build` path); an explicit
+    # OMP_WAIT_POLICY in the environment wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     from core import simulate

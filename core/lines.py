@@ -13,15 +13,21 @@ Columns of a stellar line:
            "minority" - neutral atom of an element mostly ionised in the photosphere
                         (Na I, K I, Fe I, ...): ratio ~ A * 10^((chi_ion - chi_exc - 0.754) theta)
            "majority" - dominant ion or neutral majority species (Ca II, O I):
-                        ratio ~ A * 10^(-(chi_exc + 0.754) theta) / P_e
-           "hydrogen" - H I Paschen lines, like "majority" with A = 1 and Stark damping
+                        ratio ~ A * 10^(-(chi_exc + 0.754) theta) / P_e, times the effective
+                        g^-MAJORITY_G_EXTRA of core/simulate.py
+           "hydrogen" - H I Paschen lines: ratio ~ 10^(-(12.09 + 0.754) theta) / P_e (no metal
+                        abundance, no extra gravity term), Stark damping
   chi_exc  excitation potential of the lower level (eV)
   chi_ion  ionisation potential of the neutral atom (eV); used by "minority" lines
   log_tau  log10 of the line-centre optical depth in the Sun (Teff 5772 K, log g 4.44, [M/H] 0)
   gamma    Lorentzian half width (A) of the collisional damping in the Sun
   mass     atomic mass (amu), for the thermal Doppler width
   alpha    1 for alpha elements (O, Mg, Si, Ca, Ti): their abundance follows [alpha/M] too
-  strong   1: computed over a wide window (+-256 px) so that damping wings are not cut
+  strong   how the simulator samples the line (core/simulate.py, Simulator._build_plan):
+           1 - strong line, wings evaluated out to +-256 px (CaT, Paschen, Na I, K I, Mg I, O I)
+           2 - named metal line, wings out to +-48 px
+           0 - weak forest line, wings out to +-12 px
+           Every line's core is evaluated on 8 sub-samples per pixel.
 """
 from __future__ import annotations
 
@@ -35,18 +41,19 @@ ELEMENTS = {
 }
 
 # wave, element, ion stage ("I"/"II"), kind, chi_exc, log_tau_sun, gamma_sun(A), strong
-# log_tau and gamma of the strong lines: chosen so that the solar equivalent widths come
-# out near the solar-atlas values (Ca II 8542 ~3.7 A, 8662 ~2.6 A, 8498 ~1.3 A; Na I
-# 8183/8195 ~0.3/0.4 A; K I 7699 ~0.2 A; Mg I 8807 ~0.5 A); see docs/simulator.md.
+# log_tau and gamma of the strong lines are effective: chosen so that the simulated solar
+# equivalent widths come out near the solar-atlas values (Ca II 8498/8542/8662 ~1.3/3.7/2.6 A;
+# Na I 8183/8195 ~0.3/0.4 A; K I 7699 ~0.2 A; Mg I 8807 ~0.5 A; O I 7772-5 ~0.07/0.05/0.04 A),
+# measured with simulator v2 (sub-pixel sampling); see docs/simulator.md.
 STRONG_LINES = [
     (8498.02, "Ca", "II", "majority", 1.69, 1.98, 0.060, 1),
     (8542.09, "Ca", "II", "majority", 1.70, 2.90, 0.060, 1),
     (8662.14, "Ca", "II", "majority", 1.69, 2.58, 0.060, 1),
-    (8182.99, "Na", "I", "minority", 2.10, 1.30, 0.020, 1),  # 8183.26 (air 8183.3)
-    (8194.82, "Na", "I", "minority", 2.10, 1.60, 0.020, 1),
+    (8183.26, "Na", "I", "minority", 2.10, 1.00, 0.020, 1),
+    (8194.82, "Na", "I", "minority", 2.10, 1.30, 0.020, 1),
     (7664.90, "K", "I", "minority", 0.00, 1.10, 0.015, 1),
     (7698.96, "K", "I", "minority", 0.00, 0.80, 0.015, 1),
-    (8806.76, "Mg", "I", "minority", 4.35, 1.40, 0.030, 1),
+    (8806.76, "Mg", "I", "minority", 4.35, 1.30, 0.030, 1),
     (8736.02, "Mg", "I", "minority", 5.95, 0.60, 0.030, 1),
     (7771.94, "O", "I", "majority", 9.15, -0.10, 0.010, 1),
     (7774.17, "O", "I", "majority", 9.15, -0.25, 0.010, 1),
@@ -89,7 +96,7 @@ def stellar_lines() -> dict[str, np.ndarray]:
         gam = PASCHEN_GAMMA_SUN_N12 * (n / 12.0) ** 2
         rows.append((w, f"H I Pa{n}", "hydrogen", 12.09, 13.598, lt, gam, 1.008, 0, 1))
     for w, el, chi, lt in NAMED_METAL_LINES:
-        rows.append((w, f"{el} I", "minority", chi, ELEMENTS[el][1], lt, 0.004, ELEMENTS[el][0], ELEMENTS[el][2], 0))
+        rows.append((w, f"{el} I", "minority", chi, ELEMENTS[el][1], lt, 0.004, ELEMENTS[el][0], ELEMENTS[el][2], 2))
     rng = np.random.default_rng(WEAK_SEED)
     waves = rng.uniform(7100.0, 8850.0, N_WEAK_FE)
     chis = rng.uniform(1.5, 5.0, N_WEAK_FE)

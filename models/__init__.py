@@ -5,6 +5,7 @@ One family a file: linear.py (Ridge, metadata Ridge), gbdt.py (LightGBM), cannon
 cnn.py (dilated and multi-scale CNNs), windows.py (top-K window CNN and transformer),
 fusion.py (two-tower fusions), ceiling.py (the likelihood fit: the physics ceiling). All implement models/base.Model.
 """
-from models import cannon, ceiling, gbdt, linear
+from models import blindspot, cannon, ceiling, gbdt, linear, probes
 
-MODELS = {**linear.MODELS, **gbdt.MODELS, **cannon.MODELS, **ceiling.MODELS}
+MODELS = {**linear.MODELS, **gbdt.MODELS, **cannon.MODELS, **ceiling.MODELS,
+          **blindspot.MODELS, **probes.MODELS}

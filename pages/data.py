@@ -39,20 +39,20 @@ def correlation_check(ds) -> None:
     corr, worst, pair = appstate.correlation_frame(ds.labels)
     left, right = st.columns([2, 3])
     order = [appstate.LABEL_NAMES[k] for k in LABELS]
-    base = alt.Chart(corr, title="Pearson correlation between labels").encode(
+    base = alt.Chart(corr).encode(
         x=alt.X("a:N", sort=order, title=None, axis=alt.Axis(labelAngle=0)),
         y=alt.Y("b:N", sort=order, title=None),
     )
     heat = base.mark_rect().encode(
         color=alt.Color("r:Q", scale=alt.Scale(scheme="redblue", domain=[-1, 1], reverse=True),
-                        legend=alt.Legend(title="r (unitless)")),
+                        legend=alt.Legend(title="Pearson r")),
         tooltip=["a:N", "b:N", alt.Tooltip("r:Q", format=".4f")],
     )
     text = base.mark_text(fontSize=15).encode(
         text=alt.Text("r:Q", format=".3f"),
         color=alt.condition("abs(datum.r) > 0.6", alt.value("white"), alt.value("black")),
     )
-    left.altair_chart((heat + text).properties(height=300), width="stretch")
+    left.altair_chart(alt.layer(heat, text, title="Pearson correlation between labels").properties(height=300), width="stretch")
     left.caption("Pearson r of Teff, log g and [M/H] over all spectra; off-diagonal values near 0 "
                  "mean a model cannot learn log g through Teff or [M/H].")
     with right:
@@ -75,7 +75,7 @@ def _wave_x(window):
 def _sky_layer(sky, window, legend: bool):
     s = sky[(sky.end >= window[0]) & (sky.start <= window[1])].assign(what="OH sky lines")
     color = alt.Color("what:N", scale=alt.Scale(range=[SKY]),
-                      legend=alt.Legend(title=None, orient="top-right") if legend else None)
+                      legend=alt.Legend(title=None, orient="bottom") if legend else None)
     return alt.Chart(s).mark_rect(opacity=0.6, clip=True).encode(
         x=alt.X("start:Q", scale=alt.Scale(domain=list(window), nice=False)), x2="end:Q", color=color)
 
@@ -110,11 +110,12 @@ def example_spectra(ds) -> None:
     c1, c2 = st.columns([1, 2])
     k = c1.number_input(f"Test star (0-{test.size - 1})", min_value=0, max_value=int(test.size - 1), value=0,
                         step=1, key="data_example_star")
-    zoom = c2.radio("Zoom", list(appstate.ZOOMS), index=2, horizontal=True, key="data_example_zoom")
-    window = appstate.ZOOMS[zoom]
+    zooms = appstate.zoom_windows(float(ds.wave[0]), float(ds.wave[-1]))
+    zoom = c2.radio("Zoom", list(zooms), index=len(zooms) - 1, horizontal=True, key="data_example_zoom")
+    window = zooms[zoom]
     row = int(test[int(k)])
     teff, logg, mh = ds.labels[row]
-    st.markdown(f"Spectrum **{row}** of the test split: Teff **{teff:.0f} K**, log g **{logg:.2f} dex**, "
+    st.markdown(f"Test star {int(k)} (row {row} of the data set): Teff **{teff:.0f} K**, log g **{logg:.2f} dex**, "
                 f"[M/H] **{mh:+.2f} dex**")
     sky = appstate.sky_intervals(ds)
     if sky is None:
@@ -136,15 +137,16 @@ def snr_distribution(ds) -> None:
     snr = appstate.snr_table_cached(ds)
     h = appstate.histogram_frame(snr.snr.to_numpy(), bins=30, log=True)
     med = float(np.median(snr.snr))
-    bars = alt.Chart(h, title="S/N per spectrum at noise level 1.0").mark_rect(
+    bars = alt.Chart(h).mark_rect(
             color=BLUE, opacity=0.85, stroke="white", strokeWidth=0.5).encode(
-        x=alt.X("lo:Q", title="median S/N per pixel (log scale)", scale=alt.Scale(type="log")),
+        x=alt.X("lo:Q", title="median S/N per pixel (log scale)",
+                scale=alt.Scale(type="log", domain=[float(h.lo.min()), float(h.hi.max())], nice=False)),
         x2="hi:Q", y=alt.Y("count:Q", title="spectra per bin", scale=alt.Scale(zero=True)), y2=alt.datum(0),
         tooltip=[alt.Tooltip("lo:Q", format=".1f", title="S/N from"), alt.Tooltip("hi:Q", format=".1f", title="to"),
                  "count:Q"])
     rule = alt.Chart({"values": [{"m": med}]}).mark_rule(color=RED, strokeDash=[4, 3]).encode(x="m:Q")
     left, right = st.columns([3, 2])
-    left.altair_chart((bars + rule).properties(height=300), width="stretch")
+    left.altair_chart(alt.layer(bars, rule, title="S/N per spectrum at noise level 1.0").properties(height=300), width="stretch")
     sampled = "" if len(snr) == ds.n else f" ({len(snr):,} of {ds.n:,} spectra, evenly spaced)"
     left.caption(f"Median over pixels of flux / 1σ error for each spectrum at noise level 1.0{sampled}; "
                  f"dashed line: the median, {med:.1f}.")
@@ -181,11 +183,13 @@ def live_simulator() -> None:
         marks = alt.Chart(ids).mark_rule(color="#c0c6cf", strokeDash=[2, 3], clip=True).encode(
             x=alt.X("wave:Q", scale=alt.Scale(domain=list(window), nice=False)), tooltip=["name:N"])
         named = ids[~ids.name.str.startswith("Pa")]
-        labels = alt.Chart(named).mark_text(align="left", dx=3, fontSize=11, color="#5a6372", baseline="top",
-                                             clip=True).encode(
+        near_right = named.wave > window[0] + 0.9 * (window[1] - window[0])  # label those to the left of the line
+        labels = [alt.Chart(part).mark_text(align=align, dx=dx, fontSize=11, color="#5a6372", baseline="top",
+                                            clip=True).encode(
             x=alt.X("wave:Q", scale=alt.Scale(domain=list(window), nice=False)), y=alt.value(4), text="name:N")
+            for part, align, dx in ((named[~near_right], "left", 3), (named[near_right], "right", -3))]
         title = f"Simulated spectrum, Teff {teff} K, [M/H] {mh:+.2f} dex: log g {logg:.2f} vs {ref:.2f} dex"
-        st.altair_chart(alt.layer(marks, lines, labels, title=title).properties(height=380), width="stretch")
+        st.altair_chart(alt.layer(marks, lines, *labels, title=title).properties(height=380), width="stretch")
         d = df[df.curve == cur]
         diff = alt.Chart(d).mark_area(color=BLUE, opacity=0.5, clip=True).encode(
             x=x, y=alt.Y("diff:Q", title="Δ flux"))
@@ -193,8 +197,8 @@ def live_simulator() -> None:
                         .properties(height=200), width="stretch")
         st.caption("Noise-free spectra from the built-in simulator (dotted: line identifications, "
                    "unlabelled ones are Paschen lines). Move log g: the Ca II triplet deepens and its wings "
-                   "widen toward giants (low log g), and the pressure-broadened Na I doublet appears only in "
-                   "cool dwarfs (high log g).")
+                   "widen toward giants (low log g), while the pressure-broadened Na I doublet is strongest in "
+                   "cool dwarfs (high log g); the lower panel shows where the flux moves.")
 
 
 def dataset_table(ds) -> None:
@@ -207,6 +211,9 @@ ds = appstate.require_dataset()
 st.title("Data")
 st.caption(f"Data set **{ds.name}**: {ds.n:,} spectra × {ds.n_pix:,} pixels, "
            f"{ds.wave[0]:.0f}-{ds.wave[-1]:.0f} Å, source {ds.attrs.get('source', 'unknown')}.")
+with appstate.friendly_errors("The simulator version check"):
+    if stale := appstate.stale_simulator(ds):
+        st.warning(stale, icon=":material/update:")
 for section in (label_histograms, correlation_check, example_spectra, snr_distribution):
     with appstate.friendly_errors(f"The {section.__name__.replace('_', ' ')} section"):
         section(ds)

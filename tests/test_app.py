@@ -14,8 +14,13 @@ APP = str(ROOT / "app.py")
 N_DATA_CHARTS = 11  # 3 histograms, 1 heat map, 2 x (flux + error) examples, 1 S/N, 2 live simulator
 
 
-def run_app(timeout: float = 120) -> AppTest:
-    return AppTest.from_file(APP, default_timeout=timeout).run()
+def run_app(timeout: float = 120, dataset: str | None = None) -> AppTest:
+    """app.py in AppTest; `dataset` preselects the sidebar's data set (other test modules may
+    have built theirs in the same session folder, and the sidebar defaults to the first by name)."""
+    at = AppTest.from_file(APP, default_timeout=timeout)
+    if dataset:
+        at.session_state["dataset"] = dataset
+    return at.run()
 
 
 def charts(at: AppTest) -> list[dict]:
@@ -23,12 +28,13 @@ def charts(at: AppTest) -> list[dict]:
 
 
 def axis_titles(spec: dict) -> dict[str, list[str]]:
-    """Titles given to the x and y channels anywhere in a (layered) chart spec."""
+    """Titles given to the quantitative x and y channels anywhere in a (layered) chart spec
+    (a heat map's categorical axes name themselves)."""
     out: dict[str, list[str]] = {"x": [], "y": []}
     for part in [spec] + spec.get("layer", []):
         enc = part.get("encoding", {})
         for ch in ("x", "y"):
-            if ch in enc and "field" in enc[ch]:
+            if ch in enc and "field" in enc[ch] and enc[ch].get("type") == "quantitative":
                 out[ch].append(enc[ch].get("title"))
     return out
 
@@ -40,11 +46,13 @@ def no_problems(at: AppTest) -> None:
 
 # --------------------------------------------------------------------------- the app
 def test_app_runs_and_sidebar(tiny_dataset):
+    from core import data
     at = run_app()
     no_problems(at)
     assert [t.value for t in at.title] == ["Data"]  # the default page
     ds_box = at.sidebar.selectbox(key="dataset")
-    assert ds_box.value == tiny_dataset and tiny_dataset in ds_box.options
+    assert ds_box.options == data.list_datasets() and tiny_dataset in ds_box.options
+    assert ds_box.value == ds_box.options[0]  # nothing chosen yet: the first data set by name
     assert at.sidebar.selectbox(key="profile").value == "quick"
     assert at.sidebar.radio(key="noise_level").value == 1.0
     device = " ".join(c.value for c in at.sidebar.caption)
@@ -52,7 +60,7 @@ def test_app_runs_and_sidebar(tiny_dataset):
 
 
 def test_data_page_shows_every_chart(tiny_dataset):
-    at = run_app()
+    at = run_app(dataset=tiny_dataset)
     no_problems(at)
     assert [s.value for s in at.subheader] == ["Labels", "Label independence", "Example spectra", "Signal-to-noise",
                                               "log g and the line wings (live simulator)", "Data set"]
@@ -62,7 +70,8 @@ def test_data_page_shows_every_chart(tiny_dataset):
         assert spec.get("title"), f"chart without a title: {json.dumps(spec)[:200]}"
         titles = axis_titles(spec)
         for ch in ("x", "y"):
-            assert titles[ch] and any(titles[ch]), f"{spec['title']}: {ch} axis has no title"
+            assert not titles[ch] or any(titles[ch]), f"{spec['title']}: {ch} axis has no title"
+        assert titles["x"] or "correlation" in spec["title"]
     all_titles = [t for s in specs for ts in axis_titles(s).values() for t in ts if t]
     for unit in ("Teff [K]", "log g [dex]", "[M/H] [dex]", "wavelength [Å]"):
         assert unit in all_titles
@@ -83,23 +92,22 @@ def test_data_page_shows_every_chart(tiny_dataset):
 
 
 def test_logg_slider_redraws_spectrum(tiny_dataset):
-    at = run_app()
+    at = run_app(dataset=tiny_dataset)
     title = lambda: [s["title"] for s in charts(at) if str(s.get("title", "")).startswith("Simulated")][0]
-    data_before = [c.proto.datasets[0].data.data for c in at.get("vega_lite_chart")
-                   if json.loads(c.proto.spec).get("title", "").startswith("Simulated")]
+    data = lambda: [[d.data.data for d in c.proto.datasets] for c in at.get("vega_lite_chart")
+                    if json.loads(c.proto.spec).get("title", "").startswith("Simulated")]
+    data_before = data()
     assert "log g 1.50" in title()
     at.slider(key="live_logg").set_value(4.0).run()
     no_problems(at)
     assert "log g 4.00" in title()
-    data_after = [c.proto.datasets[0].data.data for c in at.get("vega_lite_chart")
-                  if json.loads(c.proto.spec).get("title", "").startswith("Simulated")]
-    assert data_before != data_after
+    assert data() != data_before  # the re-simulated flux went to the browser
     at.radio(key="live_zoom").set_value("Na I 8183/8195 Å").run()
     no_problems(at)
 
 
 def test_example_star_and_zoom_controls(tiny_dataset):
-    at = run_app()
+    at = run_app(dataset=tiny_dataset)
     at.number_input(key="data_example_star").set_value(3).run()
     at.radio(key="data_example_zoom").set_value("Ca II triplet 8480-8680 Å").run()
     no_problems(at)
@@ -129,6 +137,8 @@ def test_bad_bootstrap_size_is_one_line_error(tmp_path, monkeypatch):
     assert msgs and all("\n" not in m for m in msgs)
     assert "LOGG_BOOTSTRAP_N must be a whole number" in msgs[0]
     assert data.list_datasets() == []
+    # the page stopped (no data set), and the sidebar still names the device
+    assert any("Device: **" in c.value for c in at.sidebar.caption)
 
 
 def test_imported_data_set_without_sky_metadata(tmp_path, monkeypatch):
@@ -140,6 +150,24 @@ def test_imported_data_set_without_sky_metadata(tmp_path, monkeypatch):
     assert at.sidebar.selectbox(key="dataset").value == "user-grid"
     assert any("No sky shading" in i.value for i in at.info)
     assert len(charts(at)) == N_DATA_CHARTS
+
+
+def test_switching_data_set_after_interacting(tmp_path, monkeypatch):
+    """The sidebar survives widget reruns, and a smaller imported data set replaces the built-in
+    one cleanly: the star index and the zoom fall back to what the new data set has."""
+    from core import data
+    monkeypatch.setenv("LOGG_ARTIFACTS", str(tmp_path / "two"))
+    data.build(name="sim-quick", n=60)
+    data.import_hdf5(write_user_grid(tmp_path / "grid.h5", n=40), name="user-grid")
+    at = run_app(dataset="sim-quick")
+    at.number_input(key="data_example_star").set_value(7).run()
+    at.radio(key="data_example_zoom").set_value("Na I 8183/8195 Å").run()
+    assert at.sidebar.selectbox(key="dataset").value == "sim-quick"  # still drawn after reruns
+    at.sidebar.selectbox(key="dataset").set_value("user-grid").run()
+    no_problems(at)
+    assert at.number_input(key="data_example_star").value == 0
+    assert at.radio(key="data_example_zoom").value.startswith("Whole range 8400-8700")
+    assert any("No sky shading" in i.value for i in at.info)
 
 
 def test_page_errors_become_one_line():
@@ -189,6 +217,15 @@ def test_sky_shading_marks_where_the_error_rises(tiny_dataset):
         in_sky |= (ds.wave >= s) & (ds.wave <= e)
     _, err = ds.read(ds.splits["test"][:20])
     assert np.median(err[:, in_sky]) > 1.2 * np.median(err[:, ~in_sky])
+
+
+def test_stale_simulator_version_is_flagged(tiny_dataset, monkeypatch):
+    from core import appstate, data, simulate
+    ds = data.Dataset(tiny_dataset)
+    assert appstate.stale_simulator(ds) is None
+    monkeypatch.setattr(simulate, "SIMULATOR_VERSION", "99.0.0")
+    msg = appstate.stale_simulator(ds)
+    assert msg and "v99.0.0" in msg and "python -m core data build" in msg
 
 
 def test_correlation_and_histograms():

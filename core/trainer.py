@@ -1,0 +1,343 @@
+"""The one trainer every torch model shares, and the base class of the torch model families.
+
+    device = pick_device()                         # cuda, then mps, then cpu
+    history = fit_torch(module, X_train, y_train, X_val, y_val, ctx, lr=1e-3, weight_decay=1e-4)
+    y_hat = predict_torch(module, X)               # de-standardised, numpy float64
+
+What fit_torch does, top to bottom:
+  - seeds torch (torch.manual_seed(ctx.seed)); the order of the mini-batches comes from a
+    torch.Generator seeded with ctx.seed, so the same seed gives the same model bit for bit
+    on the same machine;
+  - standardises the target on the training split and keeps its mean and std as buffers of
+    the module (`y_mean`, `y_std`): they travel in the state_dict, so a saved model
+    predicts in dex without anything else;
+  - moves the module and the data to the device (ctx.device, or pick_device() when that is
+    None or "auto"); on CUDA it trains under torch.autocast (bf16 where the card supports
+    it, else fp16 with a GradScaler); elsewhere plain float32;
+  - AdamW, a one-epoch linear warm-up then cosine decay over ctx.profile["epochs"],
+    gradient-norm clipping at 1.0, mean-squared error in standardised units;
+  - early stopping: after each epoch the validation loss is computed; training stops when
+    it has not improved for ctx.profile["patience"] epochs, and the best weights are
+    restored;
+  - calls ctx.progress(epoch=i, of=n, train_loss=, val_loss=, best_val_loss=, seconds=)
+    after each epoch (i counts from 1) and returns the history as a dict.
+
+X may be one array or a tuple of arrays (a model with several inputs: its forward takes
+them in that order). Arrays are float32 numpy; the batch axis is the first.
+
+TorchModel (TorchModelMixin + models.base.Model, below) is the base of every torch family in models/: it holds the plumbing of
+fit / predict / save / load so that a model file only says how it prepares its inputs
+(`_prepare`, `_inputs`) and which network it builds (`_build`). Saving writes the
+state_dict to weights.pt (read back with torch.load(weights_only=True)), the network's
+shape to arch.json and any numpy state to arrays.npz (np.load(allow_pickle=False)); nothing
+is pickled.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+
+
+# --------------------------------------------------------------------------- device
+def pick_device() -> str:
+    """'cuda' when a CUDA device is usable, else 'mps' (Apple silicon), else 'cpu'."""
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_device(device: str | None) -> str:
+    return pick_device() if device in (None, "", "auto") else str(device)
+
+
+def amp_dtype(device: str):
+    """The autocast dtype on CUDA (bf16 where supported, else fp16); None elsewhere."""
+    if not str(device).startswith("cuda"):
+        return None
+    try:
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    except Exception:  # pragma: no cover - very old drivers
+        return torch.float16
+
+
+# --------------------------------------------------------------------------- helpers
+def _as_tuple(X) -> tuple:
+    return tuple(X) if isinstance(X, (tuple, list)) else (X,)
+
+
+def _to_tensors(X, device: str) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32).to(device) for a in _as_tuple(X))
+
+
+def _set_target_stats(module: nn.Module, mean: float, std: float) -> None:
+    for name, val in (("y_mean", mean), ("y_std", std)):
+        t = torch.tensor(float(val), dtype=torch.float32)
+        if name in dict(module.named_buffers(recurse=False)):
+            getattr(module, name).copy_(t)
+        else:
+            module.register_buffer(name, t)
+
+
+def _batches(n: int, batch_size: int, perm: torch.Tensor | None = None) -> list[torch.Tensor]:
+    idx = perm if perm is not None else torch.arange(n)
+    out = [idx[i:i + batch_size] for i in range(0, n, batch_size)]
+    if perm is not None and len(out) > 1 and len(out[-1]) < 2:   # a batch of one breaks BatchNorm
+        out[-2] = torch.cat([out[-2], out.pop()])
+    return out
+
+
+def _forward_loss(module, xs, yb, amp, device_type):
+    with torch.autocast(device_type=device_type, dtype=amp, enabled=amp is not None):
+        out = module(*xs).reshape(-1)
+    return torch.mean((out.float() - yb) ** 2)
+
+
+@torch.no_grad()
+def _eval_loss(module, X, y, batch_size, amp, device_type) -> float:
+    module.eval()
+    total, n = 0.0, len(y)
+    for b in _batches(n, batch_size):
+        total += float(_forward_loss(module, [x[b] for x in X], y[b], amp, device_type)) * len(b)
+    return total / max(n, 1)
+
+
+# --------------------------------------------------------------------------- training
+def fit_torch(module: nn.Module, X_train, y_train, X_val, y_val, ctx, lr: float = 1e-3,
+              weight_decay: float = 1e-4, grad_clip: float = 1.0) -> dict:
+    """Train `module` in place (see the module docstring); returns the history dict."""
+    prof = ctx.profile
+    epochs = int(prof.get("epochs", 10))
+    batch_size = int(prof.get("batch_size", 128))
+    patience = int(prof.get("patience", 5))
+    device = resolve_device(getattr(ctx, "device", None))
+    device_type = torch.device(device).type
+    amp = amp_dtype(device)
+    torch.manual_seed(int(ctx.seed))
+    gen = torch.Generator().manual_seed(int(ctx.seed))
+
+    y_train = np.asarray(y_train, dtype=np.float64).reshape(-1)
+    y_val = np.asarray(y_val, dtype=np.float64).reshape(-1)
+    mu = float(y_train.mean())
+    sd = float(y_train.std()) or 1.0
+    _set_target_stats(module, mu, sd)
+    module.to(device)
+    Xtr, Xva = _to_tensors(X_train, device), _to_tensors(X_val, device)
+    ytr = torch.as_tensor((y_train - mu) / sd, dtype=torch.float32, device=device)
+    yva = torch.as_tensor((y_val - mu) / sd, dtype=torch.float32, device=device)
+    n = len(ytr)
+
+    opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = len(_batches(n, batch_size, torch.arange(n)))
+    total, warm = epochs * steps_per_epoch, steps_per_epoch
+
+    def lr_at(step):   # linear warm-up over the first epoch, then cosine down to 5 %
+        if step < warm:
+            return (step + 1) / warm
+        p = (step - warm) / max(1, total - warm)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+
+    hist = {"epochs": [], "device": device, "amp": str(amp).replace("torch.", "") if amp else "none",
+            "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size, "patience": patience,
+            "max_epochs": epochs, "n_train": n, "n_val": len(yva), "y_mean": mu, "y_std": sd}
+    best, best_state, best_epoch, bad = math.inf, None, 0, 0
+    t0 = time.time()
+    for ep in range(1, epochs + 1):
+        module.train()
+        perm = torch.randperm(n, generator=gen)
+        tl, seen = 0.0, 0
+        for b in _batches(n, batch_size, perm):
+            bd = b.to(device)
+            loss = _forward_loss(module, [x[bd] for x in Xtr], ytr[bd], amp, device_type)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if grad_clip:
+                scaler.unscale_(opt)
+                nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            tl += float(loss.detach()) * len(b)
+            seen += len(b)
+        tl /= max(seen, 1)
+        vl = _eval_loss(module, Xva, yva, max(batch_size, 512), amp, device_type)
+        improved = vl < best - 1e-6
+        if improved:
+            best, best_epoch, bad = vl, ep, 0
+            best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        else:
+            bad += 1
+        rec = {"epoch": ep, "train_loss": tl, "val_loss": vl, "val_rmse": math.sqrt(vl) * sd,
+               "seconds": time.time() - t0}
+        hist["epochs"].append(rec)
+        ctx.progress(epoch=ep, of=epochs, train_loss=tl, val_loss=vl, best_val_loss=best,
+                     seconds=rec["seconds"])
+        if bad >= patience:
+            ctx.log(f"early stop after epoch {ep}: val loss has not improved for {patience} epochs "
+                    f"(best {best:.4f} at epoch {best_epoch})")
+            break
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    hist.update(best_epoch=best_epoch, best_val_loss=best, epochs_run=len(hist["epochs"]),
+                seconds=time.time() - t0)
+    module.eval()
+    return hist
+
+
+@torch.no_grad()
+def predict_torch(module: nn.Module, X, batch_size: int = 512, device: str | None = None) -> np.ndarray:
+    """Predictions in the target's units (float64 numpy), in float32 on the module's device."""
+    if device is None:
+        p = next(module.parameters(), None)
+        device = p.device if p is not None else "cpu"
+    module.eval()
+    Xs = _to_tensors(X, "cpu")
+    n = len(Xs[0])
+    out = []
+    for b in _batches(n, batch_size):
+        out.append(module(*[x[b].to(device) for x in Xs]).reshape(-1).float().cpu())
+    y = torch.cat(out).double().numpy() if out else np.zeros(0)
+    mu = float(getattr(module, "y_mean", torch.tensor(0.0)))
+    sd = float(getattr(module, "y_std", torch.tensor(1.0)))
+    return y * sd + mu
+
+
+def count_params(module: nn.Module) -> int:
+    return int(sum(p.numel() for p in module.parameters() if p.requires_grad))
+
+
+# --------------------------------------------------------------------------- the base class
+class TorchModelMixin:
+    """fit / predict / save / load for a torch family; `TorchModel` = this + models.base.Model.
+    A subclass of TorchModel implements:
+
+        _prepare(train, val, ctx)   fit the input pre-processing on the TRAIN split (and val where a
+                                    documented choice needs it); set self.arch_ (a JSON-able dict
+                                    that _build needs) and self.state_ (dict of numpy arrays)
+        _inputs(view)  -> array or tuple of arrays fed to the network
+        _build()       -> nn.Module from self.arch_
+        _base(view)    -> what the network's output is added to (0, or a Ridge prediction)
+
+    Hyper-parameters `lr` and `weight_decay` may be passed as params.
+    """
+    family = "torch"
+    lr = 1e-3
+    weight_decay = 1e-4
+
+    def __init__(self, **params):
+        super().__init__(**params)   # models.base.Model: self.params
+        self.arch_: dict = {}
+        self.state_: dict[str, np.ndarray] = {}
+        self.module_: nn.Module | None = None
+        self.history_: dict = {}
+
+    # -- hooks
+    def _prepare(self, train, val, ctx) -> None:
+        pass
+
+    def _inputs(self, view):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _build(self) -> nn.Module:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _base(self, view) -> np.ndarray | float:
+        return 0.0
+
+    # -- interface
+    def fit(self, train, val, ctx):
+        torch.manual_seed(int(ctx.seed))
+        np.random.seed(int(ctx.seed) % (2 ** 32))
+        self.target_ = int(ctx.target)
+        self._prepare(train, val, ctx)
+        torch.manual_seed(int(ctx.seed))
+        self.module_ = self._build()
+        ytr = train.y[:, self.target_] - self._base_train(train)
+        yva = val.y[:, self.target_] - self._base(val)
+        self.history_ = fit_torch(self.module_, self._inputs(train), ytr, self._inputs(val), yva, ctx,
+                                  lr=float(self.params.get("lr", self.lr)),
+                                  weight_decay=float(self.params.get("weight_decay", self.weight_decay)))
+        return self
+
+    def _base_train(self, train) -> np.ndarray | float:
+        """The base on the training split (a residual model may use out-of-fold values)."""
+        return self._base(train)
+
+    def predict(self, view) -> np.ndarray:
+        return predict_torch(self.module_, self._inputs(view)) + self._base(view)
+
+    @property
+    def n_params(self) -> int:
+        return count_params(self.module_) if self.module_ is not None else 0
+
+    @property
+    def device_(self) -> str:
+        p = next(self.module_.parameters()) if self.module_ is not None else None
+        return str(p.device) if p is not None else "cpu"
+
+    def _save(self, folder: Path) -> None:
+        folder = Path(folder)
+        sd = {k: v.detach().cpu() for k, v in self.module_.state_dict().items()}
+        torch.save(sd, folder / "weights.pt")
+        hist = {k: v for k, v in self.history_.items()}
+        (folder / "arch.json").write_text(json.dumps({"arch": self.arch_, "target": self.target_,
+                                                       "history": hist}, default=float))
+        if self.state_:
+            from models.base import save_arrays
+            save_arrays(folder, **self.state_)
+
+    def _load(self, folder: Path) -> None:
+        folder = Path(folder)
+        meta = json.loads((folder / "arch.json").read_text())
+        self.arch_, self.target_, self.history_ = meta["arch"], meta["target"], meta.get("history", {})
+        from models.base import load_arrays
+        self.state_ = load_arrays(folder) if (folder / "arrays.npz").exists() else {}
+        self._restore()
+        module = self._build()
+        sd = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
+        for name in ("y_mean", "y_std"):
+            if name in sd and name not in dict(module.named_buffers(recurse=False)):
+                module.register_buffer(name, torch.zeros((), dtype=torch.float32))
+        module.load_state_dict(sd)
+        module.eval()
+        self.module_ = module
+
+    def _restore(self) -> None:
+        """Rebuild fitted helpers (a feature extractor, ...) from self.state_ after loading."""
+
+
+def __getattr__(name):
+    """TorchModel is created on first use (PEP 562): models/__init__ imports every family and the
+    torch families import this module, so importing models.base at the top of this module would
+    start an import cycle whenever core.trainer is imported before the models package."""
+    if name != "TorchModel":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from models.base import Model   # may import models/__init__, which may come back here
+    if "TorchModel" not in globals():
+        globals()["TorchModel"] = type("TorchModel", (TorchModelMixin, Model),
+                                       {"__module__": __name__, "__doc__": TorchModelMixin.__doc__})
+    return globals()["TorchModel"]
+
+
+def standardise_stats(x: np.ndarray, axis) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (std floored at 1e-6 of its median) of the training inputs along `axis`."""
+    mu = x.mean(axis=axis, keepdims=True, dtype=np.float64)
+    sd = x.std(axis=axis, keepdims=True, dtype=np.float64)
+    floor = max(float(np.median(sd)) * 1e-6, 1e-12)
+    return mu.astype(np.float32), np.maximum(sd, floor).astype(np.float32)
+
+
+__all__ = ["pick_device", "resolve_device", "amp_dtype", "fit_torch", "predict_torch", "count_params",
+           "TorchModel", "TorchModelMixin", "standardise_stats"]

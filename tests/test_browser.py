@@ -1,0 +1,161 @@
+"""Real-browser smoke test: `streamlit run app.py` on a free port, every page of the sidebar
+navigation opened in headless Debian chromium through Playwright; no exception box, no
+traceback, no error box, no JavaScript error, and a heading on every page.
+
+Skipped (with the reason) only when Playwright or chromium is not installed.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from conftest import ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_dataset, artifacts_dir, tmp_path_factory):
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
+    env = dict(os.environ, LOGG_ARTIFACTS=str(artifacts_dir))
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(base + "/_stcore/health", timeout=1)
+                break
+            except Exception:
+                if proc.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"streamlit did not start; log:\n{log_path.read_text()[-2000:]}")
+                time.sleep(0.3)
+        yield base, log_path
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        _stop_worker(artifacts_dir)
+
+
+def _stop_worker(artifacts_dir) -> None:
+    """A page may start the background training worker (core/jobs.py, its own session so that it
+    survives the app); stop the one this test's app started, by the pid in its lock file."""
+    lock = artifacts_dir / "worker.lock"
+    try:
+        pid = int(lock.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return
+    try:
+        cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    except OSError:
+        return
+    if b"core" in cmd and b"worker" in cmd and f"LOGG_ARTIFACTS={artifacts_dir}".encode() in env:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+def _settle(page, timeout: float = 120.0) -> None:
+    """Wait for the app shell and a heading, then until the script has stopped running for 1.5 s."""
+    page.wait_for_selector("[data-testid='stApp']", timeout=60_000)
+    try:  # a heading means the script has started drawing (the running indicator may lag)
+        page.wait_for_selector("h1", timeout=60_000)
+    except Exception:  # noqa: BLE001 - a page without a heading is reported by the caller
+        pass
+    t0, quiet_since = time.time(), None
+    while time.time() - t0 < timeout:
+        if page.query_selector("[data-testid='stStatusWidget']"):
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.time()
+        elif time.time() - quiet_since > 1.5:
+            return
+        time.sleep(0.25)
+    raise AssertionError("the page was still running after %.0f s" % timeout)
+
+
+def test_every_page_in_chromium(server):
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("Playwright for Python is not installed (pip install playwright)")
+    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
+        pytest.skip(f"chromium is not installed at {CHROMIUM} (apt-get install -y chromium)")
+    exe = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
+    base, log_path = server
+    js_errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("pageerror", lambda e: js_errors.append(str(e)))
+            # a fresh server's first request is a deep link: it must still run through app.py
+            # (sidebar, navigation, error guard), not Streamlit's own pages/ folder listing
+            deep = re.findall(r'st\.Page\(\s*"pages/(\w+)\.py"', (ROOT / "app.py").read_text())[-1]
+            page.goto(f"{base}/{deep}")
+            _settle(page)
+            sidebar = page.inner_text("[data-testid='stSidebar']")
+            assert "Data set" in sidebar, f"/{deep} on a fresh server ran without app.py's sidebar"
+            page.goto(base + "/")
+            _settle(page)
+            links = [base + "/"]
+            for el in page.query_selector_all("[data-testid='stSidebarNav'] a, [data-testid='stSidebarNavLink']"):
+                href = el.get_attribute("href")
+                if href and href.startswith(base) and href not in links:
+                    links.append(href)
+            seen, problems = [], []
+            for i, url in enumerate(links):
+                if i:
+                    page.goto(url)
+                    _settle(page)
+                body = page.inner_text("body")
+                where = url[len(base):] or "/"
+                if page.query_selector("[data-testid='stException']"):
+                    problems.append(f"{where}: exception box")
+                if "Traceback" in body:
+                    problems.append(f"{where}: traceback text")
+                for el in page.query_selector_all("[data-testid='stAlertContentError']"):
+                    problems.append(f"{where}: error box: {el.inner_text().strip()[:200]}")
+                heading = page.query_selector("h1")
+                if not (heading and heading.inner_text().strip()):
+                    problems.append(f"{where}: no heading")
+                    continue
+                seen.append(heading.inner_text().strip())
+                if seen[-1] == "Data":
+                    # the charts reach the browser and Vega draws them
+                    page.wait_for_selector("[data-testid='stVegaLiteChart'] canvas, "
+                                           "[data-testid='stVegaLiteChart'] svg", timeout=30_000)
+            assert not problems, "\n".join(problems + [f"server log: {log_path}"])
+            assert "Data" in seen
+            n_pages = (ROOT / "app.py").read_text().count("st.Page(")
+            assert len(links) == n_pages, f"the sidebar lists {len(links)} pages, app.py defines {n_pages}"
+        finally:
+            browser.close()
+    assert not js_errors, f"JavaScript errors: {js_errors[:3]}"
