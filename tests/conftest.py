@@ -25,6 +25,7 @@ def artifacts_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("artifacts")
     old = os.environ.get("LOGG_ARTIFACTS")
     os.environ["LOGG_ARTIFACTS"] = str(d)
+    os.environ["LOGG_FIRST_START"] = "0"  # no automatic first-start training while tests run (test_jobs tests it)
     yield d
     if old is None:
         os.environ.pop("LOGG_ARTIFACTS", None)

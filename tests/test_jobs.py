@@ -137,3 +137,18 @@ def test_token_required_when_set(ds, monkeypatch):
     out = subprocess.run([sys.executable, "-m", "core", "jobs", "submit", "--only", "ridge", "--dataset", DS,
                           "--no-worker"], capture_output=True, text=True, env=env, cwd=config.ROOT, timeout=60)
     assert out.returncode == 2 and "admin token" in out.stderr
+
+
+def test_first_start_queues_the_quick_report_once(tmp_path, monkeypatch):
+    from core import suites, ui_jobs
+    monkeypatch.setenv("LOGG_ARTIFACTS", str(tmp_path / "fresh"))
+    monkeypatch.setenv("LOGG_FIRST_START", "1")
+    started = []
+    monkeypatch.setattr(jobs, "ensure_worker", lambda: started.append(1) or True)
+    jid = ui_jobs.first_start_runs("sim-quick")
+    assert jid is not None and started
+    j = jobs.get(jid)
+    assert j["state"] == "queued" and len(j["specs"]) == len(suites.suite("report", "quick", "sim-quick"))
+    assert ui_jobs.first_start_runs("sim-quick") is None  # only on a registry that has never run anything
+    monkeypatch.setenv("LOGG_FIRST_START", "0")
+    jobs.cancel(jid)
