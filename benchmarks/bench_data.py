@@ -119,7 +119,9 @@ def section(machine: dict, tp: dict, builds: list[dict]) -> str:
                  f"{b['cpu_s']:.1f} s | {b['peak_mb']:.0f} MB | {b['file_mb']:.0f} MB |")
     L += ["", "Targets (issue 2): quick <= 60 s on 2 cores; default <= 10 min with peak memory <= 4 GB. "
           "Peak memory is `ru_maxrss` of the build process (os.wait4): the build streams batches of 256 "
-          "spectra into the HDF5 file, so it does not grow with the number of spectra."]
+          "spectra into the HDF5 file, so it does not grow with the number of spectra. Builds run with "
+          "`OMP_WAIT_POLICY=PASSIVE` (set by `core/data.build` unless the environment says otherwise): "
+          "OpenMP threads sleep instead of spinning while they wait, which matters on a shared CPU."]
     return "\n".join(L)
 
 

@@ -17,7 +17,9 @@ Every formula and constant is explained, with its source, in docs/simulator.md; 
 Optical depth is evaluated on 8 sub-samples per pixel around every line core (and at pixel centres
 in the far wings) and the transmission is averaged over each pixel before the LSF, so a line's
 equivalent width does not depend on where it falls within a pixel (intrinsic Doppler widths,
-1.3-3 km/s for metals, are far below a 16 km/s pixel). Labels are a (B, 3) tensor of (Teff [K], log g [dex], [M/H] [dex]); optional nuisances
+1.3-3.5 km/s for metals, are far below a 16 km/s pixel).
+
+Labels are a (B, 3) tensor of (Teff [K], log g [dex], [M/H] [dex]); optional nuisances
 ([alpha/M], radial velocity km/s) default to zero.
 """
 from __future__ import annotations
@@ -54,7 +56,7 @@ TIO_T0, TIO_DT, TIO_SCALE = 3500.0, 250.0, 0.6  # TiO optical depth: 0.6 10^[M/H
 
 # ---- numerics (see docs/simulator.md, "Sampling") ----
 OVERSAMPLE = 8            # sub-samples per pixel on which line optical depth is evaluated near line cores
-U_ASYMPTOTIC = 6.0        # |u| beyond which the asymptotic series of w(z) is used (rel. error < 1e-5)
+U_ASYMPTOTIC = 6.0        # |u| beyond which the asymptotic series of w(z) is used (rel. error < 2e-6)
 LABEL_LIMITS = {"teff_max": 7000.0, "logg_min": 1.0}   # the box the near-core zones are sized for
 
 # ---- noise model ----
@@ -218,7 +220,7 @@ class Simulator(torch.nn.Module):
                 ("hydrogen", lines["kind"] == "hydrogen", 8, 256),
                 ("strong", (lines["strong"] == 1) & (lines["kind"] != "hydrogen"), 5, 256),
                 ("named", lines["strong"] == 2, 4, 48),
-                ("weak", lines["strong"] == 0, 3, 12)):
+                ("weak", lines["strong"] == 0, 2, 12)):
             idx = np.nonzero(sel)[0]
             c = self._pix_of(lines["wave"][idx])
             ic = np.round(c).astype(np.int64)
