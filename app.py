@@ -18,6 +18,7 @@ PAGES = [
     st.Page("pages/error_vs_flux.py", title="Error vs flux", icon=":material/compare_arrows:"),
     st.Page("pages/dilation.py", title="Dilation", icon=":material/blur_on:"),
     st.Page("pages/saliency.py", title="Saliency", icon=":material/visibility:"),
+    st.Page("pages/latent.py", title="Latent", icon=":material/hub:"),
     st.Page("pages/digest.py", title="Digest", icon=":material/summarize:"),
 ]
 

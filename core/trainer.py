@@ -36,12 +36,19 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from torch import nn
+# OpenMP threads that spin-wait at every parallel region turn a busy 2-core machine (the app,
+# a worker and tests side by side) into a 20-40x slowdown of small torch ops; sleeping threads
+# cost nothing measurable when the machine is idle. Only effective if torch is not loaded yet:
+# the engine's entry points should set it first (see docs/models.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 
 

@@ -73,15 +73,16 @@ class FullResConv(nn.Conv1d):
     def forward(self, x):
         if x.device.type != "cpu":
             return super().forward(x)
-        n, c, _ = x.shape
-        k, d, pad, s = self.kernel_size[0], self.dilation[0], self.padding[0], self.stride[0]
-        cols = F.pad(x, (pad, pad)).unfold(2, d * (k - 1) + 1, s)[..., ::d]       # n, c, p_out, k
-        p = cols.shape[2]
-        cols = cols.permute(0, 2, 1, 3).reshape(n, p, c * k)
-        out = cols @ self.weight.reshape(self.out_channels, c * k).t()
+        out = self._cols(x) @ self.weight.reshape(self.out_channels, -1).t()      # n, p_out, filters
         if self.bias is not None:
             out = out + self.bias
         return out.transpose(1, 2)
+
+    def _cols(self, x):
+        n, c, _ = x.shape
+        k, d, pad, s = self.kernel_size[0], self.dilation[0], self.padding[0], self.stride[0]
+        cols = F.pad(x, (pad, pad)).unfold(2, d * (k - 1) + 1, s)[..., ::d]       # n, c, p_out, k
+        return cols.permute(0, 2, 1, 3).reshape(n, cols.shape[2], c * k)
 
 
 def _pool(kind: str, s: int) -> nn.Module:
@@ -135,8 +136,12 @@ class DilatedCNN(nn.Module):
         return torch.cat([conv(x) for conv in self.first], dim=1)
 
     def features(self, x):
-        """The last block's feature map, (n, channels, P / prod(pools))."""
-        return self.blocks(self.first_post(self.first_pool(self.first_conv(x))))
+        """The last block's feature map, (n, channels, P / prod(pools)). Each first-layer branch is
+        pooled before the branches are concatenated (the same numbers as pooling
+        first_conv(x), without a full-resolution copy)."""
+        x = (x - self.x_mean) / self.x_std
+        h = torch.cat([self.first_pool(conv(x)) for conv in self.first], dim=1)
+        return self.blocks(self.first_post(h))
 
     def forward(self, x):
         return self.head(self.features(x))

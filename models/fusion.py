@@ -21,7 +21,6 @@ out), channels (ctx.profile["cnn_channels"] unless given), oof_folds (5), lr, we
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
