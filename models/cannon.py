@@ -46,6 +46,9 @@ class CannonModel(Model):
         self.lmean_ = train.y.mean(0).astype(np.float64)
         self.lstd_ = train.y.std(0).astype(np.float64)
         A = design((train.y - self.lmean_) / self.lstd_)          # (n, 10)
+        # the quadratic extrapolates badly: label inference stays inside the training label box
+        self.lo_ = A[:, 1:4].min(0)
+        self.hi_ = A[:, 1:4].max(0)
         w = 1.0 / np.clip(e, 1e-6, None) ** 2                      # (n, P)
         # per-pixel weighted least squares, one pass with weights, one with scatter added
         self.theta_ = self._wls(A, f, w)
@@ -76,7 +79,8 @@ class CannonModel(Model):
         b = (w * f) @ T.T
         lin = np.linalg.solve(G, b[..., None])[..., 0][:, 1:4]
         best_l, best_c = None, None
-        for start in (np.clip(lin, -2.5, 2.5), np.zeros_like(lin)):
+        lo, hi = self.lo_, self.hi_
+        for start in (np.clip(lin, lo, hi), np.zeros_like(lin)):
             l = start.copy()
             for _ in range(self.iterations):
                 model = design(l) @ self.theta_                     # (n, P)
@@ -86,7 +90,7 @@ class CannonModel(Model):
                 JtWJ = np.einsum("npk,np->nk", JJ, w).reshape(-1, 3, 3) + 1e-6 * np.eye(3)
                 JtWr = np.einsum("npi,np->ni", J, w * r)
                 step = np.linalg.solve(JtWJ, JtWr[..., None])[..., 0]
-                l = np.clip(l + np.clip(step, -1.0, 1.0), -3.0, 3.0)
+                l = np.clip(l + np.clip(step, -1.0, 1.0), lo, hi)
             chi = np.sum((f - design(l) @ self.theta_) ** 2 * w, axis=1)
             if best_l is None:
                 best_l, best_c = l, chi
@@ -111,12 +115,13 @@ class CannonModel(Model):
 
     def _save(self, folder):
         save_arrays(folder, theta=self.theta_, s2=self.s2_, lmean=self.lmean_, lstd=self.lstd_,
-                    target=np.array(self.target_))
+                    target=np.array(self.target_), lo=self.lo_, hi=self.hi_)
 
     def _load(self, folder):
         a = load_arrays(folder)
         self.theta_, self.s2_, self.lmean_, self.lstd_ = a["theta"], a["s2"], a["lmean"], a["lstd"]
         self.target_ = int(a["target"])
+        self.lo_, self.hi_ = a["lo"], a["hi"]
 
 
 MODELS = {"cannon": CannonModel}

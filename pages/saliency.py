@@ -28,7 +28,7 @@ lo, hi = ZOOMS[zoom]
 
 @st.cache_data(show_spinner="Fisher information from the simulator's Jacobian (once per data set)...")
 def physics(name: str, fp: str, noise: float):
-    return explain.dataset_physics(appstate.load_dataset(name), noise, max_stars=120)
+    return explain.dataset_physics(appstate.load_dataset(name), noise, max_stars=48)
 
 
 @st.cache_data(show_spinner=False, ttl=10)

@@ -100,7 +100,7 @@ def test_trainer_moves_model_and_data_to_the_device_and_reports_progress():
     assert float(net.y_mean) == pytest.approx(y[:150].mean(), rel=1e-6)
     assert "y_mean" in net.state_dict() and "y_std" in net.state_dict()
     pred = trainer.predict_torch(net, X[150:])
-    assert np.corrcoef(pred, y[150:])[0, 1] > 0.9
+    assert np.corrcoef(pred, y[150:])[0, 1] > 0.8
 
 
 def test_mixed_precision_path_runs(monkeypatch):
