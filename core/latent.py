@@ -22,7 +22,7 @@ of the encoder.
 
 What the suite runs per profile (PLAN below). quick, kept small because every spec costs the
 engine's view building (several seconds a spec on 2 CPU cores) on top of its fit:
-  - the encoder: 'flux' at both noise levels, 'flux+error' at noise 1.0, 6 epochs each;
+  - the encoder: 'flux' at both noise levels, 'flux+error' at noise 1.0;
   - the full grid at noise 1.0 for the 'flux' encoder: layers enc_pre_latent and enc_last x every
     pooling x 3 probes x 3 labels, n_train = all; at noise 0.1 the same cells with Ridge only;
   - flux + error: Ridge on the team's two extractions (enc_pre_latent + seg_mean_K8, its best;
@@ -66,7 +66,7 @@ CACHE_BYTES = 1_500_000_000           # memoised features kept in this process
 PLAN = {
     "quick": {
         "encoders": (("flux", 0.1), ("flux", 1.0), ("flux+error", 1.0)),
-        "encoder_params": {"epochs": 6},
+        "encoder_params": {},
         "grid": (("flux", 1.0, ("enc_pre_latent", "enc_last"), PROBES, None),
                  ("flux", 0.1, ("enc_pre_latent", "enc_last"), ("ridge",), None),
                  ("flux+error", 1.0, (), ("ridge",), (TEAM_BEST, BASELINE))),
@@ -216,9 +216,9 @@ def head_spec(params: dict, ctx, frozen: bool = True) -> dict:
     """The spec of a head (frozen or fine-tuned) with these params, on the context's data set; its
     noise level is the encoder's."""
     ds, prof = _ctx_names(ctx)
-    keep = {k: v for k, v in params.items() if k not in ("lr",)} if frozen else dict(params)
+    keep = {k: v for k, v in params.items() if k != "lr"} if frozen else dict(params)  # lr differs by design
     return {"model": "blindspot_head" if frozen else "blindspot_finetune", "params": keep,
-            "inputs": params["encoder"], "noise_level": float(params["encoder_noise"]), "dataset": ds,
+            "inputs": params.get("encoder", "flux"), "noise_level": float(params.get("encoder_noise", 1.0)), "dataset": ds,
             "seed": int(ctx.seed), "profile": prof, "target": LABELS[int(ctx.target)]}
 
 

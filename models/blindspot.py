@@ -7,16 +7,22 @@
     blindspot_finetune   the same network, initialised from the frozen head's run, then trained
                          end to end (the encoder's weights move too)
 
-The encoder, top to bottom (P = 4096 input pixels, padded with zeros to a multiple of 256):
+The encoder, top to bottom (P = 4096 input pixels, zero-padded to a multiple of 512):
 
-    input (C + 1, P)    C standardised data channels + 1 mask-indicator channel
-    stem                Conv(k5) C+1 -> 8, GELU, Conv(k5) 8 -> 8             (8, P)
-    enc1                Conv(k4, stride 4) 8 -> 16, GELU, Conv(k5), GELU     (16, P/4)   = (16, 1024)
-    enc2                ... 16 -> 32                                         (32, P/16)  = (32, 256)
-    enc_pre_latent      ... 32 -> 48                                         (48, P/64)  = (48, 64)
-    enc_last            ... 48 -> 24, Conv(k3): the latent                   (24, P/256) = (24, 16): 384 numbers
-    decoder             four x [ConvTranspose(k4, stride 4), concat the encoder level, Conv(k5), GELU]
-                        back to (8, P), then Conv(k1) 8 -> 1: the predicted flux of every pixel.
+    input (C + 1, P)    C data channels, each standardised by one train-split mean and std, and
+                        a mask-indicator channel; folded 8 pixels into channels ("pixel
+                        unshuffle"): ((C + 1) x 8, P/8). Full-resolution convolutions are slow
+                        on a CPU; folding keeps every pixel and costs ~5x less.
+    enc1                Conv(k5) -> 24, ReLU, Conv(k5), ReLU                 (24, P/8)   = (24, 512)
+    enc2                Conv(k4, stride 4) -> 32, ReLU, Conv(k5), ReLU       (32, P/32)  = (32, 128)
+    enc_pre_latent      Conv(k4, stride 4) -> 48, ReLU, Conv(k5), ReLU       (48, P/128) = (48, 32)
+    enc_last            Conv(k4, stride 4) -> 48, ReLU, Conv(k3): the latent (48, P/512) = (48, 8): 384 numbers
+    decoder             three x [ConvTranspose(k4, stride 4) + the encoder level of that size
+                        (additive skip), Conv(k5), ReLU], Conv(k1) -> 8 values per position,
+                        unfolded back to P pixels: a correction added to the input's flux
+                        channel (at a masked pixel, the mean of its neighbours), so an untrained
+                        network already predicts a masked pixel by linear interpolation.
+    85,448 parameters with inputs 'flux', 86,408 with 'flux+error'.
 
 Blind-spot training. Every step masks one pixel in `mask_stride` (8) of every spectrum, on a grid
 with a random offset per spectrum: at a masked pixel every input channel is replaced by the mean of
@@ -46,12 +52,12 @@ import copy
 import dataclasses
 import json
 
-import numpy as np
-import torch
-from torch import nn
-from torch.nn import functional as F
+from core.trainer import TorchModel, fit_torch, predict_torch  # first: it sets OMP_WAIT_POLICY before torch loads
 
-from core.trainer import TorchModel, fit_torch, predict_torch
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
 
 LAYERS = ("enc1", "enc2", "enc_pre_latent", "enc_last")   # the named layers the latent is read from
 WIDTHS = (24, 32, 48, 48)                                   # enc1, enc2, enc_pre_latent, enc_last
@@ -74,6 +80,8 @@ class BlindSpotNet(nn.Module):
         self.n_in, self.mask_stride = int(n_in), int(mask_stride)
         self.register_buffer("x_mean", torch.zeros(n_in))
         self.register_buffer("x_std", torch.ones(n_in))
+        self.register_buffer("y_mean", torch.zeros(()))   # set by fit_torch (unused: the target is 0)
+        self.register_buffer("y_std", torch.ones(()))
 
         def down(a, b, k=5):
             return nn.Sequential(nn.Conv1d(a, b, DOWN, stride=DOWN), nn.ReLU(), _block(b, b, k))
@@ -124,9 +132,12 @@ class BlindSpotNet(nn.Module):
         return o.transpose(1, 2).reshape(o.shape[0], -1)  # pixel shuffle back to (B, P)
 
     def _run(self, z, offset):
+        """Prediction of every pixel's standardised flux with the pixels i = offset (mod stride)
+        masked: the masked input's flux channel (there, the neighbours' mean) + the network's
+        correction."""
         inp, mask = self.mask_input(z, offset)
         p = z.shape[-1]
-        return self.decode(self.encode(self._pad(inp)))[:, :p], mask
+        return self.decode(self.encode(self._pad(inp)))[:, :p] + inp[:, 0], mask
 
     # -- training objective (used by core.trainer.fit_torch)
     def forward(self, x):
@@ -164,7 +175,7 @@ class BlindSpotNet(nn.Module):
         """Non-blind output (nothing masked): the network sees every pixel, its own included."""
         z = self.standardise(x)
         inp = self._pad(torch.cat([z, torch.zeros_like(z[:, :1])], dim=1))
-        return self.decode(self.encode(inp))[:, :z.shape[-1]] * self.x_std[0] + self.x_mean[0]
+        return (self.decode(self.encode(inp))[:, :z.shape[-1]] + z[:, 0]) * self.x_std[0] + self.x_mean[0]
 
 
 @torch.no_grad()
@@ -327,10 +338,21 @@ class BlindSpotHead(TorchModel):
     weight_decay = 1e-3
     finetune = False
 
-    def __init__(self, encoder: str = "flux", encoder_noise: float = 1.0, layer: str = "enc_pre_latent",
-                 pooling: str = "seg_mean_K8", hidden: int = 128, **params):
-        super().__init__(encoder=encoder, encoder_noise=float(encoder_noise), layer=layer, pooling=pooling,
-                         hidden=int(hidden), **params)
+    defaults = {"encoder": "flux", "encoder_noise": 1.0, "layer": "enc_pre_latent", "pooling": "seg_mean_K8",
+                "hidden": 128}
+
+    def __init__(self, **params):
+        # params are kept as given (defaults filled in `p`), so the fine-tuned head finds the
+        # frozen head's run by the very params of its own spec
+        unknown = set(params) - set(self.defaults) - {"lr", "weight_decay"}
+        if unknown:
+            raise ValueError(f"unknown params {sorted(unknown)} for {self.family}; known: "
+                             f"{', '.join(list(self.defaults) + ['lr', 'weight_decay'])}")
+        super().__init__(**params)
+
+    @property
+    def p(self) -> dict:
+        return {**self.defaults, **self.params}
 
     def _build(self):
         a = self.arch_
@@ -342,11 +364,11 @@ class BlindSpotHead(TorchModel):
 
     def _encoder_model(self, ctx):
         from core import latent
-        return latent.load_encoder(self.params["encoder"], self.params["encoder_noise"], ctx)
+        return latent.load_encoder(self.p["encoder"], float(self.p["encoder_noise"]), ctx)
 
     def fit(self, train, val, ctx):
         from core import latent
-        p = self.params
+        p = self.p
         self.target_ = int(ctx.target)
         enc_model, self.encoder_run_id_ = self._encoder_model(ctx)
         latent.check_inputs(p["encoder"], train)
@@ -363,6 +385,7 @@ class BlindSpotHead(TorchModel):
         ytr, yva = train.y[:, self.target_], val.y[:, self.target_]
         lr = float(p.get("lr", self.lr))
         wd = float(p.get("weight_decay", self.weight_decay))
+        self.extra_metrics_ = {}
         if not self.finetune:
             for q in net.encoder.parameters():
                 q.requires_grad_(False)
@@ -375,7 +398,7 @@ class BlindSpotHead(TorchModel):
         else:
             init = self._init_from_frozen(ctx)
             net.load_state_dict(init.module_.state_dict())
-            self.frozen_r2_ = self.frozen_r2
+            self.extra_metrics_ = {"frozen_head_r2": self.frozen_r2}
             self.history_ = fit_torch(net, train.x, ytr, val.x, yva, ctx, lr=lr, weight_decay=wd)
             net.head.y_mean.copy_(net.y_mean)
             net.head.y_std.copy_(net.y_std)
@@ -393,8 +416,11 @@ class BlindSpotHead(TorchModel):
         """Trained parameters: the head's (frozen), the whole network's (fine-tuned)."""
         if self.module_ is None:
             return 0
-        mod = self.module_ if self.finetune else self.module_.head
-        return int(sum(q.numel() for q in mod.parameters()))
+        n = sum(q.numel() for q in self.module_.head.parameters())
+        if self.finetune:   # the encoder's blocks up to the layer read (the decoder is unused)
+            used = LAYERS[:LAYERS.index(self.module_.layer) + 1]
+            n += sum(q.numel() for name in used for q in getattr(self.module_.encoder, name).parameters())
+        return int(n)
 
     def _restore(self):
         self.encoder_run_id_ = self.arch_.get("encoder_run_id")
