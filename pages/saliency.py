@@ -83,7 +83,7 @@ spec_df = pd.DataFrame({"wavelength": wave[sel], "flux": mean_flux[sel]})
 lines = stellar_lines()
 strong = pd.DataFrame({"wavelength": lines["wave"], "species": lines["species"]})
 strong = strong[(lines["strong"] >= 1) & (strong["wavelength"] >= lo) & (strong["wavelength"] <= hi)]
-x = alt.X("wavelength:Q", title="wavelength [Å]", scale=alt.Scale(domain=[lo, hi]))
+x = alt.X("wavelength:Q", title="wavelength [Å]", scale=alt.Scale(domain=[lo, hi], nice=False))
 top = alt.Chart(spec_df).mark_line(color="black", strokeWidth=1).encode(x=x, y=alt.Y("flux:Q", title="mean flux (normalised)"))
 ticks = alt.Chart(strong).mark_rule(color="#c44", opacity=0.5).encode(x="wavelength:Q", tooltip=["species", "wavelength"])
 labels = alt.Chart(strong).mark_text(angle=270, align="left", dy=-4, fontSize=10, color="#c44").encode(
@@ -94,7 +94,7 @@ if rows:
     long = pd.concat(rows)
     bottom = alt.Chart(long).mark_line(strokeWidth=1).encode(
         x=x, y=alt.Y("value:Q", title="relative importance (max = 1)"),
-        color=alt.Color("measure:N", title=None, legend=alt.Legend(orient="bottom", columns=1)))
+        color=alt.Color("measure:N", title=None, legend=alt.Legend(orient="bottom", columns=1, labelLimit=500)))
     charts.append(bottom.properties(height=260, title="Where log g comes from, aligned in wavelength"))
 st.altair_chart(alt.vconcat(*charts).resolve_scale(x="shared"), width="stretch")
 st.caption("Each measure is scaled to its own maximum over the whole range, so shapes compare, heights do not.")
@@ -129,7 +129,7 @@ if phys is not None:
         x=alt.X("K:Q", scale=alt.Scale(type="log", base=2), title="K (most informative pixels, log scale)"),
         y=alt.Y("fraction:Q", title="fraction of total Fisher information", scale=alt.Scale(domain=[0, 1])),
         tooltip=["K", alt.Tooltip("fraction:Q", format=".3f")])
-    st.altair_chart(ch.properties(height=280, title="Cumulative log g information in the top-K pixels"), width="stretch")
+    st.altair_chart(ch.properties(height=300), width="stretch")
     k256 = dict(explain.topk_information(phys["pixel_info_marg"], ks=(256,)))[256]
     st.caption(f"The 256 most informative pixels hold {k256 * 100:.0f} % of the log g information at noise {noise:g} "
                f"(mean over {len(phys['rows'])} test stars). Cramér-Rao σ(log g), Teff and [M/H] marginalised: median "
