@@ -72,17 +72,9 @@ def friendly_errors(what: str = "This page"):
 
 # --------------------------------------------------------------------------- device
 def device() -> str:
-    """'cuda', 'mps' or 'cpu': the device torch models train on here."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
-        return "cpu"
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
+    """'cuda', 'mps' or 'cpu': the device torch models train on here (the trainer's own choice)."""
+    from core.trainer import pick_device
+    return pick_device()
 
 
 @st.cache_resource(show_spinner=False)

@@ -45,14 +45,21 @@ def cmd_data(a) -> int:
     return 0
 
 
-def cmd_train(a) -> int:
-    from core import data, suites, train
+def _suite_specs(a) -> list[dict]:
+    """The specs of --suite for --profile/--dataset, narrowed to --only models."""
+    from core import suites
     specs = suites.suite(a.suite, a.profile, a.dataset)
     if a.only:
         only = set(a.only.split(","))
         specs = [s for s in specs if s["model"] in only]
         if not specs:
             raise ValueError(f"--only {a.only}: no such model in suite {a.suite!r}")
+    return specs
+
+
+def cmd_train(a) -> int:
+    from core import data, train
+    specs = _suite_specs(a)
     if a.noise is not None:
         specs = [s for s in specs if abs(s["noise_level"] - a.noise) < 1e-9]
     ds_name = specs[0]["dataset"] if specs else None
@@ -91,15 +98,10 @@ def cmd_runs(a) -> int:
 
 
 def cmd_jobs(a) -> int:
-    from core import jobs, suites
+    from core import jobs
     token = a.token
     if a.action == "submit":
-        specs = suites.suite(a.suite, a.profile, a.dataset)
-        if a.only:
-            only = set(a.only.split(","))
-            specs = [s for s in specs if s["model"] in only]
-            if not specs:
-                raise ValueError(f"--only {a.only}: no such model in suite {a.suite!r}")
+        specs = _suite_specs(a)
         label = f"{a.suite}" + (f" ({a.only})" if a.only else "") + f", {a.profile}"
         jid, created = jobs.submit(specs, label=label, token=token)
         print(jid)
