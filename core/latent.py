@@ -29,8 +29,9 @@ engine's view building (several seconds a spec on 2 CPU cores) on top of its fit
     enc_last + global_mean, its baseline) x 3 labels at noise 1.0;
   - the size sweep (n_train 1000, 4000, all, where the data set has them) for log g, 3 probes,
     on the same two extractions, noise 1.0;
-  - frozen encoder + MLP head and fine-tuned encoder + head for log g on enc_pre_latent +
-    seg_mean_K8, both noise levels.
+  - frozen encoder + MLP head for log g on enc_pre_latent + seg_mean_K8 (the team's) and on the
+    whole enc_pre_latent map (flat), and the fine-tuned encoder + head on the whole map, both
+    noise levels (HEADS).
 default and full: both encoder variants at both noise levels; the full grid (all four layers x
 every pooling x 3 probes x 3 labels) for the 'flux' encoder at both noise levels and the same
 cells with Ridge for 'flux+error'; the size sweep for every label at both noise levels; the heads
@@ -58,7 +59,10 @@ VARIANTS = ("flux", "flux+error")     # encoder variants = their inputs
 SIZES = (1000, 4000, "all")
 BASELINE = ("enc_last", "global_mean")        # the team's baseline extraction
 TEAM_BEST = ("enc_pre_latent", "seg_mean_K8")  # the team's best extraction
-HEAD_EXTRACTION = TEAM_BEST
+# the heads of the suite: the frozen head on the team's extraction, and frozen + fine-tuned heads
+# on the whole enc_pre_latent map (the head's convolution and first layer then learn the pooling)
+HEADS = (("blindspot_head", TEAM_BEST), ("blindspot_head", ("enc_pre_latent", "flat")),
+         ("blindspot_finetune", ("enc_pre_latent", "flat")))
 CACHE_BYTES = 1_500_000_000           # memoised features kept in this process
 
 # What the latent suite runs, per profile. "grid" entries: (encoder variant, noise level, layers,
@@ -383,8 +387,8 @@ def suite_specs(profile: str, dataset: str | None) -> list[dict]:
                     for size in sizes:
                         add(_probe_spec(v, n, lay, p, probe, label, profile, dataset, n_train=size))
     for v, n in plan["heads"]:
-        params = {"encoder": v, "encoder_noise": float(n), "layer": HEAD_EXTRACTION[0], "pooling": HEAD_EXTRACTION[1]}
-        for model in ("blindspot_head", "blindspot_finetune"):
+        for model, (lay, pool) in HEADS:
+            params = {"encoder": v, "encoder_noise": float(n), "layer": lay, "pooling": pool}
             s = suites._spec(model, params, n, profile, dataset, "latent", inputs=v)
             s["target"] = "logg"
             add(s)

@@ -295,8 +295,28 @@ class BlindSpotEncoder(TorchModel):
 
 
 # --------------------------------------------------------------------------- heads
+class MapStandardise(nn.Module):
+    """Per-channel (x - mean) / std of a feature map, with the train split's statistics as buffers."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(channels, 1))
+        self.register_buffer("std", torch.ones(channels, 1))
+
+    def set(self, maps: np.ndarray) -> None:
+        m = maps.mean(axis=(0, 2), dtype=np.float64)
+        sd = maps.std(axis=(0, 2), dtype=np.float64)
+        sd = sd + 1e-3 * max(float(sd.max()), 1e-12)        # silent channels stay silent
+        self.mean.copy_(torch.as_tensor(m, dtype=torch.float32)[:, None])
+        self.std.copy_(torch.as_tensor(sd, dtype=torch.float32)[:, None])
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
 class HeadNet(nn.Module):
-    """encoder (a BlindSpotNet) -> one named layer's map -> Conv(k3) + GELU -> pooling -> MLP -> 1."""
+    """encoder (a BlindSpotNet) -> one named layer's map -> per-channel standardisation ->
+    Conv(k3) + GELU -> pooling -> LayerNorm -> MLP (hidden, 64) -> 1."""
 
     def __init__(self, encoder: BlindSpotNet, layer: str, pooling: str, channels: int, length: int,
                  hidden: int = 128, dropout: float = 0.1):
@@ -305,7 +325,7 @@ class HeadNet(nn.Module):
         self.encoder, self.layer, self.pooling = encoder, layer, pooling
         d = pooled_dim(channels, length, pooling)
         self.head = nn.Sequential(
-            nn.Conv1d(channels, channels, 3, padding=1), nn.GELU(), Pool(pooling),
+            MapStandardise(channels), nn.Conv1d(channels, channels, 3, padding=1), nn.GELU(), Pool(pooling),
             nn.LayerNorm(d), nn.Linear(d, hidden), nn.GELU(), nn.Dropout(dropout),
             nn.Linear(hidden, 64), nn.GELU(), nn.Linear(64, 1))
         for m in (self, self.head):
@@ -392,6 +412,7 @@ class BlindSpotHead(TorchModel):
             # the encoder is frozen, so its maps are computed once and the head trains on them
             mtr = latent.layer_maps(enc_model, self.encoder_run_id_, train, p["layer"])
             mva = latent.layer_maps(enc_model, self.encoder_run_id_, val, p["layer"])
+            net.head[0].set(mtr)
             self.history_ = fit_torch(net.head, mtr, ytr, mva, yva, ctx, lr=lr, weight_decay=wd)
             net.y_mean.copy_(net.head.y_mean)
             net.y_std.copy_(net.head.y_std)

@@ -104,7 +104,7 @@ def test_latent_suite_fills_every_grid_cell(ds):
 def test_frozen_head_leaves_encoder_weights_unchanged(ds):
     enc = encoder_result(ds).load_model()
     before = {k: v.clone() for k, v in enc.module_.state_dict().items()}
-    params = {"encoder": "flux", "encoder_noise": 1.0, "layer": "enc_pre_latent", "pooling": "seg_mean_K8"}
+    params = {"encoder": "flux", "encoder_noise": 1.0, "layer": "enc_pre_latent", "pooling": "flat"}  # as in the suite
     base = {"params": params, "inputs": "flux", "noise_level": 1.0, "dataset": ds, "seed": 0, "profile": "quick",
             "target": "logg"}
     frozen = train.run({"model": "blindspot_head", **base}, log=lambda m: None).load_model()
