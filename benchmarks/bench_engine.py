@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -20,16 +19,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_data import cpu_model  # noqa: E402  (one CPU description for every benchmark)
 
 
 def run(cmd: list[str], env: dict) -> tuple[float, str]:
