@@ -71,7 +71,7 @@ def _dilation(profile, dataset):
 
 def _topk(profile, dataset):
     return [_spec("topk_cnn", {"K": k, "criterion": c}, n, profile, dataset, "topk")
-            for c in ("ridge", "fstat") for k in (64, 128, 256, 512, 1024) for n in NOISE]
+            for c in ("ridge", "fstat", "fisher") for k in (64, 128, 256, 512, 1024) for n in NOISE]
 
 
 def _lgbm(profile, dataset):

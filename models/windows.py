@@ -165,7 +165,22 @@ def score_fstat(X: np.ndarray, y: np.ndarray, ridge: dict, **kw) -> np.ndarray:
 # criterion name -> f(X_train (n, C*P), y_train, ridge fit, view=the train View, ctx=FitContext)
 #   -> score (C*P,). A criterion sees the train split only (and ctx.dataset for what does not
 #   depend on any split, e.g. the simulator's wavelengths).
-CRITERIA = {"ridge": score_ridge, "fstat": score_fstat}
+def score_fisher(X: np.ndarray, y: np.ndarray, ridge: dict, view=None, ctx=None, **kw) -> np.ndarray:
+    """Physics-guided: mean log g Fisher information per pixel, Teff and [M/H] marginalised, from
+    the simulator's Jacobian at the labels of up to 200 TRAIN stars and their clean error vectors
+    (core/explain). The ranking does not depend on the noise level (it scales every pixel alike)."""
+    from core import explain
+    ds = getattr(ctx, "dataset", None)
+    if ds is None or not ds.has_meta:
+        raise ValueError("criterion 'fisher' needs a data set made by the simulator")
+    rows = view.index[:200]
+    _, err = ds.read(rows)
+    _, jac = explain.jacobian(ds.labels[rows])
+    _, F = explain.fisher(jac, err)
+    return explain.marginal_pixel_info(jac, err, F).mean(0)
+
+
+CRITERIA = {"ridge": score_ridge, "fstat": score_fstat, "fisher": score_fisher}
 
 
 def min_separation(K: int, window: int, n_pix: int) -> int:

@@ -111,3 +111,21 @@ def test_no_learned_model_beats_the_ceiling(artifacts_dir):
     se = np.std(diffs)
     assert ridge.metrics["r2"] <= ceil.metrics["r2"] + 2 * se, (ridge.metrics["r2"], ceil.metrics["r2"], se)
     assert ceil.metrics["r2"] > 0.5
+
+
+def test_fisher_topk_criterion_uses_train_only(artifacts_dir):
+    """The physics-guided top-K criterion ranks pixels by Fisher information of TRAIN stars."""
+    from models.base import FitContext
+    from models.windows import score_fisher
+    if "ceiling-test" not in data.list_datasets():
+        data.build(name="ceiling-test", n=320, seed=21)
+    ds = data.Dataset("ceiling-test")
+    train_view = ds.view("train", 1.0, "flux", limit=40)
+    s = score_fisher(None, None, None, view=train_view, ctx=FitContext(profile={}, dataset=ds))
+    assert s.shape == (ds.n_pix,) and np.all(s >= 0)
+    wave = ds.wave
+    d = np.min(np.abs(wave[:, None] - np.array(GRAVITY_LINES)[None, :]), axis=1)
+    top = np.argsort(s)[::-1][:64]
+    assert np.mean(d[top] < 5.0) > 0.3  # gravity-line pixels are over-represented (they are ~4% of all)
+    test_view = ds.view("test", 1.0, "flux", limit=40)
+    assert not np.array_equal(s, score_fisher(None, None, None, view=test_view, ctx=FitContext(profile={}, dataset=ds)))
