@@ -35,8 +35,8 @@ engine's view building (several seconds a spec on 2 CPU cores) on top of its fit
 default and full: both encoder variants at both noise levels; the full grid (all four layers x
 every pooling x 3 probes x 3 labels) for the 'flux' encoder at both noise levels and the same
 cells with Ridge for 'flux+error'; the size sweep for every label at both noise levels; the heads
-on both variants (about 680 specs: hours on a laptop CPU). The sweep and the heads use fixed extractions (a suite is a fixed list of specs);
-the page marks which extraction actually came out best.
+on both variants (688 specs: hours on a laptop CPU). The sweep and the heads use fixed
+extractions (a suite is a fixed list of specs); the page marks which extraction came out best.
 """
 from __future__ import annotations
 
@@ -128,7 +128,6 @@ def pooled_dim(c: int, length: int, pooling: str) -> int:
 
 def pool_torch(m, pooling: str):
     """(B, C, L) torch map -> (B, D) pooled features."""
-    import torch
     from torch.nn import functional as F
     if pooling == "global_mean":
         return m.mean(-1)
@@ -435,7 +434,7 @@ def size_sweep(profile: str, dataset: str | None, con=None) -> pd.DataFrame:
         r = _cached(s, con)
         rows.append({"variant": p["encoder"], "noise": s["noise_level"], "layer": p["layer"], "pooling": p["pooling"],
                      "extraction": f"{p['layer']} + {p['pooling']}", "probe": p["probe"], "label": s["target"],
-                     "n_train_param": p["n_train"], "n_train": r.metrics.get("n_labelled", np.nan) if r else np.nan,
+                     "n_train_param": str(p["n_train"]), "n_train": r.metrics.get("n_labelled", np.nan) if r else np.nan,
                      "r2": r.metrics["r2"] if r else np.nan, "spec": s})
     return pd.DataFrame(rows)
 

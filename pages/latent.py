@@ -54,14 +54,15 @@ else:
     long = pd.concat([e.assign(what="noisy input", mse=e["noisy_mse"]),
                       e.assign(what="blind-spot output", mse=e["denoise_mse"]),
                       e.assign(what="non-blind output", mse=e["denoise_mse_nonblind"])])
-    bars = alt.Chart(long).mark_bar().encode(
-        y=alt.Y("what:N", title=None, sort=["noisy input", "blind-spot output", "non-blind output"]),
+    dots = alt.Chart(long).mark_point(filled=True, size=140).encode(
+        y=alt.Y("encoder:N", title=None, axis=alt.Axis(labelLimit=240)),
         x=alt.X("mse:Q", title="MSE to the clean flux [(normalised flux)²], log scale", scale=alt.Scale(type="log")),
-        color=alt.Color("what:N", title=None, legend=None),
-        row=alt.Row("encoder:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
+        color=alt.Color("what:N", title=None, sort=["noisy input", "blind-spot output", "non-blind output"],
+                        legend=alt.Legend(orient="top")),
+        shape=alt.Shape("what:N", title=None, legend=None),
         tooltip=["encoder", "what", alt.Tooltip("mse:Q", format=".2e")])
-    st.altair_chart(bars.properties(title="Denoising on the test split: noisy input against the encoder's output",
-                                    height=60, width=420))
+    st.altair_chart(dots.properties(title="Denoising on the test split: noisy input against the encoder's output",
+                                    height=alt.Step(40)), width="stretch")
     st.caption("Blind-spot output: every pixel predicted with its own value masked (the training objective, "
                "J-invariant); non-blind: the same network seeing every pixel. Lower is better; labels never touch "
                "the encoder.")
@@ -99,15 +100,17 @@ else:
                      for t, r in zip(frame["text"], frame.itertuples())]
     frame["layer shape"] = frame["layer"].map(lambda lay: f"{shapes[lay][0]} channels x {shapes[lay][1]} positions")
     base = alt.Chart(frame).encode(x=alt.X("pooling:N", sort=list(latent.POOLINGS), title="pooling",
-                                           axis=alt.Axis(labelAngle=-30)),
+                                           axis=alt.Axis(labelAngle=-30, labelOverlap=False)),
                                    y=alt.Y("layer:N", sort=list(latent.LAYERS), title="encoder layer"))
     lo = float(min(0.0, np.nanmin(frame["r2"])) if frame["r2"].notna().any() else 0.0)
     heat = base.mark_rect().encode(
         color=alt.Color("r2:Q", title="test R²", scale=alt.Scale(domain=[max(lo, -0.5), 1], scheme="viridis", clamp=True)),
         tooltip=["layer", "layer shape", "pooling", alt.Tooltip("r2:Q", format=".3f", title="test R²"),
                  alt.Tooltip("dims:Q", title="features"), "note", "run_id"])
-    txt = base.mark_text(fontSize=12).encode(text="text:N", color=alt.condition(
-        "datum.r2 > 0.6", alt.value("black"), alt.value("white" if frame["r2"].notna().any() else "grey")))
+    frame["ink"] = np.where(frame["r2"].isna(), "grey", np.where(frame["r2"] > 0.6, "black", "white"))
+    inks = ["black", "white", "grey"]
+    txt = base.mark_text(fontSize=12).encode(text="text:N", color=alt.Color(
+        "ink:N", scale=alt.Scale(domain=inks, range=inks), legend=None))
     st.altair_chart((heat + txt).properties(
         title=f"{latent.PROBE_TITLES[probe]} probe R² of {NAMES[label]} by layer and pooling "
               f"(encoder on {variant}, noise {noise:g})", height=alt.Step(42)), width="stretch")
@@ -117,11 +120,13 @@ else:
     if best:
         line += (f" Best here: {best['layer']} + {best['pooling']} (R² {best['r2']:.3f}); over all probes: "
                  f"{best_any['layer']} + {best_any['pooling']} with {latent.PROBE_TITLES[best_any['probe']]} "
-                 f"(R² {best_any['r2']:.3f}). Team (log g): enc_last + global_mean 0.22 → enc_pre_latent + seg_mean_K8 0.55.")
+                 f"(R² {best_any['r2']:.3f}).")
+        if label == "logg":
+            line += " Team report (Ridge, log g): enc_last + global_mean 0.22 → enc_pre_latent + seg_mean_K8 0.55."
     st.caption(line)
     ui_jobs.retrain_button([c for c in specs if c["model"] == "latent_probe"
                             and c["params"]["encoder"] == variant and c["noise_level"] == noise
-                            and c["target"] == label and c["params"]["probe"] == probe], 
+                            and c["target"] == label and c["params"]["probe"] == probe],
                            f"latent grid: {variant}, {label}, {probe}, noise {noise:g}, {profile}", f"latent_grid_{label}_{probe}")
 
 # flux versus flux + error
@@ -135,12 +140,12 @@ if len(pairs):
     d["label name"] = d["label"].map(NAMES)
     d = d.drop_duplicates(["variant", "extraction", "label"])
     ch = alt.Chart(d).mark_bar().encode(
-        x=alt.X("r2:Q", title="test R² (unitless)"), y=alt.Y("variant:N", title=None),
-        color=alt.Color("variant:N", title="encoder inputs"), row=alt.Row("extraction:N", title=None),
-        column=alt.Column("label name:N", title=None),
+        x=alt.X("r2:Q", title="test R² (unitless)"), y=alt.Y("extraction:N", title=None, axis=alt.Axis(labelLimit=320)),
+        yOffset=alt.YOffset("variant:N"), color=alt.Color("variant:N", title="encoder inputs", legend=alt.Legend(orient="top")),
+        column=alt.Column("label name:N", title=None, sort=[NAMES[k] for k in LABELS]),
         tooltip=["variant", "extraction", "label name", alt.Tooltip("r2:Q", format=".3f")])
     st.altair_chart(ch.properties(title=f"Probe R² with and without the error channel (noise {noise:g})",
-                                  width=180, height=50))
+                                  width=150, height=alt.Step(18)))
     st.caption("Same extraction and probe on the two encoders: a gain with the error channel means the latent's "
                "information comes partly from the error vector (the team's 'error shortcut', question 2).")
 
@@ -216,18 +221,18 @@ else:
         return out, [float(v) for v in ev]
 
     pts, ev = projection(rid, choice[0], choice[1], noise, ds.name, ds.fingerprint)
-    charts = []
-    for k in LABELS:
-        charts.append(alt.Chart(pts).mark_circle(size=18, opacity=0.8).encode(
-            x=alt.X("pc1:Q", title=f"PC 1 [standardised] ({ev[0]:.0%} of variance)"),
-            y=alt.Y("pc2:Q", title=f"PC 2 [standardised] ({ev[1]:.0%})"),
-            color=alt.Color(f"{k}:Q", title=LABEL_TITLES[k], scale=alt.Scale(scheme="viridis")),
-            tooltip=[alt.Tooltip(f"{c}:Q", format=".2f", title=LABEL_TITLES[c]) for c in LABELS]
-        ).properties(title=f"coloured by {NAMES[k]}", width=280, height=260))
-    st.altair_chart(alt.hconcat(*charts).resolve_scale(color="independent").properties(
+    charts = [alt.Chart(pts).mark_circle(size=14, opacity=0.8).encode(
+        x=alt.X("pc1:Q", title=f"PC 1 [std. units] ({ev[0]:.0%})"),
+        y=alt.Y("pc2:Q", title=f"PC 2 [std. units] ({ev[1]:.0%})"),
+        color=alt.Color(f"{k}:Q", title=LABEL_TITLES[k], scale=alt.Scale(scheme="viridis"),
+                        legend=alt.Legend(orient="top", gradientLength=150)),
+        tooltip=[alt.Tooltip(f"{c}:Q", format=".2f", title=LABEL_TITLES[c]) for c in LABELS]
+    ).properties(title=f"coloured by {NAMES[k]}", width=300, height=240) for k in LABELS]
+    st.altair_chart(alt.concat(*charts, columns=3).resolve_scale(color="independent").properties(
         title=f"PCA of {choice[0]} + {choice[1]} on {len(pts)} test spectra (encoder on flux, noise {noise:g})"))
-    st.caption("Each point a test spectrum; a smooth colour gradient across the plane means the label is laid out "
-               "along the latent's main directions, a speckled one that it is not.")
+    st.caption(f"{len(pts)} test spectra (encoder trained on flux, noise {noise:g}; features standardised, PC share of "
+               "variance in brackets). A smooth colour gradient across the plane means the label lies along the "
+               "latent's main directions; a speckled one that it does not.")
 
 with st.expander("The team report's latent numbers (team report 2025-12-01)"):
     st.dataframe(latent.team_numbers(), hide_index=True, width="stretch")

@@ -119,3 +119,34 @@ def test_frozen_head_leaves_encoder_weights_unchanged(ds):
     moved = [k for k in before if k.endswith("weight") and not torch.equal(before[k], tuned.module_.encoder.state_dict()[k])]
     assert moved
     assert frozen.n_params < tuned.n_params
+
+
+def _page(ds_name: str, noise: float = 1.0):
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT
+    at = AppTest.from_file(str(ROOT / "pages" / "latent.py"), default_timeout=120)
+    at.session_state["dataset"] = ds_name
+    at.session_state["profile"] = "quick"
+    at.session_state["noise_level"] = noise
+    return at.run()
+
+
+def test_latent_page_draws_the_grid_and_says_how_to_fill_it(ds, tiny_dataset):
+    import json
+    train.run_many(suites.suite("latent", "quick", ds), log=lambda m: None)   # cached after the grid test
+    at = _page(ds)
+    assert not at.exception and not at.error, ([e.value for e in at.exception], [e.value for e in at.error])
+    titles = []
+    for c in at.get("vega_lite_chart"):
+        spec = json.loads(c.proto.spec)
+        t = spec.get("title")
+        titles.append(t if isinstance(t, str) else (t or {}).get("text"))
+    assert all(titles), titles
+    assert any("by layer and pooling" in t for t in titles)
+    assert any("training-set size" in t for t in titles)
+    assert any("heads" in t for t in titles)
+    assert any(t.startswith("PCA of") for t in titles)
+    empty = _page(tiny_dataset)          # nothing of the latent suite has run on it
+    assert not empty.exception
+    assert any("python -m core train --suite latent --profile quick" in i.value for i in empty.info)
