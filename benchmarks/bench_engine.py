@@ -4,6 +4,7 @@ and the resulting matrix, written into docs/benchmarks.md between markers.
     python benchmarks/bench_engine.py --profile quick                 # report suite, fresh folder
     python benchmarks/bench_engine.py --profile default --suites report,dilation,topk,...
     LOGG_ARTIFACTS=/path python benchmarks/bench_engine.py --reuse    # keep an existing folder
+    python benchmarks/bench_engine.py --profile default --suites ... --artifacts /path/empty  # keep the runs
 
 Numbers go into the section <!-- bench_engine:PROFILE:start --> ... :end --> of docs/benchmarks.md.
 """
@@ -24,12 +25,22 @@ from bench_data import cpu_model  # noqa: E402  (one CPU description for every b
 
 
 def run(cmd: list[str], env: dict) -> tuple[float, str]:
-    t = time.perf_counter()
-    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    dt = time.perf_counter() - t
+    """Run one command; its output is also appended to LOGG_ARTIFACTS/bench_engine.log as it
+    comes (tail it to follow a long suite)."""
+    log = Path(env.get("LOGG_ARTIFACTS") or ROOT / "artifacts") / "bench_engine.log"
+    with open(log, "a") as fh:
+        fh.write(f"\n$ {' '.join(cmd)}\n")
+        fh.flush()
+        start = fh.tell()
+        t = time.perf_counter()
+        p = subprocess.run(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, text=True)
+        dt = time.perf_counter() - t
+    with open(log) as fh:
+        fh.seek(start)
+        out = fh.read()
     if p.returncode not in (0, 1):
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stderr[-2000:]}")
-    return dt, p.stdout + p.stderr
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{out[-2000:]}")
+    return dt, out
 
 
 def write_section(name: str, body: str) -> None:
@@ -50,10 +61,16 @@ def main() -> None:
     ap.add_argument("--profile", default="quick")
     ap.add_argument("--suites", default="report")
     ap.add_argument("--reuse", action="store_true", help="use LOGG_ARTIFACTS as it is (no fresh folder)")
+    ap.add_argument("--artifacts", help="the fresh folder to use (kept afterwards, e.g. for the digest); "
+                                        "default a new temporary folder")
     a = ap.parse_args()
     env = dict(os.environ)
     if not a.reuse:
-        env["LOGG_ARTIFACTS"] = tempfile.mkdtemp(prefix="bench_engine_")
+        if a.artifacts:
+            if Path(a.artifacts).exists() and any(Path(a.artifacts).iterdir()):
+                raise SystemExit(f"{a.artifacts} is not empty: a fresh run needs an empty folder")
+            Path(a.artifacts).mkdir(parents=True, exist_ok=True)
+        env["LOGG_ARTIFACTS"] = a.artifacts or tempfile.mkdtemp(prefix="bench_engine_")
     py = sys.executable
     lines = [f"## Engine: profile `{a.profile}`", "",
              f"Measured {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores ({cpu_model()}), "

@@ -416,14 +416,29 @@ class Dataset:
         order = np.argsort(rows, kind="stable")
         srt = rows[order]
         with h5py.File(self.path, "r") as f:
-            if srt.size and np.all(np.diff(srt) == 1):
-                fl, er = f["flux"][srt[0]:srt[-1] + 1], f["error"][srt[0]:srt[-1] + 1]
-            else:
-                uniq, inv = np.unique(srt, return_inverse=True)
-                fl, er = f["flux"][uniq][inv], f["error"][uniq][inv]
+            fl, er = self._read_sorted(f["flux"], srt), self._read_sorted(f["error"], srt)
         out_f, out_e = np.empty_like(fl), np.empty_like(er)
         out_f[order], out_e[order] = fl, er
         return out_f, out_e
+
+    @staticmethod
+    def _read_sorted(d: "h5py.Dataset", srt: np.ndarray, span_bytes: int = 256 << 20) -> np.ndarray:
+        """Rows `srt` (sorted, repeats allowed) of a 2-D data set. h5py's point selection is ~10x
+        slower than a contiguous read, so rows are read as contiguous spans of at most `span_bytes`
+        and picked out in numpy."""
+        out = np.empty((srt.size, d.shape[1]), dtype=d.dtype)
+        if not srt.size:
+            return out
+        per_row = d.shape[1] * d.dtype.itemsize
+        span_rows = max(1, span_bytes // per_row)
+        i = 0
+        while i < srt.size:
+            lo = int(srt[i])
+            j = int(np.searchsorted(srt, lo + span_rows, side="left"))
+            hi = int(srt[j - 1]) + 1
+            out[i:j] = d[lo:hi][srt[i:j] - lo]
+            i = j
+        return out
 
     def noise(self, rows: np.ndarray, noise_level: float, seed: int = 0) -> np.ndarray:
         """The fixed standard-normal draws for these global rows at this noise level."""

@@ -14,6 +14,7 @@ cleaned) and a row that reads 'failed' or 'interrupted', never 'done'.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
@@ -108,11 +109,31 @@ def load_model(folder: Path):
     return m
 
 
+# Views are deterministic in (data set, split, noise, inputs, seed, limit), and a suite asks for
+# the same few again and again: keep the most recent in memory, read-only, up to a byte budget.
+_VIEW_CACHE: "collections.OrderedDict[tuple, object]" = collections.OrderedDict()
+VIEW_CACHE_BYTES = int(os.environ.get("LOGG_VIEW_CACHE_MB", "1024")) << 20
+
+
+def _cached_view(ds: Dataset, split: str, nl: float, inputs: str, seed: int, limit=None):
+    key = (str(ds.path), ds.fingerprint, split, float(nl), inputs, int(seed), limit)
+    if key in _VIEW_CACHE:
+        _VIEW_CACHE.move_to_end(key)
+        return _VIEW_CACHE[key]
+    v = ds.view(split, nl, inputs, seed=seed, limit=limit)
+    for a in (v.x, v.y, v.index):
+        a.flags.writeable = False          # a model that edits its input in place fails loudly
+    _VIEW_CACHE[key] = v
+    while _VIEW_CACHE and sum(x.x.nbytes for x in _VIEW_CACHE.values()) > VIEW_CACHE_BYTES:
+        _VIEW_CACHE.popitem(last=False)
+    return v
+
+
 def _views(ds: Dataset, spec: dict, prof: dict):
     inputs, nl, seed = spec["inputs"], spec["noise_level"], spec["seed"]
-    train = ds.view("train", nl, inputs, seed=seed, limit=prof.get("max_train"))
-    val = ds.view("val", nl, inputs, seed=seed)
-    test = ds.view("test", nl, inputs, seed=seed)
+    train = _cached_view(ds, "train", nl, inputs, seed, prof.get("max_train"))
+    val = _cached_view(ds, "val", nl, inputs, seed)
+    test = _cached_view(ds, "test", nl, inputs, seed)
     return train, val, test
 
 
