@@ -3,7 +3,8 @@
 The error_ablation suite trains the same models on different inputs (flux only, clean error
 only, pipeline-like error only, flux + error, flux / error, and three controls: the error
 shuffled across stars, a constant error, and the error of a star with the same Teff and [M/H]
-but a log g at least 1 dex away). This module reads those runs and turns them into
+but a log g at least 1 dex away), and the blind-spot encoder with and without the error
+channel, probed the same way (the latent question). This module reads those runs and turns them into
  - the ablation matrix (input x model x noise),
  - the residual analysis (does the error-only prediction explain the flux model's residuals?),
  - a plain-language verdict computed from the numbers by the rules written next to it.
@@ -32,6 +33,21 @@ ERROR_INFORMATIVE_R2 = 0.5   # the error vector alone "predicts log g" above thi
 DEPENDS_DELTA = 0.02         # an R^2 change larger than this (and than 2 bootstrap SE) counts as real
 
 
+# The latent question: the blind-spot encoder trained on the flux alone and on flux + error (two
+# channels), each probed the same way (Ridge on the team's best extraction), at both noise levels.
+# Encoders and probes are the latent suite's own specs, so a run of either suite serves both.
+LATENT_MODEL = "latent probe"
+
+
+def latent_specs(profile: str, dataset: str | None) -> list[tuple[dict, dict]]:
+    """(encoder spec, probe spec) for each encoder variant and noise level."""
+    from core import latent
+    layer, pooling = latent.TEAM_BEST
+    return [(latent.encoder_spec(v, n, profile, dataset),
+             latent._probe_spec(v, n, layer, pooling, "ridge", "logg", profile, dataset))
+            for v in latent.VARIANTS for n in suites.NOISE]
+
+
 def suite_specs(profile: str, dataset: str | None) -> list[dict]:
     out = []
     for m in ABLATION_MODELS:
@@ -39,14 +55,21 @@ def suite_specs(profile: str, dataset: str | None) -> list[dict]:
         for inp in INPUT_LABELS:
             for n in suites.NOISE:
                 out.append(suites._spec(m, params, n, profile, dataset, "error_ablation", inputs=inp))
+    for enc, probe in latent_specs(profile, dataset):   # each encoder before its probe
+        out += [enc, probe]
     return out
 
 
 def results(profile: str, dataset: str | None, con=None) -> pd.DataFrame:
+    """One row per (model, inputs, noise) cell of the matrix; the latent rows are the probes (the
+    encoders they stand on are listed by suite_specs, not here)."""
     rows = []
     for s in suite_specs(profile, dataset):
+        if s["model"] == "blindspot":
+            continue
         r = train.cached_result(s, con=con)
-        rows.append({"model": s["model"], "inputs": s["inputs"], "input": INPUT_LABELS[s["inputs"]],
+        model = LATENT_MODEL if s["model"] == "latent_probe" else s["model"]
+        rows.append({"model": model, "inputs": s["inputs"], "input": INPUT_LABELS[s["inputs"]],
                      "noise": s["noise_level"], "r2": r.metrics["r2"] if r else np.nan,
                      "run_id": r.run_id if r else None, "result": r})
     return pd.DataFrame(rows)
@@ -90,7 +113,9 @@ def verdict(table: pd.DataFrame, noise: float, model: str = "dilated_cnn") -> st
       2. `model` 'depends on the error vector' when flux + error beats flux only by more than DEPENDS_DELTA
          AND flux + shuffled error falls back by more than DEPENDS_DELTA (the gain needs the star's own error);
          otherwise it does not;
-      3. a number that is missing makes its clause say 'not run', never a guess.
+      3. the latent clause: the probe of the flux + error encoder against the flux-only encoder's, a
+         difference beyond DEPENDS_DELTA counts either way;
+      4. a number that is missing makes its clause say 'not run', never a guess.
     `table` needs columns model, inputs, noise, r2."""
     t = table[table["noise"] == noise]
 
@@ -122,6 +147,16 @@ def verdict(table: pd.DataFrame, noise: float, model: str = "dilated_cnn") -> st
             why = (f"adding the error changes R² by only {gain:+.3f} ({f:.3f} -> {fe:.3f})" if gain <= DEPENDS_DELTA else
                    f"although adding it changes R² by {gain:+.3f}, a shuffled error does as well ({fs:.3f})")
             parts.append(f"The {model}'s log g does not depend on it: {why}; the flux carries the information.")
+    lf, lfe = r2(LATENT_MODEL, "flux"), r2(LATENT_MODEL, "flux+error")
+    if None in (lf, lfe):
+        parts.append("Latent: the encoders with and without the error channel: not run.")
+    else:
+        d = lfe - lf
+        parts.append(f"Latent: a Ridge probe of the encoder trained on flux + error reaches R² = {lfe:.3f}, against "
+                     f"{lf:.3f} for the flux-only encoder ({d:+.3f}): "
+                     + ("the error channel puts more log g into the latent space."
+                        if d > DEPENDS_DELTA else "the error channel takes log g out of the latent space."
+                        if d < -DEPENDS_DELTA else "the error channel does not change what the latent space holds about log g."))
     sw = r2("ridge", "error_swapped")
     if sw is not None:
         parts.append(f"Control: Ridge on the error of a star with the same Teff and [M/H] but another log g reaches "

@@ -47,7 +47,9 @@ st.altair_chart((heat + txt).properties(width=170, height=alt.Step(28)).facet(co
                 .properties(title="Ablation matrix: test R² of log g by input and model"))
 st.caption("Controls: 'shuffled' gives each star the error vector of a random other star; 'constant' a flat error; "
            "'another log g' the error of the star with the nearest Teff and [M/H] whose log g differs by ≥ 1 dex. "
-           "R² below 0 is shown at the bottom of the colour scale.")
+           "R² below 0 is shown at the bottom of the colour scale. 'latent probe': Ridge on the blind-spot encoder's "
+           "enc_pre_latent map (mean over 8 segments), for the encoder trained on the flux alone and the one trained "
+           "on flux + error (see the Latent page).")
 st.download_button("Download the matrix (CSV)", d.drop(columns=["noise level"]).to_csv(index=False).encode(),
                    "error_ablation.csv", "text/csv")
 

@@ -48,3 +48,31 @@ def test_verdict_follows_the_numbers():
     assert "does not predict log g well" in weak and "R² = 0.20" in weak
     missing = ablation.verdict(synthetic(0.60, None, 0.60, 0.9).dropna(), 1.0)
     assert "not run" in missing
+
+
+def with_latent(df, flux, flux_error):
+    extra = [{"model": ablation.LATENT_MODEL, "inputs": "flux", "noise": 1.0, "r2": flux},
+             {"model": ablation.LATENT_MODEL, "inputs": "flux+error", "noise": 1.0, "r2": flux_error}]
+    return pd.concat([df, pd.DataFrame(extra)], ignore_index=True)
+
+
+def test_latent_clause_follows_the_encoders():
+    base = synthetic(0.60, 0.61, 0.60, 0.91)
+    assert "Latent" in ablation.verdict(base, 1.0) and "not run" in ablation.verdict(base, 1.0).split("Latent")[1]
+    more = ablation.verdict(with_latent(base, 0.40, 0.55), 1.0)
+    less = ablation.verdict(with_latent(base, 0.55, 0.40), 1.0)
+    same = ablation.verdict(with_latent(base, 0.50, 0.51), 1.0)
+    assert "puts more log g into the latent space" in more and "0.550" in more and "0.400" in more
+    assert "takes log g out of the latent space" in less
+    assert "does not change" in same
+
+
+def test_suite_lists_each_encoder_before_its_probe():
+    specs = ablation.suite_specs("quick", None)
+    enc = [i for i, s in enumerate(specs) if s["model"] == "blindspot"]
+    probes = [i for i, s in enumerate(specs) if s["model"] == "latent_probe"]
+    assert len(enc) == len(probes) == 4
+    for i, j in zip(enc, probes):
+        assert j == i + 1 and specs[i]["inputs"] == specs[j]["inputs"]
+        assert specs[i]["noise_level"] == specs[j]["noise_level"] == specs[j]["params"]["encoder_noise"]
+    assert {s["inputs"] for s in specs if s["model"] == "blindspot"} == {"flux", "flux+error"}
