@@ -48,7 +48,6 @@ def main() -> None:
              f"`python benchmarks/bench_explain.py --profile {a.profile}`.", ""]
 
     # the matrix with the ceiling row and each model's fraction of it
-    m = report.matrix("report", a.profile, con=con)
     lines += ["### Each method against the likelihood ceiling", "",
               "R^2 on the test split; 'of ceiling' = R^2 / ceiling R^2 at the same noise level.", "",
               report.markdown("report", a.profile).strip(), ""]
