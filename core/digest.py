@@ -66,7 +66,10 @@ class Ctx:
              "dataset": self.dataset, "seed": 0}
         if inputs:
             s["inputs"] = inputs
-        r = train.cached_result(s, con=self.con)
+        return self.get_spec(s)
+
+    def get_spec(self, spec: dict):
+        r = train.cached_result(spec, con=self.con)
         if r is not None:
             self.used[r.run_id] = r
         return r
@@ -176,6 +179,38 @@ def h_ceiling(c: Ctx):
     return ("verified" if r2(best) <= r2(ceil) else "refuted"), Evidence([("ceiling @1", r2(ceil), ceil), (f"{lab} @1", r2(best), best)])
 
 
+LATENT_DELTA = 0.02   # R^2 differences up to this are ties (about the spread between seeds of a probe)
+
+
+def h_latent_best(c: Ctx):
+    """Rule: verified when the Ridge probe on the team's best extraction (enc_pre_latent, mean over 8
+    segments; encoder on flux, noise 1.0) is within LATENT_DELTA of the best Ridge cell of the grid."""
+    from core import latent
+    g = latent.grid(c.profile, c.dataset, c.con)
+    d = g[(g["variant"] == "flux") & (g["noise"] == 1.0) & (g["label"] == "logg") & (g["probe"] == "ridge")
+          & g["r2"].notna()]
+    team = d[(d["layer"] == latent.TEAM_BEST[0]) & (d["runs_as"] == latent.TEAM_BEST[1])]
+    if d.empty or team.empty:
+        return "not run", Evidence([])
+    best = d.loc[d["r2"].idxmax()]
+    rt, rb = c.get_spec(team.iloc[0]["spec"]), c.get_spec(best["spec"])
+    items = [("probe on enc_pre_latent + seg_mean_K8 @1", r2(rt), rt)]
+    if rb.run_id != rt.run_id:
+        items.append((f"best probe, {best['layer']} + {best['runs_as']} @1", r2(rb), rb))
+    return ("verified" if r2(rb) - r2(rt) <= LATENT_DELTA else "refuted"), Evidence(items)
+
+
+def h_finetune(c: Ctx):
+    """Rule: verified when the fine-tuned encoder + head beats the frozen encoder + the same head
+    (enc_pre_latent, whole map) by more than LATENT_DELTA at noise 1.0."""
+    p = {"encoder": "flux", "encoder_noise": 1.0, "layer": "enc_pre_latent", "pooling": "flat"}
+    fz, ft = c.get("blindspot_head", 1.0, inputs="flux", **p), c.get("blindspot_finetune", 1.0, inputs="flux", **p)
+    if fz is None or ft is None:
+        return "not run", Evidence([])
+    return ("verified" if r2(ft) - r2(fz) > LATENT_DELTA else "refuted"), Evidence([("fine-tuned @1", r2(ft), ft),
+                                                                                   ("frozen @1", r2(fz), fz)])
+
+
 HYPOTHESES: list[tuple[str, dict, Callable]] = [
     ("metadata", {"en": "Metadata (Teff + [M/H]) cannot predict log g", "zh": "元数据（Teff + [M/H]）无法预测 log g"}, h_metadata),
     ("lightgbm", {"en": "LightGBM is the best method at noise 1.0", "zh": "LightGBM 在 noise=1.0 下最优"}, h_lgbm_best_high_noise),
@@ -188,6 +223,9 @@ HYPOTHESES: list[tuple[str, dict, Callable]] = [
     ("r2_half", {"en": "R² >= 0.50 is reachable at noise 1.0", "zh": "noise=1.0 下可达 R² >= 0.50"}, h_half_at_high_noise),
     ("fusion", {"en": "Two-tower fusion beats both towers", "zh": "双塔融合优于单塔"}, h_fusion),
     ("ceiling", {"en": "No learned model beats the physics ceiling", "zh": "没有模型超过物理上限"}, h_ceiling),
+    ("latent", {"en": "enc_pre_latent with 8-segment means is the best latent extraction for log g",
+                "zh": "enc_pre_latent + 8 段均值是 log g 的最佳潜在表示提取方式"}, h_latent_best),
+    ("finetune", {"en": "Fine-tuning the encoder beats freezing it", "zh": "微调 encoder 优于冻结"}, h_finetune),
 ]
 
 OPEN_QUESTIONS = [
@@ -197,7 +235,7 @@ OPEN_QUESTIONS = [
     ({"en": "Why does K = 256 beat K = 512? Is there a principled K?", "zh": "为何 K=256 优于 K=512？是否存在原则性的 K？"}, "topk"),
     ({"en": "Why do global features collapse at noise 1.0?", "zh": "全局特征为何在 noise=1.0 下失效？"}, "global"),
     ({"en": "Why does dilation 2 match the line width?", "zh": "为何 dilation=2 与谱线宽度匹配？"}, "dilation"),
-    ({"en": "Fine-tuning the encoder instead of freezing it", "zh": "微调 encoder 而非冻结"}, None),
+    ({"en": "Fine-tuning the encoder instead of freezing it", "zh": "微调 encoder 而非冻结"}, "finetune"),
 ]
 
 

@@ -65,3 +65,48 @@ def test_every_number_is_the_registrys(ds):
     en, zh = digest.build("quick", DS, lang="en"), digest.build("quick", DS, lang="zh")
     assert sorted(digest.numbers_with_runs(en)) == sorted(digest.numbers_with_runs(zh))
     assert "核心结论汇总" in zh and "Core conclusions" in en
+
+
+class FakeCtx:
+    """Stands in for digest.Ctx: results by (model, noise) or by spec id, no registry."""
+
+    def __init__(self, by_model=None, by_spec=None):
+        import types
+        self.profile, self.dataset, self.con = "quick", DS, None
+        mk = lambda rid, v: types.SimpleNamespace(run_id=rid, metrics={"r2": v})  # noqa: E731
+        self.by_model = {k: mk(f"{k[0][:6]}{k[1]}".ljust(16, "0"), v) for k, v in (by_model or {}).items()}
+        self.by_spec = {k: mk(f"spec{k}".ljust(16, "0"), v) for k, v in (by_spec or {}).items()}
+
+    def get(self, model, noise, inputs=None, **params):
+        return self.by_model.get((model, noise))
+
+    def get_spec(self, spec):
+        return self.by_spec.get(spec["id"])
+
+
+def test_finetune_verdict_flips():
+    assert digest.h_finetune(FakeCtx({("blindspot_head", 1.0): 0.40, ("blindspot_finetune", 1.0): 0.47}))[0] == "verified"
+    assert digest.h_finetune(FakeCtx({("blindspot_head", 1.0): 0.46, ("blindspot_finetune", 1.0): 0.47}))[0] == "refuted"
+    assert digest.h_finetune(FakeCtx({("blindspot_head", 1.0): 0.46}))[0] == "not run"
+
+
+def test_latent_extraction_verdict_flips(monkeypatch):
+    import numpy as np
+    import pandas as pd
+
+    from core import latent
+
+    def grid_with(team_r2, other_r2):
+        rows = [{"variant": "flux", "noise": 1.0, "label": "logg", "probe": "ridge", "layer": "enc_pre_latent",
+                 "runs_as": "seg_mean_K8", "r2": team_r2, "spec": {"id": 1}},
+                {"variant": "flux", "noise": 1.0, "label": "logg", "probe": "ridge", "layer": "enc_pre_latent",
+                 "runs_as": "flat", "r2": other_r2, "spec": {"id": 2}}]
+        return pd.DataFrame(rows)
+
+    for team, other, want in ((0.33, 0.34, "verified"), (0.33, 0.38, "refuted")):
+        monkeypatch.setattr(latent, "grid", lambda *a, **k: grid_with(team, other))
+        verdict, ev = digest.h_latent_best(FakeCtx(by_spec={1: team, 2: other}))
+        assert verdict == want, (team, other, verdict)
+        assert f"{team:.3f}" in ev.text()
+    monkeypatch.setattr(latent, "grid", lambda *a, **k: grid_with(np.nan, 0.4))
+    assert digest.h_latent_best(FakeCtx(by_spec={2: 0.4}))[0] == "not run"
