@@ -1147,7 +1147,7 @@ def saliency(entry: Entry, model, view: View) -> dict | None:
     log g information per pixel at the fitted labels, (d flux / d log g)^2 / (error^2 + scatter^2)."""
     x = view.x[:1]
     P_ = x.shape[-1]
-    if hasattr(model, "forward_tensor"):
+    if getattr(model, "differentiable", False):
         import torch
         from core import explain
         g = explain.gradient_x_input(model.forward_tensor, torch.as_tensor(x)).detach().numpy()

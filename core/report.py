@@ -13,6 +13,12 @@ from core.reference import REPORT_LABEL, team_r2
 DISAGREE_R2 = 0.10  # |ours - team| above this is marked as a disagreement
 
 
+def _default_inputs(spec: dict) -> bool:
+    from models import MODELS
+    inp = spec.get("inputs")
+    return not inp or inp == getattr(MODELS.get(spec["model"]), "inputs", None)
+
+
 def suite_results(suite: str = "report", profile: str = "quick", dataset: str | None = None, con=None) -> pd.DataFrame:
     """One row per spec of the suite: its label, noise level, metrics (NaN where not run)."""
     con = con or registry.connect()
@@ -26,7 +32,8 @@ def suite_results(suite: str = "report", profile: str = "quick", dataset: str | 
             "noise": s["noise_level"], "run_id": r.run_id if r else None, "r2": m.get("r2"), "mae": m.get("mae"),
             "rmse": m.get("rmse"), "bias": m.get("bias"), "n_params": m.get("n_params"),
             "receptive_field_px": m.get("receptive_field_px"), "fit_s": t.get("fit_s"), "device": t.get("device"),
-            "team_r2": team_r2(s["model"], s["noise_level"], s["params"]),
+            # the team's numbers are for each method on its usual input: no comparison for other inputs
+            "team_r2": team_r2(s["model"], s["noise_level"], s["params"]) if _default_inputs(s) else None,
         })
     return pd.DataFrame(rows)
 
@@ -95,7 +102,7 @@ def markdown(suite: str = "report", profile: str = "quick", dataset: str | None 
                 vals.append(_fmt(v))
         lines.append("| " + " | ".join(vals) + " |")
     n_done = int(m[[c for c in m.columns if c.startswith("R2 @")]].notna().sum().sum())
-    n_all = len(suites.suite(suite, profile, dataset))
+    n_all = len(suites.suite(suite, profile, dataset)) + (len(suites.suite("ceiling", profile, dataset)) if suite == "report" else 0)
     lines += ["", f"{n_done} of {n_all} runs finished."]
     return "\n".join(lines)
 

@@ -84,7 +84,9 @@ def _global_ablation(profile, dataset):
 
 
 def _fusion(profile, dataset):
-    return [_spec(m, {}, n, profile, dataset, "fusion") for m in ("global_mlp", "topk_cnn", "fusion_concat", "fusion_film")
+    # the two towers and the two fusions with the report's parameters: the same specs, so cached runs are shared
+    params = {m: p for _, m, p in REPORT_ROWS}
+    return [_spec(m, params[m], n, profile, dataset, "fusion") for m in ("global_mlp", "topk_cnn", "fusion_concat", "fusion_film")
             for n in NOISE]
 
 
@@ -119,10 +121,19 @@ def row_label(spec: dict) -> str:
     """A readable name for a spec's method (used by tables and pages)."""
     if spec["model"] == "likelihood_ceiling":
         return CEILING_LABEL
+    inp = spec.get("inputs")
+    if inp:
+        from models import MODELS
+        default_inputs = getattr(MODELS.get(spec["model"]), "inputs", None)
+        if inp != default_inputs:  # another input than the report's: name it, so rows do not merge
+            ps = ", ".join(f"{k}={v}" for k, v in sorted((spec.get("params") or {}).items()))
+            return f"{spec['model']}({ps}) [{inp}]" + (f" -> {spec['target']}" if spec.get("target", "logg") != "logg" else "")
     for label, m, p in REPORT_ROWS:
         if spec["model"] == m and all(spec.get("params", {}).get(k) == v for k, v in p.items()) and \
                 len(spec.get("params", {})) == len(p):
             return label
     ps = ", ".join(f"{k}={v}" for k, v in sorted((spec.get("params") or {}).items()))
     inp = spec.get("inputs")
-    return f"{spec['model']}({ps})" + (f" [{inp}]" if inp and inp != "flux" else "")
+    target = spec.get("target") or "logg"
+    return f"{spec['model']}({ps})" + (f" [{inp}]" if inp and inp != "flux" else "") + \
+        (f" -> {target}" if target != "logg" else "")

@@ -263,6 +263,30 @@ class TorchModelMixin:
     def _base(self, view) -> np.ndarray | float:
         return 0.0
 
+    # -- differentiable forward (saliency: core/explain.run_saliency)
+    # A family whose network inputs are a torch function of the view's x sets differentiable = True
+    # and, where its inputs are not x itself, overrides _inputs_torch / _base_torch. Families whose
+    # inputs are computed in numpy (the global features) stay False: no gradient saliency for them.
+    differentiable = False
+
+    def _inputs_torch(self, x: torch.Tensor) -> tuple:
+        return (x,)
+
+    def _base_torch(self, x: torch.Tensor):
+        return 0.0
+
+    def forward_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """Predictions in dex (n,) for x (n, C, P) as laid out in a view, differentiable in x."""
+        if not self.differentiable:
+            raise ValueError(f"{type(self).__name__} computes its inputs outside torch: no gradients")
+        m = self.module_
+        m.eval()
+        dev = next(m.parameters()).device
+        out = m(*[t.to(dev) for t in self._inputs_torch(x)]).reshape(-1).float().cpu()
+        mu = getattr(m, "y_mean", torch.tensor(0.0)).float().cpu()
+        sd = getattr(m, "y_std", torch.tensor(1.0)).float().cpu()
+        return out * sd + mu + self._base_torch(x)
+
     # -- interface
     def fit(self, train, val, ctx):
         torch.manual_seed(int(ctx.seed))

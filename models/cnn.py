@@ -183,6 +183,8 @@ class DilatedCNNModel(TorchModel):
             raise ValueError(f"pools {cfg['pools']} shrink {n_pix} pixels to nothing")
         self.arch_ = {"in_ch": int(train.x.shape[1]), "n_pix": int(n_pix), "channels_in": list(train.channels), **cfg}
 
+    differentiable = True
+
     def _inputs(self, view):
         return view.x
 

@@ -86,8 +86,13 @@ class MLPModel(TorchModel):
         self.state_ = dict(zip(("x_mean", "x_std"), standardise_stats(x, axis=0)))
         self.arch_ = {"n_in": int(x.shape[1]), "channels": list(train.channels)}
 
+    differentiable = True
+
     def _inputs(self, view):
         return view.x.reshape(len(view.x), -1)
+
+    def _inputs_torch(self, x):
+        return (x.reshape(len(x), -1),)
 
     def _net(self, n_in):
         p = self.params

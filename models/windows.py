@@ -366,6 +366,12 @@ class RidgeWindowsModel(TorchModel):
     def _inputs(self, view):
         return view.x
 
+    def _base_torch(self, x):
+        if not self.params.get("residual", True):
+            return 0.0
+        coef = torch.as_tensor(self.state_["ridge_coef"], dtype=x.dtype)
+        return x.reshape(len(x), -1) @ coef + float(self.state_["ridge_intercept"][0])
+
     def _set_window_stats(self, net):
         net.w_mean.copy_(torch.as_tensor(self.state_["w_mean"]))
         net.w_std.copy_(torch.as_tensor(self.state_["w_std"]))
@@ -389,6 +395,7 @@ class RidgeWindowsModel(TorchModel):
 
 class TopKWindowCNNModel(RidgeWindowsModel):
     family = "topk_cnn"
+    differentiable = True
     lr = 2e-3
 
     def _prepare(self, train, val, ctx):
@@ -405,6 +412,7 @@ class TopKWindowCNNModel(RidgeWindowsModel):
 
 class TopKWindowTransformerModel(RidgeWindowsModel):
     family = "topk_transformer"
+    differentiable = True
     lr = 1e-3
 
     def _build(self):

@@ -50,6 +50,7 @@ tok = ui_jobs.token_input("launch")
 label = f"{suite_name}" + (f" ({', '.join(chosen)})" if chosen else "") + f", {profile}, noise {', '.join(f'{n:g}' for n in noises)}"
 if st.button("Launch", type="primary", disabled=not specs):
     ui_jobs.launch(specs, label, tok)
+ui_jobs.progress_panel()
 
 
 @st.fragment(run_every=2)

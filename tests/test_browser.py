@@ -159,3 +159,117 @@ def test_every_page_in_chromium(server):
         finally:
             browser.close()
     assert not js_errors, f"JavaScript errors: {js_errors[:3]}"
+
+
+# --------------------------------------------------------------------------- a job across a reload
+@pytest.fixture(scope="module")
+def job_server(tmp_path_factory):
+    """An app of its own on a fresh artifacts folder (so the report suite is not cached yet)."""
+    from core import data
+    folder = tmp_path_factory.mktemp("job_artifacts")
+    old = os.environ["LOGG_ARTIFACTS"]
+    os.environ["LOGG_ARTIFACTS"] = str(folder)
+    try:
+        data.build(name="sim-quick", n=600)   # the report suite on it runs long enough to reload mid-way
+    finally:
+        os.environ["LOGG_ARTIFACTS"] = old
+    port = _free_port()
+    log_path = folder / "streamlit.log"
+    env = dict(os.environ, LOGG_ARTIFACTS=str(folder), LOGG_FIRST_START="0")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(base + "/_stcore/health", timeout=1)
+                break
+            except Exception:
+                if proc.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"streamlit did not start; log:\n{log_path.read_text()[-2000:]}")
+                time.sleep(0.3)
+        yield base, folder, log_path
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        _stop_worker(folder)
+
+
+def _progress_spec(page) -> int | None:
+    """The spec number the live progress bar shows ('spec 3/28'), or None when there is none."""
+    for el in page.query_selector_all("[data-testid='stProgress']"):
+        m = re.search(r"running - spec (\d+)/(\d+)", el.inner_text())
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def _wait_for(cond, timeout: float, what: str, step: float = 0.5):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        v = cond()
+        if v:
+            return v
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def test_job_launched_in_browser_survives_a_reload(job_server):
+    """Issue #4: launch the quick report suite from the Training page, reload while it runs, see the
+    progress continue, and the Overview fill in when it finishes. Screenshots (before and after)
+    go to screenshots/ (git-ignored) for a person to look at."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("Playwright for Python is not installed (pip install playwright)")
+    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
+        pytest.skip(f"chromium is not installed at {CHROMIUM} (apt-get install -y chromium)")
+    exe = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
+    base, folder, log_path = job_server
+    shots = ROOT / "screenshots"
+    shots.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            page.goto(base + "/overview")
+            _settle(page)
+            assert "No finished runs" in page.inner_text("body")
+            page.goto(base + "/training")
+            _settle(page)
+            page.get_by_role("button", name="Launch").click()
+            first = _wait_for(lambda: _progress_spec(page), 90, "the job to start running")
+            page.screenshot(path=str(shots / "job_1_running_before_reload.png"), full_page=True)
+            page.reload()
+            page.wait_for_selector("h1", timeout=60_000)
+            # after the reload the page finds the job again (state lives in the registry, not the session)
+            later = _wait_for(lambda: (s := _progress_spec(page)) is not None and s > first and s, 240,
+                              f"the progress to move past spec {first} after the reload")
+            page.screenshot(path=str(shots / "job_2_running_after_reload.png"), full_page=True)
+            assert later > first
+            from core import jobs
+            session_artifacts = os.environ["LOGG_ARTIFACTS"]
+            os.environ["LOGG_ARTIFACTS"] = str(folder)  # read the job's own registry
+            try:
+                job = _wait_for(lambda: (j := jobs.list_jobs(5)[0]) and j["state"] not in ("queued", "running") and j,
+                                600, "the job to finish", step=2)
+            finally:
+                os.environ["LOGG_ARTIFACTS"] = session_artifacts
+            assert job["state"] == "done", f"job ended {job['state']}: {job['error']}"
+            page.goto(base + "/overview")
+            _settle(page)
+            body = page.inner_text("body")
+            m = re.search(r"(\d+) of (\d+) runs finished", body)
+            assert m and int(m.group(1)) >= 28, f"the Overview does not show the finished suite: {body[:500]}"
+            page.wait_for_selector("[data-testid='stVegaLiteChart'] canvas, [data-testid='stVegaLiteChart'] svg",
+                                   timeout=30_000)
+            page.screenshot(path=str(shots / "job_3_overview_after.png"), full_page=True)
+        finally:
+            browser.close()

@@ -129,3 +129,25 @@ def test_fisher_topk_criterion_uses_train_only(artifacts_dir):
     assert np.mean(d[top] < 5.0) > 0.3  # gravity-line pixels are over-represented (they are ~4% of all)
     test_view = ds.view("test", 1.0, "flux", limit=40)
     assert not np.array_equal(s, score_fisher(None, None, None, view=test_view, ctx=FitContext(profile={}, dataset=ds)))
+
+
+def test_saliency_of_trained_torch_models(tiny_dataset):
+    """Every torch family whose inputs are a torch function of the spectrum gets gradient saliency:
+    its differentiable forward equals its predictions, integrated gradients are complete, and the
+    arrays are cached in the run folder; the global-feature MLP says why it has none."""
+    from core.data import Dataset
+    ds = Dataset(tiny_dataset)
+    base = {"dataset": tiny_dataset, "noise_level": 1.0, "profile": "quick", "seed": 0}
+    for model, params in (("dilated_cnn", {"dilation": 2}), ("topk_cnn", {"K": 64}), ("mlp", {})):
+        r = train.run({**base, "model": model, "params": params})
+        m = r.load_model()
+        v = ds.view("test", 1.0, r.spec["inputs"], limit=16)
+        a = m.forward_tensor(torch.as_tensor(v.x)).detach().numpy()
+        assert np.allclose(a, m.predict(v), atol=1e-4), model
+        sal = explain.run_saliency(r, ds)
+        assert (r.artifact / "saliency.npz").exists()
+        assert sal["ig"].shape == (ds.n_pix,) and np.all(np.isfinite(sal["ig"])) and sal["ig"].max() > 0
+        assert float(sal["ig_completeness"]) < 0.02, (model, float(sal["ig_completeness"]))
+    g = train.run({**base, "model": "global_mlp", "params": {}})
+    with pytest.raises(ValueError, match="outside torch"):
+        explain.run_saliency(g, ds)
