@@ -81,6 +81,15 @@ def main() -> None:
                 b = latent.best_extraction(g, "flux", noise, label, probe)
                 if b:
                     L.append(f"| {noise:g} | {label} | {probe} | {b['layer']} + {b['pooling']} | {b['r2']:.3f} |")
+    sw = latent.size_sweep(a.profile, None, con)
+    if not sw.empty:
+        sizes = sorted(set(sw["n_train_param"]), key=lambda z: float("inf") if z == "all" else int(z))
+        L += ["", "### log g probe R^2 against the number of labelled training spectra", "",
+              "| encoder | noise | extraction | probe | " + " | ".join(sizes) + " |",
+              "|---|---|---|---|" + "---|" * len(sizes)]
+        for (v, n, ext, probe), d in sw[sw["label"] == "logg"].groupby(["variant", "noise", "extraction", "probe"], sort=False):
+            vals = dict(zip(d["n_train_param"], d["r2"]))
+            L.append(f"| {v} | {n:g} | {ext} | {probe} | " + " | ".join(f3(vals.get(z)) for z in sizes) + " |")
     if not h.empty:
         L += ["", "### Heads", "", "| inputs | noise | method | extraction | R^2 | parameters | fit [s] |",
               "|---|---|---|---|---|---|---|"]

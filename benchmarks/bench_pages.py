@@ -102,7 +102,10 @@ def main() -> None:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
-    rows = [f"| {n} | {c[0]:.2f} | {c[1]:.2f} | {w[0]:.2f} | {w[1]:.2f} |" for n, (c, w) in results.items()]
+    def sec(v: float) -> str:
+        return "> 120" if v != v else f"{v:.2f}"   # NaN: the script did not go quiet within wait_done's 120 s
+
+    rows = [f"| {n} | {sec(c[0])} | {sec(c[1])} | {sec(w[0])} | {sec(w[1])} |" for n, (c, w) in results.items()]
     lines = ["## Page paint times (browser)", "",
              f"Measured {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores ({cpu_model()}), "
              f"headless chromium, profile `{a.profile}` with its runs cached, "

@@ -38,6 +38,7 @@ H = {
     "since": {"en": "answered since", "zh": "新近回答（自）"},
 }
 VERDICT_WORDS = {"verified": {"en": "verified", "zh": "已验证"}, "refuted": {"en": "refuted", "zh": "被否定"},
+                 "inconclusive": {"en": "inconclusive (within 2 bootstrap SE)", "zh": "无定论（差异在 2 个 bootstrap 标准误内）"},
                  "not run": {"en": "not run", "zh": "未运行"}}
 
 
@@ -79,6 +80,33 @@ def r2(r) -> float | None:
     return None if r is None else float(r.metrics["r2"])
 
 
+def r2_gap(a, b, n_boot: int = 300, seed: int = 0) -> tuple[float, float]:
+    """R^2(a) - R^2(b) and its bootstrap standard error over the test spectra both runs share
+    (the spread a single pair of runs can show; SE 0 when the predictions are not stored)."""
+    import numpy as np
+    d = r2(a) - r2(b)
+    try:
+        pa, pb = a.predictions(), b.predictions()
+    except (AttributeError, OSError, KeyError):
+        return d, 0.0
+    if not np.array_equal(pa["index"], pb["index"]):
+        return d, 0.0
+    y, ya, yb = pa["y_true"], pa["y_pred"], pb["y_pred"]
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(y), len(y))
+        ss = np.sum((y[i] - y[i].mean()) ** 2)
+        out.append((np.sum((y[i] - yb[i]) ** 2) - np.sum((y[i] - ya[i]) ** 2)) / ss)
+    return d, float(np.std(out))
+
+
+def better(a, b) -> int:
+    """+1 when run a beats run b by more than 2 bootstrap SE in R^2, -1 when b beats a so, else 0."""
+    d, se = r2_gap(a, b)
+    return 0 if abs(d) <= 2 * se else (1 if d > 0 else -1)
+
+
 # --------------------------------------------------------------------------- hypotheses and their rules
 def h_metadata(c: Ctx):
     """Rule: verified when both metadata baselines stay below R^2 = 0.05 at every noise level."""
@@ -90,33 +118,41 @@ def h_metadata(c: Ctx):
 
 
 def h_lgbm_best_high_noise(c: Ctx):
-    """Rule: verified when LightGBM has the highest R^2 at noise 1.0 among the learned models of the report suite."""
+    """Rule: verified when LightGBM has the highest R^2 at noise 1.0 among the learned models of the report
+    suite; refuted when another model beats it by more than 2 bootstrap SE; inconclusive in between."""
     rs = {lab: c.get(m, 1.0, **p) for lab, m, p in suites.REPORT_ROWS if not m.startswith("metadata")}
     rs = {k: v for k, v in rs.items() if v is not None}
     if "LightGBM" not in rs or len(rs) < 3:
         return "not run", Evidence([])
     best = max(rs, key=lambda k: r2(rs[k]))
     items = [("LightGBM @1", r2(rs["LightGBM"]), rs["LightGBM"])]
-    if best != "LightGBM":
-        items.append((f"{best} @1", r2(rs[best]), rs[best]))
-    return ("verified" if best == "LightGBM" else "refuted"), Evidence(items)
+    if best == "LightGBM":
+        return "verified", Evidence(items)
+    items.append((f"{best} @1", r2(rs[best]), rs[best]))
+    return ("refuted" if better(rs[best], rs["LightGBM"]) > 0 else "inconclusive"), Evidence(items)
 
 
 def h_dilation2(c: Ctx):
-    """Rule: verified when dilation 2 gives the dilated CNN's highest R^2 at noise 0.1 among d = 1, 2, 4, 8."""
+    """Rule: verified when dilation 2 gives the dilated CNN's highest R^2 at noise 0.1 among d = 1, 2, 4, 8;
+    refuted when another dilation beats it by more than 2 bootstrap SE; inconclusive in between."""
     rs = {d: c.get("dilated_cnn", 0.1, dilation=d) for d in (1, 2, 4, 8)}
     if any(v is None for v in rs.values()):
         return "not run", Evidence([(f"d={d} @0.1", r2(v), v) for d, v in rs.items() if v])
     best = max(rs, key=lambda d: r2(rs[d]))
-    return ("verified" if best == 2 else "refuted"), Evidence([(f"d={d} @0.1", r2(v), v) for d, v in rs.items()])
+    ev = Evidence([(f"d={d} @0.1", r2(v), v) for d, v in rs.items()])
+    if best == 2:
+        return "verified", ev
+    return ("refuted" if better(rs[best], rs[2]) > 0 else "inconclusive"), ev
 
 
 def h_k256(c: Ctx):
-    """Rule: verified when the top-K window CNN with K = 256 beats K = 512 at noise 0.1 (|coefficient| criterion)."""
+    """Rule: verified when the top-K window CNN with K = 256 beats K = 512 at noise 0.1 (|coefficient|
+    criterion) by more than 2 bootstrap SE; refuted when K = 512 wins so; inconclusive in between."""
     a, b = c.get("topk_cnn", 0.1, K=256, criterion="ridge"), c.get("topk_cnn", 0.1, K=512, criterion="ridge")
     if a is None or b is None:
         return "not run", Evidence([x for x in [("K=256 @0.1", r2(a), a) if a else None, ("K=512 @0.1", r2(b), b) if b else None] if x])
-    return ("verified" if r2(a) > r2(b) else "refuted"), Evidence([("K=256 @0.1", r2(a), a), ("K=512 @0.1", r2(b), b)])
+    verdict = {1: "verified", -1: "refuted", 0: "inconclusive"}[better(a, b)]
+    return verdict, Evidence([("K=256 @0.1", r2(a), a), ("K=512 @0.1", r2(b), b)])
 
 
 def h_cnn_over_transformer(c: Ctx):
@@ -156,16 +192,17 @@ def h_half_at_high_noise(c: Ctx):
 
 
 def h_fusion(c: Ctx):
-    """Rule: verified when a two-tower fusion beats both single towers (global MLP, window CNN) at noise 1.0."""
+    """Rule: verified when a two-tower fusion beats both single towers (global MLP, window CNN) at noise 1.0
+    by more than 2 bootstrap SE; refuted when a tower beats the best fusion so; inconclusive in between."""
     g, t = c.get("global_mlp", 1.0), c.get("topk_cnn", 1.0, K=256)
     fs = [(m, c.get(m, 1.0)) for m in ("fusion_concat", "fusion_film")]
     fs = [(m, r) for m, r in fs if r]
     if g is None or t is None or not fs:
         return "not run", Evidence([])
     m, f = max(fs, key=lambda x: r2(x[1]))
-    ok = r2(f) > max(r2(g), r2(t))
-    return ("verified" if ok else "refuted"), Evidence([(f"{m} @1", r2(f), f), ("global MLP @1", r2(g), g),
-                                                        ("window CNN @1", r2(t), t)])
+    tower = g if r2(g) >= r2(t) else t
+    verdict = {1: "verified", -1: "refuted", 0: "inconclusive"}[better(f, tower)]
+    return verdict, Evidence([(f"{m} @1", r2(f), f), ("global MLP @1", r2(g), g), ("window CNN @1", r2(t), t)])
 
 
 def h_ceiling(c: Ctx):
@@ -293,7 +330,7 @@ def build(profile: str = "quick", dataset: str | None = None, since: str | None 
     by_key = {h["key"]: h for h in hyps}
     for q, key in OPEN_QUESTIONS:
         h = by_key.get(key)
-        if h is None or h["verdict"] == "not run":
+        if h is None or h["verdict"] in ("not run", "inconclusive"):
             status = "open" if lang == "en" else "待解决"
         else:
             status = ("answered" if lang == "en" else "已回答") + f" ({VERDICT_WORDS[h['verdict']][lang]})"

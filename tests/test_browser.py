@@ -6,6 +6,7 @@ Skipped (with the reason) only when Playwright or chromium is not installed.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ import urllib.request
 import pytest
 
 from conftest import ROOT
+from test_jobs import wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -31,11 +33,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_dataset, artifacts_dir, tmp_path_factory):
+@contextlib.contextmanager
+def _app(folder, log_path):
+    """`streamlit run app.py` on a free port over the artifacts folder `folder`; yields the base URL."""
     port = _free_port()
-    log_path = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
-    env = dict(os.environ, LOGG_ARTIFACTS=str(artifacts_dir))
+    env = dict(os.environ, LOGG_ARTIFACTS=str(folder), LOGG_FIRST_START="0")
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
@@ -52,14 +54,21 @@ def server(tiny_dataset, artifacts_dir, tmp_path_factory):
                 if proc.poll() is not None or time.time() > deadline:
                     pytest.fail(f"streamlit did not start; log:\n{log_path.read_text()[-2000:]}")
                 time.sleep(0.3)
-        yield base, log_path
+        yield base
     finally:
         proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
-        _stop_worker(artifacts_dir)
+        _stop_worker(folder)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_dataset, artifacts_dir, tmp_path_factory):
+    log_path = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
+    with _app(artifacts_dir, log_path) as base:
+        yield base, log_path
 
 
 def _stop_worker(artifacts_dir) -> None:
@@ -173,33 +182,8 @@ def job_server(tmp_path_factory):
         data.build(name="sim-quick", n=600)   # the report suite on it runs long enough to reload mid-way
     finally:
         os.environ["LOGG_ARTIFACTS"] = old
-    port = _free_port()
-    log_path = folder / "streamlit.log"
-    env = dict(os.environ, LOGG_ARTIFACTS=str(folder), LOGG_FIRST_START="0")
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(base + "/_stcore/health", timeout=1)
-                break
-            except Exception:
-                if proc.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"streamlit did not start; log:\n{log_path.read_text()[-2000:]}")
-                time.sleep(0.3)
-        yield base, folder, log_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        _stop_worker(folder)
+    with _app(folder, folder / "streamlit.log") as base:
+        yield base, folder, folder / "streamlit.log"
 
 
 def _progress_spec(page) -> int | None:
@@ -209,16 +193,6 @@ def _progress_spec(page) -> int | None:
         if m:
             return int(m.group(1))
     return None
-
-
-def _wait_for(cond, timeout: float, what: str, step: float = 0.5):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        v = cond()
-        if v:
-            return v
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def test_job_launched_in_browser_survives_a_reload(job_server):
@@ -245,21 +219,21 @@ def test_job_launched_in_browser_survives_a_reload(job_server):
             page.goto(base + "/training")
             _settle(page)
             page.get_by_role("button", name="Launch").click()
-            first = _wait_for(lambda: _progress_spec(page), 90, "the job to start running")
+            first = wait_for(lambda: _progress_spec(page), 90, what="the job to start running")
             page.screenshot(path=str(shots / "job_1_running_before_reload.png"), full_page=True)
             page.reload()
             page.wait_for_selector("h1", timeout=60_000)
             # after the reload the page finds the job again (state lives in the registry, not the session)
-            later = _wait_for(lambda: (s := _progress_spec(page)) is not None and s > first and s, 240,
-                              f"the progress to move past spec {first} after the reload")
+            later = wait_for(lambda: (s := _progress_spec(page)) is not None and s > first and s, 240,
+                             what=f"the progress to move past spec {first} after the reload")
             page.screenshot(path=str(shots / "job_2_running_after_reload.png"), full_page=True)
             assert later > first
             from core import jobs
             session_artifacts = os.environ["LOGG_ARTIFACTS"]
             os.environ["LOGG_ARTIFACTS"] = str(folder)  # read the job's own registry
             try:
-                job = _wait_for(lambda: (j := jobs.list_jobs(5)[0]) and j["state"] not in ("queued", "running") and j,
-                                600, "the job to finish", step=2)
+                job = wait_for(lambda: (j := jobs.list_jobs(5)[0]) and j["state"] not in ("queued", "running") and j,
+                               600, step=2, what="the job to finish")
             finally:
                 os.environ["LOGG_ARTIFACTS"] = session_artifacts
             assert job["state"] == "done", f"job ended {job['state']}: {job['error']}"

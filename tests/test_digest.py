@@ -110,3 +110,32 @@ def test_latent_extraction_verdict_flips(monkeypatch):
         assert f"{team:.3f}" in ev.text()
     monkeypatch.setattr(latent, "grid", lambda *a, **k: grid_with(np.nan, 0.4))
     assert digest.h_latent_best(FakeCtx(by_spec={2: 0.4}))[0] == "not run"
+
+
+def test_close_runs_are_inconclusive_and_clear_wins_are_not():
+    """The K rule compares two runs with the bootstrap spread of their R^2 difference: a gap inside
+    2 SE reads 'inconclusive', a clear gap flips the verdict."""
+    import types
+
+    import numpy as np
+    rng = np.random.default_rng(0)
+    y = rng.normal(3.0, 1.0, 900)
+    idx = np.arange(900)
+
+    def run(rid, noise_sd):
+        pred = y + rng.normal(0, noise_sd, y.size)
+        r2v = 1 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2)
+        return types.SimpleNamespace(run_id=rid.ljust(16, "0"), metrics={"r2": float(r2v)},
+                                     predictions=lambda p=pred: {"index": idx, "y_true": y, "y_pred": p})
+
+    def ctx(a, b):
+        c = FakeCtx()
+        c.get = lambda model, noise, inputs=None, **p: {256: a, 512: b}[p["K"]]
+        return c
+
+    good, close, bad = run("a", 0.30), run("b", 0.305), run("c", 0.60)
+    assert digest.h_k256(ctx(good, bad))[0] == "verified"
+    assert digest.h_k256(ctx(bad, good))[0] == "refuted"
+    assert digest.h_k256(ctx(good, close))[0] == "inconclusive"
+    d, se = digest.r2_gap(good, close)
+    assert abs(d) <= 2 * se and se > 0

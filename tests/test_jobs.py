@@ -33,14 +33,14 @@ def start_worker(*args):
                             env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def wait_for(cond, timeout=120.0, step=0.2):
+def wait_for(cond, timeout=120.0, step=0.2, what="the condition"):
     t0 = time.time()
     while time.time() - t0 < timeout:
         v = cond()
         if v:
             return v
         time.sleep(step)
-    raise AssertionError("condition not met in time")
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def test_job_runs_to_done_in_worker(ds):
