@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from core import suites, train
+from core.metrics import bootstrap_se_r2_gap
 
 INPUT_LABELS = {
     "flux": "flux only",
@@ -75,17 +76,6 @@ def results(profile: str, dataset: str | None, con=None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _bootstrap_se_delta(y, p_a, p_b, n_boot: int = 200, seed: int = 0) -> float:
-    """Bootstrap standard error of R^2(a) - R^2(b) on the same test spectra."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n_boot):
-        i = rng.integers(0, len(y), len(y))
-        ss = np.sum((y[i] - y[i].mean()) ** 2)
-        out.append((np.sum((y[i] - p_b[i]) ** 2) - np.sum((y[i] - p_a[i]) ** 2)) / ss)
-    return float(np.std(out))
-
-
 def residual_analysis(df: pd.DataFrame, model: str, noise: float) -> dict | None:
     """Correlation of the flux model's residuals with the error-only model's prediction, and the
     R^2 gained by giving the flux model the error as a second channel."""
@@ -101,7 +91,7 @@ def residual_analysis(df: pd.DataFrame, model: str, noise: float) -> dict | None
     if get.get("flux+error"):
         pfe = get["flux+error"].predictions()
         out["R2 gain from adding the error"] = get["flux+error"].metrics["r2"] - get["flux"].metrics["r2"]
-        out["bootstrap SE of the gain"] = _bootstrap_se_delta(y, pfe["y_pred"], pf["y_pred"])
+        out["bootstrap SE of the gain"] = bootstrap_se_r2_gap(y, pfe["y_pred"], pf["y_pred"])
     return out
 
 

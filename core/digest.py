@@ -91,14 +91,8 @@ def r2_gap(a, b, n_boot: int = 300, seed: int = 0) -> tuple[float, float]:
         return d, 0.0
     if not np.array_equal(pa["index"], pb["index"]):
         return d, 0.0
-    y, ya, yb = pa["y_true"], pa["y_pred"], pb["y_pred"]
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n_boot):
-        i = rng.integers(0, len(y), len(y))
-        ss = np.sum((y[i] - y[i].mean()) ** 2)
-        out.append((np.sum((y[i] - yb[i]) ** 2) - np.sum((y[i] - ya[i]) ** 2)) / ss)
-    return d, float(np.std(out))
+    from core.metrics import bootstrap_se_r2_gap
+    return d, bootstrap_se_r2_gap(pa["y_true"], pa["y_pred"], pb["y_pred"], n_boot=n_boot, seed=seed)
 
 
 def better(a, b) -> int:

@@ -29,3 +29,15 @@ def regression_metrics(y: np.ndarray, p: np.ndarray, bins=LOGG_BINS) -> dict:
             out["bins"].append({"lo": lo, "hi": hi, "n": int(sel.sum()), "bias": float(r[sel].mean()),
                                 "rmse": float(np.sqrt(np.mean(r[sel] ** 2)))})
     return out
+
+
+def bootstrap_se_r2_gap(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, n_boot: int = 200, seed: int = 0) -> float:
+    """Bootstrap standard error of R^2(a) - R^2(b) for two sets of predictions of the same targets
+    (resampling the spectra, so the pairing of the two predictions is kept)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(y), len(y))
+        ss = np.sum((y[i] - y[i].mean()) ** 2)
+        out.append((np.sum((y[i] - p_b[i]) ** 2) - np.sum((y[i] - p_a[i]) ** 2)) / ss)
+    return float(np.std(out))
