@@ -45,7 +45,9 @@ except ValueError as e:
 
 done = finished(profile, ds.name, ds.fingerprint, noise)
 choices = [m for m in done["method"] if not m.startswith("Metadata")]
-picked = st.multiselect("Models to compare", choices, default=choices[:2],
+# by default a linear model beside a network whose saliency is its gradients (integrated gradients)
+preferred = [m for m in ("Ridge", "Dilated CNN (d=2)") if m in choices]
+picked = st.multiselect("Models to compare", choices, default=preferred if len(preferred) == 2 else choices[:2],
                         help="Saliency is computed once per run (seconds to a minute) and cached with it.")
 
 wave = ds.wave

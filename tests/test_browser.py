@@ -110,14 +110,19 @@ def _settle(page, timeout: float = 120.0) -> None:
     raise AssertionError("the page was still running after %.0f s" % timeout)
 
 
-def test_every_page_in_chromium(server):
+def _browser_or_skip():
+    """Playwright's sync API and the chromium executable, or a skip that says which is missing."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.skip("Playwright for Python is not installed (pip install playwright)")
     if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
         pytest.skip(f"chromium is not installed at {CHROMIUM} (apt-get install -y chromium)")
-    exe = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
+    return sync_playwright, (CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium"))
+
+
+def test_every_page_in_chromium(server):
+    sync_playwright, exe = _browser_or_skip()
     base, log_path = server
     js_errors: list[str] = []
     with sync_playwright() as p:
@@ -199,13 +204,7 @@ def test_job_launched_in_browser_survives_a_reload(job_server):
     """Issue #4: launch the quick report suite from the Training page, reload while it runs, see the
     progress continue, and the Overview fill in when it finishes. Screenshots (before and after)
     go to screenshots/ (git-ignored) for a person to look at."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("Playwright for Python is not installed (pip install playwright)")
-    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
-        pytest.skip(f"chromium is not installed at {CHROMIUM} (apt-get install -y chromium)")
-    exe = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
+    sync_playwright, exe = _browser_or_skip()
     base, folder, log_path = job_server
     shots = ROOT / "screenshots"
     shots.mkdir(exist_ok=True)
