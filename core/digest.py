@@ -104,7 +104,7 @@ def better(a, b) -> int:
 # --------------------------------------------------------------------------- hypotheses and their rules
 def h_metadata(c: Ctx):
     """Rule: verified when both metadata baselines stay below R^2 = 0.05 at every noise level."""
-    items = [(f"metadata {m} @{n:g}", r2(r), r) for m in ("metadata_ridge", "metadata_lgbm") for n in config.NOISE_LEVELS
+    items = [(f"{m} @{n:g}", r2(r), r) for m in ("metadata_ridge", "metadata_lgbm") for n in config.NOISE_LEVELS
              for r in [c.get(m, n)] if r]
     if len(items) < 4:
         return "not run", Evidence(items)
