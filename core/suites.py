@@ -121,19 +121,14 @@ def row_label(spec: dict) -> str:
     """A readable name for a spec's method (used by tables and pages)."""
     if spec["model"] == "likelihood_ceiling":
         return CEILING_LABEL
+    from models import MODELS
     inp = spec.get("inputs")
-    if inp:
-        from models import MODELS
-        default_inputs = getattr(MODELS.get(spec["model"]), "inputs", None)
-        if inp != default_inputs:  # another input than the report's: name it, so rows do not merge
-            ps = ", ".join(f"{k}={v}" for k, v in sorted((spec.get("params") or {}).items()))
-            return f"{spec['model']}({ps}) [{inp}]" + (f" -> {spec['target']}" if spec.get("target", "logg") != "logg" else "")
-    for label, m, p in REPORT_ROWS:
+    target = spec.get("target") or "logg"
+    usual = not inp or inp == getattr(MODELS.get(spec["model"]), "inputs", None)
+    for label, m, p in REPORT_ROWS if usual and target == "logg" else ():   # the report's method on its usual input
         if spec["model"] == m and all(spec.get("params", {}).get(k) == v for k, v in p.items()) and \
                 len(spec.get("params", {})) == len(p):
             return label
     ps = ", ".join(f"{k}={v}" for k, v in sorted((spec.get("params") or {}).items()))
-    inp = spec.get("inputs")
-    target = spec.get("target") or "logg"
-    return f"{spec['model']}({ps})" + (f" [{inp}]" if inp and inp != "flux" else "") + \
+    return f"{spec['model']}({ps})" + (f" [{inp}]" if inp and not usual else "") + \
         (f" -> {target}" if target != "logg" else "")
