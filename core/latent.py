@@ -266,6 +266,8 @@ def extractions(enc_model, run_id: str, view, layer: str, batch: int = 256) -> d
     (memoised per encoder run, layer and view content). Key '_map' holds the map itself when
     it is no larger than FLAT_MAX numbers per spectrum."""
     import torch
+
+    from core.trainer import as_float_tensor
     key = (run_id, layer, _digest(view))
     hit = _FEATURES.get(key)
     if hit is not None:
@@ -277,7 +279,7 @@ def extractions(enc_model, run_id: str, view, layer: str, batch: int = 256) -> d
     net = enc_model.module_.cpu().eval()
     with torch.no_grad():
         for i in range(0, len(view.x), batch):
-            m = net.maps(torch.as_tensor(view.x[i:i + batch]), upto=layer)[layer]
+            m = net.maps(as_float_tensor(view.x[i:i + batch]), upto=layer)[layer]
             for n in names:
                 parts[n].append(pool_torch(m, n).numpy())
             if keep_map:

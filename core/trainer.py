@@ -82,8 +82,15 @@ def _as_tuple(X) -> tuple:
     return tuple(X) if isinstance(X, (tuple, list)) else (X,)
 
 
+def as_float_tensor(a) -> torch.Tensor:
+    """A float32 CPU tensor of a numpy array; a read-only array (the engine's cached views) is
+    copied, so no tensor ever shares memory with a view that later runs reuse."""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    return torch.from_numpy(a if a.flags.writeable else a.copy())
+
+
 def _to_tensors(X, device: str) -> tuple[torch.Tensor, ...]:
-    return tuple(torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32).to(device) for a in _as_tuple(X))
+    return tuple(as_float_tensor(a).to(device) for a in _as_tuple(X))
 
 
 def _set_target_stats(module: nn.Module, mean: float, std: float) -> None:

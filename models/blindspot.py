@@ -52,7 +52,7 @@ import copy
 import dataclasses
 import json
 
-from core.trainer import TorchModel, fit_torch, predict_torch  # first: it sets OMP_WAIT_POLICY before torch loads
+from core.trainer import TorchModel, as_float_tensor, fit_torch, predict_torch  # first: it sets OMP_WAIT_POLICY before torch loads
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -183,7 +183,7 @@ def batched(fn, x: np.ndarray, batch: int = 256) -> np.ndarray:
     """Apply a torch function to a numpy array in batches (CPU float32 in, numpy out)."""
     out = []
     for i in range(0, len(x), batch):
-        out.append(fn(torch.as_tensor(np.ascontiguousarray(x[i:i + batch]), dtype=torch.float32)).float().numpy())
+        out.append(fn(as_float_tensor(x[i:i + batch])).float().numpy())
     return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
 
