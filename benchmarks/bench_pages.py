@@ -2,7 +2,7 @@
 
     LOGG_ARTIFACTS=/path/with/runs python benchmarks/bench_pages.py --profile default
 
-Starts `streamlit run app.py` on a free port (LOGG_PROFILE=PROFILE, so the sidebar opens on that
+Starts `streamlit run app.py` on a free port (the browser test's starter, tests/test_browser.py) (LOGG_PROFILE=PROFILE, so the sidebar opens on that
 profile's runs), opens every page of the sidebar navigation in headless Debian chromium
 (Playwright) and records, per page:
   - first paint: from page.goto() to the page's title (h1) on screen, the whole app reloaded
@@ -18,11 +18,8 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import os
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,16 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_data import cpu_model  # noqa: E402
 from bench_engine import write_section  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+sys.path.insert(0, str(ROOT / "tests"))
+from test_browser import ARGS, CHROMIUM, _app  # noqa: E402  (the browser test's app starter and chromium flags)
 
 def wait_done(page, timeout: float = 120.0, quiet: float = 1.0) -> float:
     """Seconds until the status widget has been gone for `quiet` s (returned without the quiet time)."""
@@ -60,48 +49,33 @@ def main() -> None:
     ap.add_argument("--profile", default="quick")
     a = ap.parse_args()
     from playwright.sync_api import sync_playwright
-    port = free_port()
-    env = dict(os.environ, LOGG_PROFILE=a.profile, LOGG_FIRST_START="0")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1",
-                             "--browser.gatherUsageStats", "false"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    import tempfile
+    os.environ.update(LOGG_PROFILE=a.profile)   # the sidebar opens on this profile's runs
     results: dict[str, list] = {}
-    try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(base + "/_stcore/health", timeout=1)
-                break
-            except Exception:
-                time.sleep(0.3)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(base + "/")
-            page.wait_for_selector("[data-testid='stSidebarNav']", timeout=60_000)
-            links = []
-            for el in page.query_selector_all("[data-testid='stSidebarNav'] a, [data-testid='stSidebarNavLink']"):
-                href = el.get_attribute("href")
-                if href and href.startswith(base) and href not in links:
-                    links.append(href)
-            wait_done(page)
-            for pass_ in range(2):
-                for url in links:
-                    t0 = time.perf_counter()
-                    page.goto(url)
-                    h1 = page.wait_for_selector("h1", timeout=60_000)
-                    t_paint = time.perf_counter() - t0
-                    t_done = wait_done(page) - t0
-                    name = h1.inner_text().strip() or url[len(base):]
-                    results.setdefault(name, [None, None])[pass_] = (t_paint, t_done)
-            browser.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    log_path = Path(tempfile.mkdtemp(prefix="bench_pages_")) / "streamlit.log"
+    folder = Path(os.environ.get("LOGG_ARTIFACTS") or ROOT / "artifacts")
+    with _app(folder, log_path) as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(base + "/")
+        page.wait_for_selector("[data-testid='stSidebarNav']", timeout=60_000)
+        links = []
+        for el in page.query_selector_all("[data-testid='stSidebarNav'] a, [data-testid='stSidebarNavLink']"):
+            href = el.get_attribute("href")
+            if href and href.startswith(base) and href not in links:
+                links.append(href)
+        wait_done(page)
+        for pass_ in range(2):
+            for url in links:
+                t0 = time.perf_counter()
+                page.goto(url)
+                h1 = page.wait_for_selector("h1", timeout=60_000)
+                t_paint = time.perf_counter() - t0
+                t_done = wait_done(page) - t0
+                name = h1.inner_text().strip() or url[len(base):]
+                results.setdefault(name, [None, None])[pass_] = (t_paint, t_done)
+        browser.close()
+
     def sec(v: float) -> str:
         return "> 120" if v != v else f"{v:.2f}"   # NaN: the script did not go quiet within wait_done's 120 s
 
