@@ -86,6 +86,8 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="use LOGG_ARTIFACTS as it is (no fresh folder)")
     ap.add_argument("--artifacts", help="the fresh folder to use (kept afterwards, e.g. for the digest); "
                                         "default a new temporary folder")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="passed to `python -m core train --workers` (default: the engine's choice)")
     ap.add_argument("--tables-only", action="store_true",
                     help="re-render the per-suite result tables of the existing section from LOGG_ARTIFACTS, "
                          "keeping its measured timings (after a fix to the report code; fits nothing)")
@@ -102,22 +104,28 @@ def main() -> None:
     py = sys.executable
     lines = [f"## Engine: profile `{a.profile}`", "",
              f"Measured {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores ({cpu_model()}), "
-             f"torch threads default, `{' '.join(['python', 'benchmarks/bench_engine.py', '--profile', a.profile, '--suites', a.suites])}`.", ""]
+             f"`{' '.join(['python', 'benchmarks/bench_engine.py', '--profile', a.profile, '--suites', a.suites] + (['--workers', str(a.workers)] if a.workers else []))}`.",
+             "WORKERS", ""]
     lines += ["| step | wall time [s] |", "|---|---|"]
     t_build, _ = run([py, "-m", "core", "data", "build", "--profile", a.profile], env) if not a.reuse else (0.0, "")
     if not a.reuse:
         lines.append(f"| data build ({a.profile}) | {t_build:.1f} |")
-    total = 0.0
+    total, pools = 0.0, set()
+    wk = ["--workers", str(a.workers)] if a.workers else []
     for s in a.suites.split(","):
-        t, out = run([py, "-m", "core", "train", "--suite", s, "--profile", a.profile], env)
+        t, out = run([py, "-m", "core", "train", "--suite", s, "--profile", a.profile] + wk, env)
+        pools |= {ln.split(" on ", 1)[1] for ln in out.splitlines() if " specs to fit on " in ln}
         total += t
         lines.append(f"| train suite `{s}` | {t:.1f} |")
-        t2, _ = run([py, "-m", "core", "train", "--suite", s, "--profile", a.profile], env)
+        t2, _ = run([py, "-m", "core", "train", "--suite", s, "--profile", a.profile] + wk, env)
         lines.append(f"| same suite again (all cached) | {t2:.1f} |")
         failed = [ln for ln in out.splitlines() if "FAILED" in ln]
         if failed:
             lines.append(f"| failures in `{s}` | {len(failed)}: {'; '.join(f[:80] for f in failed[:3])} |")
     lines.append(f"| all suites | {total:.1f} |")
+    i = lines.index("WORKERS")
+    lines[i] = ("Specs fitted " + (f"on {', '.join(sorted(pools))}" if pools else "one at a time in one process")
+                + " (`python -m core train --workers`).")
     lines += suite_tables(a, env)
     write_section(f"bench_engine:{a.profile}", "\n".join(lines))
     print("\n".join(lines))

@@ -3,4 +3,5 @@ import sys
 
 from core.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":   # not when a worker process of run_many (spawn) imports this module
+    sys.exit(main())

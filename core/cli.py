@@ -69,7 +69,8 @@ def cmd_train(a) -> int:
         print(f"data set {ds_name} not found: building it (profile {a.profile})", file=sys.stderr)
         data.build(name=ds_name, profile=a.profile, progress=_bar)
     t = time.time()
-    res = train.run_many(specs, force=a.force)
+    workers = a.workers if a.workers else train.default_workers()
+    res = train.run_many(specs, force=a.force, workers=workers)
     failed = sum(isinstance(r, Exception) for r in res)
     print(f"{len(res) - failed} of {len(res)} runs done in {time.time() - t:.1f} s"
           + (f"; {failed} failed (see python -m core runs --failed)" if failed else ""))
@@ -168,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--noise", type=float, help="only this noise level")
     t.add_argument("--dataset", help="data set name (default: the profile's)")
     t.add_argument("--force", action="store_true", help="refit even when a cached run exists")
+    t.add_argument("--workers", type=int, default=0,
+                   help="fit this many specs at once, each in its own process (default: 2 on a CPU with "
+                        "2 or more cores, 1 on a GPU)")
     t.set_defaults(func=cmd_train)
 
     r = sub.add_parser("report", help="print a suite's results as a markdown table")

@@ -106,16 +106,47 @@ def _row(r: sqlite3.Row | None) -> dict | None:
 
 def start_run(con, run_id: str, spec: dict, dataset_fp: str, code_version: str, device: str) -> None:
     """Insert or reset a run row as 'running' (owned by this process)."""
-    t = now()
     with transaction(con):
-        con.execute(
-            """INSERT INTO runs(run_id, spec, model, suite, dataset, dataset_fp, noise_level, seed, status,
-                   device, code_version, pid, created, updated)
-               VALUES(?,?,?,?,?,?,?,?,'running',?,?,?,?,?)
-               ON CONFLICT(run_id) DO UPDATE SET status='running', pid=excluded.pid, device=excluded.device,
-                   code_version=excluded.code_version, error=NULL, progress=NULL, updated=excluded.updated""",
-            (run_id, json.dumps(spec, sort_keys=True), spec["model"], spec.get("suite"), spec["dataset"],
-             dataset_fp, float(spec["noise_level"]), int(spec["seed"]), device, code_version, os.getpid(), t, t))
+        _upsert_running(con, run_id, spec, dataset_fp, code_version, device)
+
+
+def _upsert_running(con, run_id: str, spec: dict, dataset_fp: str, code_version: str, device: str) -> None:
+    t = now()
+    con.execute(
+        """INSERT INTO runs(run_id, spec, model, suite, dataset, dataset_fp, noise_level, seed, status,
+               device, code_version, pid, created, updated)
+           VALUES(?,?,?,?,?,?,?,?,'running',?,?,?,?,?)
+           ON CONFLICT(run_id) DO UPDATE SET status='running', pid=excluded.pid, device=excluded.device,
+               code_version=excluded.code_version, error=NULL, progress=NULL, updated=excluded.updated""",
+        (run_id, json.dumps(spec, sort_keys=True), spec["model"], spec.get("suite"), spec["dataset"],
+         dataset_fp, float(spec["noise_level"]), int(spec["seed"]), device, code_version, os.getpid(), t, t))
+
+
+def claim_run(con, run_id: str, spec: dict, dataset_fp: str, code_version: str, device: str):
+    """Mark a run 'running' for this process unless another live process is fitting it.
+
+    Returns (claimed, previous row or None). Not claimed when the row reads 'running' with the
+    pid of another process that is still alive: two processes never fit the same spec at once."""
+    with transaction(con):
+        prev = con.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        prev = dict(prev) if prev else None
+        if prev and prev["status"] == "running" and prev.get("pid") not in (None, os.getpid()) \
+                and _pid_alive(prev["pid"]):
+            return False, prev
+        _upsert_running(con, run_id, spec, dataset_fp, code_version, device)
+    return True, prev
+
+
+def release_run(con, run_id: str, prev: dict | None) -> None:
+    """Undo claim_run: the row as it was before (deleted if there was none)."""
+    with transaction(con):
+        if prev is None:
+            con.execute("DELETE FROM runs WHERE run_id=? AND pid=?", (run_id, os.getpid()))
+        else:
+            status = "interrupted" if prev["status"] == "running" else prev["status"]
+            con.execute("UPDATE runs SET status=?, pid=?, error=?, progress=?, updated=? WHERE run_id=? AND pid=?",
+                        (status, prev.get("pid"), prev.get("error"), prev.get("progress"), now(), run_id,
+                         os.getpid()))
 
 
 def progress(con, run_id: str, **info) -> None:

@@ -44,14 +44,20 @@ def code_version() -> str:
     return h.hexdigest()[:10]
 
 
+_NO_DEFAULT = object()
+
+
 def normalise_spec(spec: dict) -> dict:
+    """The canonical form of a spec (what is hashed and stored): defaults filled in, parameters
+    left at a model's declared default (Model.param_defaults) dropped."""
     from models import MODELS
     if spec.get("model") not in MODELS:
         raise ValueError(f"unknown model {spec.get('model')!r}; known: {', '.join(sorted(MODELS))}")
     prof = config.profile(spec.get("profile", "quick"))
     out = {
         "model": spec["model"],
-        "params": dict(sorted((spec.get("params") or {}).items())),
+        "params": {k: v for k, v in sorted((spec.get("params") or {}).items())
+                   if v != MODELS[spec["model"]].param_defaults.get(k, _NO_DEFAULT)},
         "inputs": spec.get("inputs") or MODELS[spec["model"]].inputs,
         "noise_level": float(spec.get("noise_level", 1.0)),
         "dataset": spec.get("dataset") or prof["dataset"],
@@ -137,6 +143,17 @@ def _views(ds: Dataset, spec: dict, prof: dict):
     return train, val, test
 
 
+class RunBusy(RuntimeError):
+    """The spec, or a run it depends on, is being fitted by another live process (raised only
+    where WAIT_FOR_OTHERS is off, i.e. in the worker processes of run_many)."""
+
+
+# run() waits for another process that is fitting the same spec; run_many's workers turn this
+# off, hand the spec back and take another, so that no core sits idle
+WAIT_FOR_OTHERS = True
+BUSY_POLL_S = 2.0
+
+
 def run(spec: dict, force: bool = False, log=print, con=None, on_progress=None) -> Result:
     """Fit one spec, or load it from the cache. Returns a Result; raises on failure
     (after recording the failure in the registry). on_progress(**info) is called with every
@@ -155,7 +172,20 @@ def run(spec: dict, force: bool = False, log=print, con=None, on_progress=None) 
 
     prof = config.profile(spec["profile"])
     device = pick_device()
-    registry.start_run(con, rid, spec, ds.fingerprint, code_version(), device)
+    said = False
+    while True:   # one process fits a spec at a time; the others wait for it (or step aside)
+        claimed, prev = registry.claim_run(con, rid, spec, ds.fingerprint, code_version(), device)
+        if claimed:
+            break
+        if not WAIT_FOR_OTHERS:
+            raise RunBusy(f"{spec['model']} (run {rid}) is being fitted by process {prev.get('pid')}")
+        if not said:
+            log(f"{spec['model']} (run {rid}) is being fitted by process {prev.get('pid')}: waiting for it")
+            said = True
+        time.sleep(BUSY_POLL_S)
+        done = registry.finished(con, rid)
+        if done and (final / "run.json").exists():
+            return Result(rid, spec, done["metrics"], done["timings"] or {}, final, cached=True)
     tmp = config.runs_dir() / f"{rid}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -209,6 +239,10 @@ def run(spec: dict, force: bool = False, log=print, con=None, on_progress=None) 
         os.replace(tmp, final)
         registry.finish_run(con, rid, metrics, timings, str(final))
         return Result(rid, spec, metrics, timings, final, cached=False)
+    except RunBusy:   # a run this one depends on is being fitted elsewhere: as if never started
+        shutil.rmtree(tmp, ignore_errors=True)
+        registry.release_run(con, rid, prev)
+        raise
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
@@ -217,23 +251,140 @@ def run(spec: dict, force: bool = False, log=print, con=None, on_progress=None) 
         raise
 
 
-def run_many(specs: list[dict], force: bool = False, log=print, keep_going: bool = True) -> list[Result | Exception]:
-    """Run specs one after another; a failing spec is recorded and (with keep_going) skipped."""
+def _label(i: int, n: int, s: dict) -> str:
+    return (f"[{i}/{n}] {s['model']} {json.dumps(s.get('params') or {})} inputs={s.get('inputs') or '-'} "
+            f"noise={s.get('noise_level')}")
+
+
+def default_workers() -> int:
+    """Processes for run_many on this machine: 2 on a CPU with at least 2 cores, else 1.
+
+    Measured on the project's 2-core CPU (docs/benchmarks.md): the study's networks are small, so
+    one fit keeps two threads busy only ~60-75 % of the time; two one-thread fits side by side get
+    ~25 % more steps per second than one two-thread fit. On a GPU one process owns the card."""
+    if pick_device() != "cpu":
+        return 1
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
+def run_many(specs: list[dict], force: bool = False, log=print, keep_going: bool = True,
+             workers: int = 1) -> list[Result | Exception]:
+    """Run specs; a failing spec is recorded and (with keep_going) skipped. Results in spec order.
+
+    workers > 1: that many worker processes, each with cpu_count // workers threads, take the
+    specs in order. A spec that is (or depends on a run that is) being fitted by another process
+    is handed back and retried a little later, so a worker never sits waiting while there is
+    other work; no spec is fitted twice (registry.claim_run)."""
     con = registry.connect()
-    out = []
-    for i, s in enumerate(specs, 1):
-        label = f"[{i}/{len(specs)}] {s['model']} {json.dumps(s.get('params') or {})} inputs={s.get('inputs') or '-'} noise={s.get('noise_level')}"
+    out: list = [None] * len(specs)
+    todo = list(range(len(specs)))
+    if workers > 1 and not force:   # cached runs are read here: no worker process for them
+        todo = []
+        for i, s in enumerate(specs):
+            r = cached_result(s, con=con)
+            if r is not None and (r.artifact / "run.json").exists():
+                log(f"{_label(i + 1, len(specs), s)}: R2={r.metrics['r2']:.3f} MAE={r.metrics['mae']:.3f} (cached)")
+                out[i] = r
+            else:
+                todo.append(i)
+    if workers > 1 and len(todo) > 1:
+        for i, r in zip(todo, _run_pool([specs[i] for i in todo], force, log, keep_going, workers,
+                                        numbers=[i + 1 for i in todo], total=len(specs))):
+            out[i] = r
+        return out
+    for i in todo:
+        s = specs[i]
+        label = _label(i + 1, len(specs), s)
         t0 = time.perf_counter()
         try:
             r = run(s, force=force, log=log, con=con)
             m = r.metrics
             log(f"{label}: R2={m['r2']:.3f} MAE={m['mae']:.3f} ({'cached' if r.cached else f'{time.perf_counter() - t0:.1f} s'})")
-            out.append(r)
+            out[i] = r
         except Exception as e:  # recorded in the registry by run()
             log(f"{label}: FAILED: {type(e).__name__}: {e}")
             if not keep_going:
                 raise
-            out.append(e)
+            out[i] = e
+    return out
+
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _worker_init(threads: int) -> None:
+    global WAIT_FOR_OTHERS
+    WAIT_FOR_OTHERS = False
+    import torch
+    torch.set_num_threads(threads)
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(limits=threads)
+
+
+def _worker_task(spec: dict, force: bool):
+    """One spec in a worker process -> ("done", Result, seconds) | ("busy", None, 0) | ("failed", text, seconds)."""
+    t0 = time.perf_counter()
+    try:
+        return "done", run(spec, force=force), time.perf_counter() - t0
+    except RunBusy:
+        return "busy", None, 0.0
+    except Exception as e:   # recorded in the registry by run()
+        return "failed", f"{type(e).__name__}: {e}", time.perf_counter() - t0
+
+
+def _run_pool(specs, force, log, keep_going, workers, numbers=None, total=None):
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    numbers, total = numbers or list(range(1, len(specs) + 1)), total or len(specs)
+    log(f"{len(specs)} specs to fit on {workers} worker processes x {threads} thread(s)")
+    out: list = [None] * len(specs)
+    queue = collections.deque((i, 0.0) for i in range(len(specs)))   # (spec index, not before this time)
+    old_env = {k: os.environ.get(k) for k in _THREAD_VARS}
+    os.environ.update({k: str(threads) for k in _THREAD_VARS})   # read by BLAS and OpenMP when a worker starts
+    pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                                  initargs=(threads,))
+    running: dict = {}
+    try:
+        while queue or running:
+            now = time.monotonic()
+            while len(running) < workers and queue:
+                ready = next((q for q in queue if q[1] <= now), None)
+                if ready is None:
+                    break
+                queue.remove(ready)
+                running[pool.submit(_worker_task, specs[ready[0]], force)] = ready[0]
+            wait_s = None if not queue else max(0.1, min(q[1] for q in queue) - now)
+            done, _ = cf.wait(list(running), timeout=wait_s, return_when=cf.FIRST_COMPLETED)
+            for f in done:
+                i = running.pop(f)
+                label = _label(numbers[i], total, specs[i])
+                try:
+                    kind, value, secs = f.result()
+                except Exception as e:   # the worker process died (killed, out of memory)
+                    kind, value, secs = "failed", f"worker process ended: {type(e).__name__}: {e}", 0.0
+                if kind == "busy":   # another worker is fitting it or what it needs: later, after other work
+                    queue.append((i, time.monotonic() + BUSY_POLL_S))
+                elif kind == "done":
+                    m = value.metrics
+                    log(f"{label}: R2={m['r2']:.3f} MAE={m['mae']:.3f} ({'cached' if value.cached else f'{secs:.1f} s'})")
+                    out[i] = value
+                else:
+                    log(f"{label}: FAILED: {value}")
+                    out[i] = RuntimeError(value)
+                    if not keep_going:
+                        raise out[i]
+            if any(isinstance(f.exception(), cf.process.BrokenProcessPool) for f in done if f.done()):
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                                              initializer=_worker_init, initargs=(threads,))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     return out
 
 

@@ -37,6 +37,9 @@ class Model:
     """Base class: subclasses set `inputs` and implement fit / predict / _save / _load."""
     inputs = "flux"
     family = "base"
+    # parameters whose default the engine fills in: a spec that names one at this value is the
+    # same spec (same hash, same cached run) as one that leaves it out
+    param_defaults: dict = {}
 
     def __init__(self, **params):
         self.params = params

@@ -314,6 +314,7 @@ class TopKTransformerNet(nn.Module):
 class RidgeWindowsModel(TorchModel):
     """Shared fitting of the Ridge base and the window centres; subclasses build the network."""
     family = "windows"
+    param_defaults = {"criterion": "ridge", "window": 8}
 
     def _ridge_and_centers(self, train, val, ctx):
         p = self.params

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -173,3 +174,101 @@ def test_history_shows_how_a_number_moved(engine_ds):
     assert abs(row["R2 now"] - train.cached_result(s).metrics["r2"]) < 1e-12
     assert abs(row["change"] - (row["R2 now"] - row["R2 then"])) < 1e-12
     assert report.history("report", "quick", engine_ds, since="2000-01-01").empty  # nothing finished before 2000
+
+
+def _owned_by_another_live_process(con, s: dict, ds: str):
+    """Mark spec s 'running' in the registry, owned by a sleeping child process; returns (run id, child)."""
+    ns = train.normalise_spec(s)
+    rid = train.spec_hash(ns, data.Dataset(ds).fingerprint)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    registry.start_run(con, rid, ns, "fp", "v", "cpu")
+    con.execute("UPDATE runs SET pid=? WHERE run_id=?", (other.pid, rid))
+    return rid, other
+
+
+def _end(proc):
+    proc.kill()
+    proc.wait()   # reaped: a zombie would still answer os.kill(pid, 0)
+
+
+def test_a_spec_another_process_is_fitting_is_not_fitted_twice(engine_ds, monkeypatch):
+    con = registry.connect()
+    s = spec(engine_ds, params={"alphas": [3.0]})
+    rid, other = _owned_by_another_live_process(con, s, engine_ds)
+    try:
+        # a worker of run_many steps aside and leaves the other process's row as it was
+        monkeypatch.setattr(train, "WAIT_FOR_OTHERS", False)
+        with pytest.raises(train.RunBusy):
+            train.run(s)
+        row = registry.get(con, rid)
+        assert row["status"] == "running" and row["pid"] == other.pid
+        # the CLI waits: here the other process ends (without finishing) after 1.5 s, then this one fits
+        monkeypatch.setattr(train, "WAIT_FOR_OTHERS", True)
+        monkeypatch.setattr(train, "BUSY_POLL_S", 0.2)
+        import threading
+        threading.Timer(1.5, _end, (other,)).start()
+        said = []
+        t0 = time.time()
+        r = train.run(s, log=said.append)
+        assert time.time() - t0 >= 1.4
+        assert not r.cached and registry.finished(con, rid)["pid"] == os.getpid()
+        assert any("waiting for it" in m for m in said)
+    finally:
+        _end(other)
+
+
+def test_a_dependency_fitted_elsewhere_releases_the_dependent_run(engine_ds, monkeypatch):
+    """A probe whose encoder another process is fitting: the probe's own row is released, not failed."""
+    from core import latent
+    con = registry.connect()
+    enc = latent.encoder_spec("flux", 1.0, "quick", engine_ds, 5)
+    _, other = _owned_by_another_live_process(con, enc, engine_ds)
+    probe = {"model": "latent_probe", "params": {"encoder": "flux", "encoder_noise": 1.0, "layer": "enc_last",
+                                                 "pooling": "global_mean", "probe": "ridge", "n_train": "all"},
+             "inputs": "flux", "noise_level": 1.0, "dataset": engine_ds, "seed": 5, "profile": "quick"}
+    prid = train.spec_hash(train.normalise_spec(probe), data.Dataset(engine_ds).fingerprint)
+    try:
+        monkeypatch.setattr(train, "WAIT_FOR_OTHERS", False)
+        with pytest.raises(train.RunBusy):
+            train.run(probe)
+        assert registry.get(con, prid) is None                      # as if never started
+        assert not list(config.runs_dir().glob(f"{prid}.tmp-*"))
+    finally:
+        _end(other)
+
+
+def test_run_many_fits_in_worker_processes(engine_ds):
+    """Two worker processes: every spec done, none by this process, a spec held by another process
+    handed back and fitted once that process is gone, and the same models as a fit in this process."""
+    import threading
+    con = registry.connect()
+    specs = [spec(engine_ds, params={"alphas": [a]}, noise_level=n) for a in (11.0, 12.0) for n in (0.1, 1.0)]
+    held = spec(engine_ds, params={"alphas": [14.0]})
+    rid, other = _owned_by_another_live_process(con, held, engine_ds)
+    released = []
+    threading.Timer(4.0, lambda: (_end(other), released.append(registry.now()))).start()
+    try:
+        lines = []
+        res = train.run_many([held] + specs, workers=2, log=lines.append)
+    finally:
+        _end(other)
+    assert not [r for r in res if isinstance(r, Exception)], lines
+    assert [r.run_id for r in res][0] == rid
+    rows = [registry.get(con, r.run_id) for r in res]
+    assert all(row["status"] == "done" for row in rows)
+    assert os.getpid() not in {row["pid"] for row in rows}           # fitted in the workers
+    assert registry.history(con, rid) and len(registry.history(con, rid)) == 1
+    assert rows[0]["finished"] >= released[0]                        # only after the holder was gone
+    assert "2 worker processes" in lines[0]
+    for s, r in zip(specs, res[1:]):                                  # the same model as a fit here
+        again = train.run(s, force=True, log=lambda m: None)
+        np.testing.assert_allclose(again.metrics["r2"], r.metrics["r2"], rtol=1e-6)
+
+
+def test_a_parameter_at_its_default_is_the_same_spec():
+    """The top-K sweep's (K=256, criterion=ridge) run is the report's K=256 run, not a second fit."""
+    a = {"model": "topk_cnn", "params": {"K": 256}, "noise_level": 0.1, "dataset": "x", "profile": "quick"}
+    b = {**a, "params": {"K": 256, "criterion": "ridge", "window": 8}}
+    c = {**a, "params": {"K": 256, "criterion": "fstat"}}
+    assert train.spec_hash(a, "fp") == train.spec_hash(b, "fp") != train.spec_hash(c, "fp")
+    assert train.normalise_spec(b)["params"] == {"K": 256}
