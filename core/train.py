@@ -271,10 +271,8 @@ def run_many(specs: list[dict], force: bool = False, log=print, keep_going: bool
              workers: int = 1) -> list[Result | Exception]:
     """Run specs; a failing spec is recorded and (with keep_going) skipped. Results in spec order.
 
-    workers > 1: that many worker processes, each with cpu_count // workers threads, take the
-    specs in order. A spec that is (or depends on a run that is) being fitted by another process
-    is handed back and retried a little later, so a worker never sits waiting while there is
-    other work; no spec is fitted twice (registry.claim_run)."""
+    workers > 1: cached specs are read here, the others are fitted by that many worker
+    processes side by side (core/pool.py); no spec is fitted twice (registry.claim_run)."""
     con = registry.connect()
     out: list = [None] * len(specs)
     todo = list(range(len(specs)))
@@ -288,8 +286,10 @@ def run_many(specs: list[dict], force: bool = False, log=print, keep_going: bool
             else:
                 todo.append(i)
     if workers > 1 and len(todo) > 1:
-        for i, r in zip(todo, _run_pool([specs[i] for i in todo], force, log, keep_going, workers,
-                                        numbers=[i + 1 for i in todo], total=len(specs))):
+        from core import pool
+        res = pool.run_pool([specs[i] for i in todo], force, log, keep_going, workers,
+                            label=lambda j: _label(todo[j] + 1, len(specs), specs[todo[j]]))
+        for i, r in zip(todo, res):
             out[i] = r
         return out
     for i in todo:
@@ -306,85 +306,6 @@ def run_many(specs: list[dict], force: bool = False, log=print, keep_going: bool
             if not keep_going:
                 raise
             out[i] = e
-    return out
-
-
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def _worker_init(threads: int) -> None:
-    global WAIT_FOR_OTHERS
-    WAIT_FOR_OTHERS = False
-    import torch
-    torch.set_num_threads(threads)
-    from threadpoolctl import threadpool_limits
-    threadpool_limits(limits=threads)
-
-
-def _worker_task(spec: dict, force: bool):
-    """One spec in a worker process -> ("done", Result, seconds) | ("busy", None, 0) | ("failed", text, seconds)."""
-    t0 = time.perf_counter()
-    try:
-        return "done", run(spec, force=force), time.perf_counter() - t0
-    except RunBusy:
-        return "busy", None, 0.0
-    except Exception as e:   # recorded in the registry by run()
-        return "failed", f"{type(e).__name__}: {e}", time.perf_counter() - t0
-
-
-def _run_pool(specs, force, log, keep_going, workers, numbers=None, total=None):
-    import concurrent.futures as cf
-    import multiprocessing as mp
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    numbers, total = numbers or list(range(1, len(specs) + 1)), total or len(specs)
-    log(f"{len(specs)} specs to fit on {workers} worker processes x {threads} thread(s)")
-    out: list = [None] * len(specs)
-    queue = collections.deque((i, 0.0) for i in range(len(specs)))   # (spec index, not before this time)
-    old_env = {k: os.environ.get(k) for k in _THREAD_VARS}
-    os.environ.update({k: str(threads) for k in _THREAD_VARS})   # read by BLAS and OpenMP when a worker starts
-    pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                                  initargs=(threads,))
-    running: dict = {}
-    try:
-        while queue or running:
-            now = time.monotonic()
-            while len(running) < workers and queue:
-                ready = next((q for q in queue if q[1] <= now), None)
-                if ready is None:
-                    break
-                queue.remove(ready)
-                running[pool.submit(_worker_task, specs[ready[0]], force)] = ready[0]
-            wait_s = None if not queue else max(0.1, min(q[1] for q in queue) - now)
-            done, _ = cf.wait(list(running), timeout=wait_s, return_when=cf.FIRST_COMPLETED)
-            for f in done:
-                i = running.pop(f)
-                label = _label(numbers[i], total, specs[i])
-                try:
-                    kind, value, secs = f.result()
-                except Exception as e:   # the worker process died (killed, out of memory)
-                    kind, value, secs = "failed", f"worker process ended: {type(e).__name__}: {e}", 0.0
-                if kind == "busy":   # another worker is fitting it or what it needs: later, after other work
-                    queue.append((i, time.monotonic() + BUSY_POLL_S))
-                elif kind == "done":
-                    m = value.metrics
-                    log(f"{label}: R2={m['r2']:.3f} MAE={m['mae']:.3f} ({'cached' if value.cached else f'{secs:.1f} s'})")
-                    out[i] = value
-                else:
-                    log(f"{label}: FAILED: {value}")
-                    out[i] = RuntimeError(value)
-                    if not keep_going:
-                        raise out[i]
-            if any(isinstance(f.exception(), cf.process.BrokenProcessPool) for f in done if f.done()):
-                pool.shutdown(wait=False, cancel_futures=True)
-                pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
-                                              initializer=_worker_init, initargs=(threads,))
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        for k, v in old_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     return out
 
 

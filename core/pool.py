@@ -1,0 +1,160 @@
+"""Worker processes for core.train.run_many: specs fitted side by side, one process each.
+
+    results = pool.run_pool(specs, workers=2, ...)   # what run_many(..., workers=2) calls
+
+Each worker is a plain `python -m core.pool` subprocess with cpu_count // workers threads (BLAS,
+OpenMP, torch), speaking one JSON line per spec over its stdin/stdout; its log goes to stderr.
+(Not multiprocessing: its spawn start method re-runs the parent's __main__ in every child, and
+in a Streamlit or pytest process that is not a script to run again.)
+
+A worker runs core.train.run with WAIT_FOR_OTHERS off: a spec that another process is fitting,
+or that needs a run another process is fitting (a latent probe and its encoder), comes back
+"busy" and is handed out again after other work, so no worker sits waiting and no spec is
+fitted twice (core.registry.claim_run).
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import selectors
+import subprocess
+import sys
+import time
+
+from core import config
+
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+RETRY_S = 2.0   # a busy spec is handed out again no sooner than this
+
+
+class _Worker:
+    def __init__(self, threads: int):
+        env = {**os.environ, **{k: str(threads) for k in THREAD_VARS}}
+        self.proc = subprocess.Popen([sys.executable, "-m", "core.pool"], cwd=config.ROOT, env=env, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=1)
+        self.task: int | None = None
+        self.t0 = 0.0
+
+    def send(self, i: int, spec: dict, force: bool) -> None:
+        self.task, self.t0 = i, time.perf_counter()
+        self.proc.stdin.write(json.dumps({"spec": spec, "force": force}) + "\n")
+        self.proc.stdin.flush()
+
+    def stop(self, kill: bool = False) -> None:
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        if kill and self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout=None if not kill else 10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def run_pool(specs: list[dict], force: bool, log, keep_going: bool, workers: int, label) -> list:
+    """Fit specs on `workers` processes; results (core.train.Result or Exception) in spec order.
+    label(i) is the log prefix of spec i."""
+    from core import registry, train
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    log(f"{len(specs)} specs to fit on {workers} worker processes x {threads} thread(s)")
+    con = registry.connect()
+    out: list = [None] * len(specs)
+    queue = collections.deque((i, 0.0) for i in range(len(specs)))   # (spec, not before this time)
+    sel = selectors.DefaultSelector()
+    pool: list[_Worker] = []
+    ok = False
+    try:
+        for _ in range(min(workers, len(specs))):
+            w = _Worker(threads)
+            pool.append(w)
+            sel.register(w.proc.stdout, selectors.EVENT_READ, w)
+        while queue or any(w.task is not None for w in pool):
+            now = time.monotonic()
+            for w in pool:
+                if w.task is None and queue:
+                    ready = next((q for q in queue if q[1] <= now), None)
+                    if ready is None:
+                        break
+                    queue.remove(ready)
+                    w.send(ready[0], specs[ready[0]], force)
+            busy = [w for w in pool if w.task is not None]
+            timeout = max(0.05, min(q[1] for q in queue) - now) if queue else None
+            if not busy:
+                time.sleep(timeout or 0.05)
+                continue
+            for key, _ in sel.select(timeout):
+                w = key.data
+                line = w.proc.stdout.readline()
+                i, secs = w.task, time.perf_counter() - w.t0
+                w.task = None
+                if not line:   # the worker died (killed, out of memory): the spec failed, a new worker
+                    code = w.proc.wait()
+                    msg = {"status": "failed", "error": f"worker process ended (exit code {code})"}
+                    sel.unregister(w.proc.stdout)
+                    pool.remove(w)
+                    nw = _Worker(threads)
+                    pool.append(nw)
+                    sel.register(nw.proc.stdout, selectors.EVENT_READ, nw)
+                else:
+                    msg = json.loads(line)
+                if msg["status"] == "busy":
+                    queue.append((i, time.monotonic() + RETRY_S))
+                elif msg["status"] == "done":
+                    r = train.cached_result(specs[i], con=con)
+                    if r is None:
+                        out[i] = RuntimeError(f"run {msg['run_id']} reported done but is not in the registry")
+                        log(f"{label(i)}: FAILED: {out[i]}")
+                        continue
+                    r.cached = bool(msg["cached"])
+                    m = r.metrics
+                    log(f"{label(i)}: R2={m['r2']:.3f} MAE={m['mae']:.3f} "
+                        f"({'cached' if r.cached else f'{secs:.1f} s'})")
+                    out[i] = r
+                else:
+                    log(f"{label(i)}: FAILED: {msg['error']}")
+                    out[i] = RuntimeError(msg["error"])
+                    if not keep_going:
+                        raise out[i]
+        ok = True
+    finally:
+        for w in pool:
+            w.stop(kill=not ok)
+        sel.close()
+    return out
+
+
+def main() -> int:
+    """The worker side: one JSON request per line on stdin, one JSON answer per line on stdout."""
+    answer = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)                  # whatever a model prints goes to stderr, not into the answers
+    sys.stdout = sys.stderr
+    from core import train
+    train.WAIT_FOR_OTHERS = False
+    threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
+    import torch
+    torch.set_num_threads(threads)
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(limits=threads)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    for line in sys.stdin:
+        req = json.loads(line)
+        try:
+            r = train.run(req["spec"], force=bool(req.get("force")), log=log)
+            msg = {"status": "done", "run_id": r.run_id, "cached": r.cached}
+        except train.RunBusy:
+            msg = {"status": "busy"}
+        except Exception as e:   # recorded in the registry by run()
+            msg = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+        answer.write(json.dumps(msg) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
