@@ -125,7 +125,10 @@ def main() -> None:
     lines.append(f"| all suites | {total:.1f} |")
     i = lines.index("WORKERS")
     lines[i] = ("Specs fitted " + (f"on {', '.join(sorted(pools))}" if pools else "one at a time in one process")
-                + " (`python -m core train --workers`).")
+                + " (`python -m core train --workers`)."
+                + (" Each fit ran beside another on the other core, so the per-fit times in the tables below"
+                   " are longer than a fit alone would take; the suite wall times are what the targets count."
+                   if pools else ""))
     lines += suite_tables(a, env)
     write_section(f"bench_engine:{a.profile}", "\n".join(lines))
     print("\n".join(lines))

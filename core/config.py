@@ -51,8 +51,9 @@ PROFILES: dict[str, dict] = {
         "max_train": 2100,
         "lgbm_rounds": 150,
     },
-    # every suite of the study (331 specs) on a 2-core laptop CPU: the quick profile's models on
-    # twice the data. Measured: 72 min, over the hour the engine issue asks for (docs/benchmarks.md)
+    # every suite of the study on a 2-core laptop CPU: the quick profile's models on twice the
+    # data. Measured: 51 min with `train`'s two worker processes (72 min one spec at a time);
+    # docs/benchmarks.md
     "default": {
         "dataset": "sim-default",
         "n_spectra": 6000,
