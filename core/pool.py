@@ -30,7 +30,7 @@ RETRY_S = 2.0   # a busy spec is handed out again no sooner than this
 
 class _Worker:
     def __init__(self, threads: int):
-        env = {**os.environ, **{k: str(threads) for k in THREAD_VARS}}
+        env = {**os.environ, **{k: str(threads) for k in THREAD_VARS}, "LOGG_POOL_PARENT": str(os.getpid())}
         self.proc = subprocess.Popen([sys.executable, "-m", "core.pool"], cwd=config.ROOT, env=env, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=1)
         self.task: int | None = None
@@ -127,8 +127,22 @@ def run_pool(specs: list[dict], force: bool, log, keep_going: bool, workers: int
     return out
 
 
+def _die_with_parent(parent: int) -> None:
+    """Linux: ask the kernel for SIGTERM when the parent process ends (killed or not), so that a
+    killed `train` leaves no worker fitting on; its run then reads 'interrupted'."""
+    try:
+        import ctypes
+        import signal
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):   # not Linux: the worker still stops when its stdin closes
+        return
+    if os.getppid() != parent:          # the parent ended before the request took effect
+        sys.exit(1)
+
+
 def main() -> int:
     """The worker side: one JSON request per line on stdin, one JSON answer per line on stdout."""
+    _die_with_parent(int(os.environ.get("LOGG_POOL_PARENT", os.getppid())))
     answer = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)                  # whatever a model prints goes to stderr, not into the answers
     sys.stdout = sys.stderr

@@ -272,3 +272,35 @@ def test_a_parameter_at_its_default_is_the_same_spec():
     c = {**a, "params": {"K": 256, "criterion": "fstat"}}
     assert train.spec_hash(a, "fp") == train.spec_hash(b, "fp") != train.spec_hash(c, "fp")
     assert train.normalise_spec(b)["params"] == {"K": 256}
+
+
+def test_killing_train_stops_its_worker_processes(engine_ds):
+    """SIGKILL of `python -m core train --workers 2`: its workers end too (no orphan fitting on)
+    and their runs read 'interrupted', not 'running'."""
+    import signal
+    con = registry.connect()
+    before = {r["run_id"] for r in registry.runs(con)}
+    p = subprocess.Popen([sys.executable, "-m", "core", "train", "--suite", "dilation", "--profile", "quick",
+                          "--dataset", engine_ds, "--workers", "2"], cwd=config.ROOT,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        t0 = time.time()
+        while time.time() - t0 < 120:
+            rows = [r for r in registry.runs(con, status="running") if r["run_id"] not in before]
+            if rows and all(r["pid"] != p.pid for r in rows):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("no worker started fitting within 120 s")
+        pids = {r["pid"] for r in rows}
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        t0 = time.time()
+        while time.time() - t0 < 20 and any(registry._pid_alive(q) for q in pids):
+            time.sleep(0.2)
+        assert not any(registry._pid_alive(q) for q in pids), "a worker outlived its killed parent"
+        for r in rows:
+            assert registry.get(con, r["run_id"])["status"] == "interrupted"
+    finally:
+        if p.poll() is None:
+            p.kill()
