@@ -227,7 +227,8 @@ def run_job(con, job: dict) -> str:
                            progress=lambda f, m: _set(con, jid, progress={**base, "building": m}))
 
             def progress(**kw):
-                _set(con, jid, progress={**base, **kw})
+                # a run's own "of" (epochs, boosting rounds) must not overwrite the job's spec count
+                _set(con, jid, progress={**base, **{("epochs" if k == "of" else k): v for k, v in kw.items()}})
                 if cancelled():
                     raise JobCancelled()
 

@@ -55,7 +55,7 @@ def queue_frame(limit: int = 30) -> pd.DataFrame:
         if p:
             where = f"spec {p.get('spec')}/{p.get('of')}: {p.get('model', '')} @ noise {p.get('noise_level', '')}"
             if "epoch" in p:
-                where += f", epoch {p['epoch']}"
+                where += f", epoch {p['epoch']}" + (f"/{p['epochs']}" if "epochs" in p else "")
                 if "val_loss" in p:
                     where += f", val loss {float(p['val_loss']):.4f}"
             if "building" in p:
@@ -121,7 +121,7 @@ def progress_panel() -> None:
         if p:
             what += f" - spec {p.get('spec')}/{p.get('of')} {p.get('model', '')} @ noise {p.get('noise_level', '')}"
             if "epoch" in p:
-                what += f", epoch {p['epoch']}"
+                what += f", epoch {p['epoch']}" + (f"/{p['epochs']}" if "epochs" in p else "")
             if "building" in p:
                 what += f" - {p['building']}"
         st.progress(min(1.0, frac), text=what)

@@ -99,6 +99,8 @@ def test_sigkill_mid_job_is_consistent_and_resumable(ds):
     jid, _ = jobs.submit([fast, slow], "kill me")
     w = start_worker()
     wait_for(lambda: jobs.get(jid)["progress"].get("spec") == 2 and "epoch" in jobs.get(jid)["progress"], timeout=180)
+    p = jobs.get(jid)["progress"]
+    assert p["of"] == 2 and p["epochs"] == 20000   # the job's spec count, and the run's own rounds beside it
     os.kill(w.pid, signal.SIGKILL)
     w.wait()
     j = jobs.get(jid)
