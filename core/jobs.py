@@ -2,8 +2,9 @@
 
 A job is a list of specs with a state: queued -> running -> done | failed | cancelled,
 or 'interrupted' when its worker died. The worker (`python -m core worker`) takes jobs
-one at a time, runs their specs through core.train.run (the same engine as the CLI),
-and writes progress and a log as it goes. At most one worker runs per artifacts folder:
+one at a time, runs their specs through the same engine as the CLI (core.train.run_many on
+job_workers() processes, or core.train.run one spec at a time where that is 1), and writes
+progress and a log as it goes. At most one worker runs per artifacts folder:
 it holds an exclusive flock on artifacts/worker.lock, which the OS releases when the
 process dies, so a crashed worker never holds the lock forever.
 
@@ -24,6 +25,7 @@ import traceback
 from pathlib import Path
 
 from core import config, registry
+from core.pool import Stopped
 
 JOB_SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -190,6 +192,58 @@ def _set(con, job_id: int, **cols) -> None:
         con.execute(f"UPDATE jobs SET {keys} WHERE job_id=?", (*vals, job_id))
 
 
+def job_workers() -> int:
+    """Worker processes a job fits its specs on: LOGG_JOB_WORKERS, else the engine's default
+    (2 on a CPU with 2 or more cores, 1 on a GPU; core.train.default_workers)."""
+    if os.environ.get("LOGG_JOB_WORKERS"):
+        return max(1, int(os.environ["LOGG_JOB_WORKERS"]))
+    from core import train
+    return train.default_workers()
+
+
+def _build_missing(con, jid: int, specs: list[dict], log) -> None:
+    from core import data
+    for name, prof in sorted({(s["dataset"], s["profile"]) for s in specs}):
+        if name in data.list_datasets():
+            continue
+        if name != config.profile(prof)["dataset"]:
+            raise data.DataError(f"data set {name!r} not found")
+        log(f"building data set {name} (profile {prof})")
+        data.build(name=name, profile=prof,
+                   progress=lambda f, m: _set(con, jid, progress={"spec": 1, "of": len(specs), "building": m}))
+
+
+def _run_on_workers(con, jid: int, specs: list[dict], log, cancelled, workers: int) -> int:
+    """The job's specs on `workers` processes (core/pool.py); returns the number that failed.
+    Progress: 'spec' counts finished specs + 1; the model(s) being fitted, and the epoch of the
+    first of them from its registry row."""
+    from core import data, train
+    _build_missing(con, jid, specs, log)
+    rids = {}
+    for i, s in enumerate(specs):
+        try:
+            n = train.normalise_spec(s)
+            rids[i] = train.spec_hash(n, data.Dataset(n["dataset"]).fingerprint)
+        except (ValueError, OSError, data.DataError):
+            pass   # run() reports it
+    last = [None]
+
+    def update(n_done: int, running: list[int]) -> None:
+        p = {"spec": min(len(specs), n_done + 1), "of": len(specs)}
+        if running:
+            first = specs[running[0]]
+            p.update(model=" + ".join(specs[i]["model"] for i in running), noise_level=first["noise_level"],
+                     params=first.get("params", {}))
+            row = registry.get(con, rids[running[0]]) if running[0] in rids else None
+            p.update({("epochs" if k == "of" else k): v for k, v in ((row or {}).get("progress") or {}).items()})
+        if p != last[0]:
+            _set(con, jid, progress=p)
+            last[0] = p
+
+    res = train.run_many(specs, log=log, workers=workers, should_stop=cancelled, on_update=update)
+    return sum(isinstance(r, Exception) for r in res)
+
+
 def run_job(con, job: dict) -> str:
     """Run one job's specs in this process. Returns its final state."""
     from core import data, train
@@ -212,7 +266,10 @@ def run_job(con, job: dict) -> str:
 
     failures = 0
     try:
-        for i, s in enumerate(specs):
+        workers = job_workers()
+        if workers > 1 and len(specs) > 1:
+            failures = _run_on_workers(con, jid, specs, log, cancelled, workers)
+        for i, s in enumerate(specs if workers <= 1 or len(specs) <= 1 else []):
             if cancelled():
                 raise JobCancelled()
             base = {"spec": i + 1, "of": len(specs), "model": s["model"], "noise_level": s["noise_level"],
@@ -244,7 +301,7 @@ def run_job(con, job: dict) -> str:
                 log(f"[{i + 1}/{len(specs)}] {s['model']} FAILED: {type(e).__name__}: {e}")
         if failures:
             state, error = "failed", f"{failures} of {len(specs)} specs failed (see the log)"
-    except JobCancelled:
+    except (JobCancelled, Stopped):
         state = "cancelled"
         log("cancelled")
     except Exception as e:  # noqa: BLE001

@@ -55,10 +55,18 @@ class _Worker:
             self.proc.wait()
 
 
-def run_pool(specs: list[dict], force: bool, log, keep_going: bool, workers: int, label) -> list:
+class Stopped(Exception):
+    """should_stop() said so: the workers were ended, their runs read 'interrupted'."""
+
+
+def run_pool(specs: list[dict], force: bool, log, keep_going: bool, workers: int, label,
+             should_stop=None, on_update=None) -> list:
     """Fit specs on `workers` processes; results (core.train.Result or Exception) in spec order.
-    label(i) is the log prefix of spec i."""
+    label(i) is the log prefix of spec i. A caller that watches (a dashboard job) passes
+    should_stop() -> bool and on_update(n_finished, [indices being fitted]); both are called at
+    least every half second. should_stop() True ends the workers and raises Stopped."""
     from core import registry, train
+    workers = max(1, min(workers, len(specs)))
     threads = max(1, (os.cpu_count() or 1) // workers)
     log(f"{len(specs)} specs to fit on {workers} worker processes x {threads} thread(s)")
     con = registry.connect()
@@ -68,7 +76,7 @@ def run_pool(specs: list[dict], force: bool, log, keep_going: bool, workers: int
     pool: list[_Worker] = []
     ok = False
     try:
-        for _ in range(min(workers, len(specs))):
+        for _ in range(workers):
             w = _Worker(threads)
             pool.append(w)
             sel.register(w.proc.stdout, selectors.EVENT_READ, w)
@@ -82,7 +90,13 @@ def run_pool(specs: list[dict], force: bool, log, keep_going: bool, workers: int
                     queue.remove(ready)
                     w.send(ready[0], specs[ready[0]], force)
             busy = [w for w in pool if w.task is not None]
+            if should_stop is not None and should_stop():
+                raise Stopped()
+            if on_update is not None:
+                on_update(sum(r is not None for r in out), sorted(w.task for w in busy))
             timeout = max(0.05, min(q[1] for q in queue) - now) if queue else None
+            if should_stop is not None or on_update is not None:
+                timeout = 0.5 if timeout is None else min(timeout, 0.5)
             if not busy:
                 time.sleep(timeout or 0.05)
                 continue

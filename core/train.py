@@ -268,11 +268,12 @@ def default_workers() -> int:
 
 
 def run_many(specs: list[dict], force: bool = False, log=print, keep_going: bool = True,
-             workers: int = 1) -> list[Result | Exception]:
+             workers: int = 1, should_stop=None, on_update=None) -> list[Result | Exception]:
     """Run specs; a failing spec is recorded and (with keep_going) skipped. Results in spec order.
 
     workers > 1: cached specs are read here, the others are fitted by that many worker
-    processes side by side (core/pool.py); no spec is fitted twice (registry.claim_run)."""
+    processes side by side (core/pool.py); no spec is fitted twice (registry.claim_run).
+    should_stop() / on_update(n_finished, [spec indices being fitted]): see pool.run_pool."""
     con = registry.connect()
     out: list = [None] * len(specs)
     todo = list(range(len(specs)))
@@ -285,10 +286,15 @@ def run_many(specs: list[dict], force: bool = False, log=print, keep_going: bool
                 out[i] = r
             else:
                 todo.append(i)
-    if workers > 1 and len(todo) > 1:
+    watched = should_stop is not None or on_update is not None   # a job: fits stay stoppable in workers
+    if workers > 1 and (len(todo) > 1 or (todo and watched)):
         from core import pool
+        n_cached = len(specs) - len(todo)
         res = pool.run_pool([specs[i] for i in todo], force, log, keep_going, workers,
-                            label=lambda j: _label(todo[j] + 1, len(specs), specs[todo[j]]))
+                            label=lambda j: _label(todo[j] + 1, len(specs), specs[todo[j]]),
+                            should_stop=should_stop,
+                            on_update=None if on_update is None else
+                            lambda n, running: on_update(n + n_cached, [todo[j] for j in running]))
         for i, r in zip(todo, res):
             out[i] = r
         return out

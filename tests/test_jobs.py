@@ -105,10 +105,12 @@ def test_sigkill_mid_job_is_consistent_and_resumable(ds):
     w.wait()
     j = jobs.get(jid)
     assert j["state"] == "interrupted"
-    assert train.cached_result(fast) is not None          # the finished run survives
-    assert train.cached_result(slow) is None              # the half-done one is never served
     con = registry.connect()
     rid = train.spec_hash(slow, data.Dataset(DS).fingerprint)
+    # the fit ran in a worker process of the job, which ends with it (a moment later)
+    wait_for(lambda: registry.get(con, rid)["status"] == "interrupted", timeout=15)
+    assert train.cached_result(fast) is not None          # the finished run survives
+    assert train.cached_result(slow) is None              # the half-done one is never served
     assert registry.get(con, rid)["status"] == "interrupted"
     assert not (config.runs_dir() / rid).exists()
     # resume: the same specs again, with the slow one made quick to finish; the fast one is reused
@@ -154,3 +156,30 @@ def test_first_start_queues_the_quick_report_once(tmp_path, monkeypatch):
     assert ui_jobs.first_start_runs("sim-quick") is None  # only on a registry that has never run anything
     monkeypatch.setenv("LOGG_FIRST_START", "0")
     jobs.cancel(jid)
+
+
+def test_job_on_worker_processes_reports_progress_and_cancels(ds, monkeypatch):
+    """A job of several specs fits them on two worker processes (core/pool.py): its progress names
+    both models and the epoch of one, cancel ends both fits within seconds, nothing half-done is served."""
+    monkeypatch.setenv("LOGG_JOB_WORKERS", "2")
+    slow = [spec(model="lightgbm", params={"rounds": 20000, "learning_rate": 0.001, "feature_fraction": 0.07}, noise=n)
+            for n in (0.1, 1.0)]
+    jid, _ = jobs.submit(slow, "two slow")
+    w = start_worker()
+    try:
+        p = wait_for(lambda: (lambda q: q if " + " in q.get("model", "") and "epoch" in q else None)(
+            jobs.get(jid)["progress"] or {}), timeout=120, what="both specs running")
+        assert p["of"] == 2 and p["spec"] == 1 and p["epochs"] == 20000
+        assert "2 worker processes" in jobs.tail(jid)
+        t0 = time.time()
+        assert jobs.cancel(jid) == "cancelling"
+        wait_for(lambda: jobs.get(jid)["state"] == "cancelled", timeout=15)
+        assert time.time() - t0 < 10
+        con = registry.connect()
+        for s in slow:
+            assert train.cached_result(s) is None
+            rid = train.spec_hash(s, data.Dataset(DS).fingerprint)
+            wait_for(lambda: registry.get(con, rid)["status"] == "interrupted", timeout=15)
+    finally:
+        w.kill()
+        w.wait()
