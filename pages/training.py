@@ -41,8 +41,10 @@ todo = [s for s in specs if train.cached_result(s) is None]
 known = [typ.get(s["model"]) for s in todo]
 est = sum(k for k in known if k is not None)
 unknown = sum(k is None for k in known)
-cost = (f"Estimated cost: ~{max(est, 1) / 60:.1f} min on this machine (medians of earlier runs of the same model "
-        f"and profile)" + (f", plus {unknown} spec(s) of models never run here before" if unknown else "")
+n_workers = max(1, min(jobs.job_workers(), len(todo)))   # fits side by side (core/pool.py)
+cost = (f"Estimated cost: ~{max(est / n_workers, 1) / 60:.1f} min on this machine (medians of earlier runs of the "
+        f"same model and profile" + (f", {n_workers} at a time" if n_workers > 1 else "") + ")"
+        + (f", plus {unknown} spec(s) of models never run here before" if unknown else "")
         if len(known) > unknown else "No estimate yet: none of these models has run with this profile here")
 st.info(f"**{len(specs)} specs**: {len(cached)} already finished (reused), {len(todo)} to fit. {cost}.",
         icon=":material/schedule:")
