@@ -53,6 +53,7 @@ class _Worker:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.proc.stdout.close()
 
 
 class Stopped(Exception):
@@ -72,67 +73,83 @@ def run_pool(specs: list[dict], force: bool, log, keep_going: bool, workers: int
     con = registry.connect()
     out: list = [None] * len(specs)
     queue = collections.deque((i, 0.0) for i in range(len(specs)))   # (spec, not before this time)
+    tries = collections.Counter()                                      # busy answers per spec
     sel = selectors.DefaultSelector()
     pool: list[_Worker] = []
     ok = False
+
+    def start() -> _Worker:
+        w = _Worker(threads)
+        pool.append(w)
+        sel.register(w.proc.stdout, selectors.EVENT_READ, w)
+        return w
+
+    def replace(w: _Worker) -> int:
+        """A worker that ended: reap it, start another; returns its exit code."""
+        sel.unregister(w.proc.stdout)
+        pool.remove(w)
+        w.stop(kill=True)
+        start()
+        return w.proc.returncode
+
     try:
         for _ in range(workers):
-            w = _Worker(threads)
-            pool.append(w)
-            sel.register(w.proc.stdout, selectors.EVENT_READ, w)
+            start()
         while queue or any(w.task is not None for w in pool):
             now = time.monotonic()
-            for w in pool:
+            for w in list(pool):
                 if w.task is None and queue:
                     ready = next((q for q in queue if q[1] <= now), None)
                     if ready is None:
                         break
                     queue.remove(ready)
-                    w.send(ready[0], specs[ready[0]], force)
+                    try:
+                        w.send(ready[0], specs[ready[0]], force)
+                    except OSError:          # it ended while idle: the spec goes back, a new worker
+                        w.task = None
+                        queue.appendleft(ready)
+                        replace(w)
             busy = [w for w in pool if w.task is not None]
             if should_stop is not None and should_stop():
                 raise Stopped()
             if on_update is not None:
                 on_update(sum(r is not None for r in out), sorted(w.task for w in busy))
-            timeout = max(0.05, min(q[1] for q in queue) - now) if queue else None
+            # wake for the next retry only when a worker is free to take it; a watcher every 0.5 s
+            idle = len(busy) < len(pool)
+            timeout = max(0.05, min(q[1] for q in queue) - now) if queue and idle else None
             if should_stop is not None or on_update is not None:
                 timeout = 0.5 if timeout is None else min(timeout, 0.5)
-            if not busy:
-                time.sleep(timeout or 0.05)
-                continue
             for key, _ in sel.select(timeout):
                 w = key.data
+                # one request -> exactly one answer line, so a readline after select does not block
                 line = w.proc.stdout.readline()
                 i, secs = w.task, time.perf_counter() - w.t0
                 w.task = None
-                if not line:   # the worker died (killed, out of memory): the spec failed, a new worker
-                    code = w.proc.wait()
+                if not line:   # the worker ended (killed, out of memory): its spec failed, a new worker
+                    code = replace(w)
+                    if i is None:
+                        continue
                     msg = {"status": "failed", "error": f"worker process ended (exit code {code})"}
-                    sel.unregister(w.proc.stdout)
-                    pool.remove(w)
-                    nw = _Worker(threads)
-                    pool.append(nw)
-                    sel.register(nw.proc.stdout, selectors.EVENT_READ, nw)
                 else:
                     msg = json.loads(line)
-                if msg["status"] == "busy":
-                    queue.append((i, time.monotonic() + RETRY_S))
-                elif msg["status"] == "done":
+                if msg["status"] == "busy":   # retried later, backing off: 2, 4, 8, then every 10 s
+                    tries[i] += 1
+                    queue.append((i, time.monotonic() + min(10.0, RETRY_S * 2 ** (tries[i] - 1))))
+                    continue
+                if msg["status"] == "done":
                     r = train.cached_result(specs[i], con=con)
-                    if r is None:
-                        out[i] = RuntimeError(f"run {msg['run_id']} reported done but is not in the registry")
-                        log(f"{label(i)}: FAILED: {out[i]}")
+                    if r is not None:
+                        r.cached = bool(msg["cached"])
+                        m = r.metrics
+                        log(f"{label(i)}: R2={m['r2']:.3f} MAE={m['mae']:.3f} "
+                            f"({'cached' if r.cached else f'{secs:.1f} s'})")
+                        out[i] = r
                         continue
-                    r.cached = bool(msg["cached"])
-                    m = r.metrics
-                    log(f"{label(i)}: R2={m['r2']:.3f} MAE={m['mae']:.3f} "
-                        f"({'cached' if r.cached else f'{secs:.1f} s'})")
-                    out[i] = r
-                else:
-                    log(f"{label(i)}: FAILED: {msg['error']}")
-                    out[i] = RuntimeError(msg["error"])
-                    if not keep_going:
-                        raise out[i]
+                    msg = {"status": "failed", "error": f"run {msg['run_id']} reported done but is not in the registry"}
+                log(f"{label(i)}: FAILED: {msg['error']}")
+                out[i] = RuntimeError(msg["error"])
+                if not keep_going:
+                    raise out[i]
         ok = True
     finally:
         for w in pool:
@@ -156,6 +173,11 @@ def _die_with_parent(parent: int) -> None:
 
 def main() -> int:
     """The worker side: one JSON request per line on stdin, one JSON answer per line on stdout."""
+    import signal
+
+    def _interrupt(signum, frame):   # SIGTERM (cancel, parent gone): run() cleans up, its row reads 'interrupted'
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, _interrupt)
     _die_with_parent(int(os.environ.get("LOGG_POOL_PARENT", os.getppid())))
     answer = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)                  # whatever a model prints goes to stderr, not into the answers
@@ -171,6 +193,15 @@ def main() -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    try:
+        _serve(answer, log)
+    except KeyboardInterrupt:   # cancelled or the parent ended: the run is already marked interrupted
+        return 130
+    return 0
+
+
+def _serve(answer, log) -> None:
+    from core import train
     for line in sys.stdin:
         req = json.loads(line)
         try:
@@ -181,7 +212,6 @@ def main() -> int:
         except Exception as e:   # recorded in the registry by run()
             msg = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
         answer.write(json.dumps(msg) + "\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -81,6 +81,8 @@ def transaction(con: sqlite3.Connection):
 
 
 def _pid_alive(pid: int | None) -> bool:
+    """Whether a process with this pid runs; a zombie (ended, not yet reaped by its parent, e.g.
+    under a container's PID 1 that does not reap) counts as ended."""
     if not pid:
         return False
     try:
@@ -89,7 +91,11 @@ def _pid_alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+        return stat[stat.rindex(")") + 2] != "Z"
+    except (OSError, ValueError, IndexError):   # no /proc (macOS): trust kill(0)
+        return True
 
 
 def _row(r: sqlite3.Row | None) -> dict | None:
@@ -122,16 +128,22 @@ def _upsert_running(con, run_id: str, spec: dict, dataset_fp: str, code_version:
          dataset_fp, float(spec["noise_level"]), int(spec["seed"]), device, code_version, os.getpid(), t, t))
 
 
-def claim_run(con, run_id: str, spec: dict, dataset_fp: str, code_version: str, device: str):
-    """Mark a run 'running' for this process unless another live process is fitting it.
+def claim_run(con, run_id: str, spec: dict, dataset_fp: str, code_version: str, device: str,
+              force: bool = False):
+    """Mark a run 'running' for this process unless another live process is fitting it, or
+    (without force) another process finished it since the caller last looked.
 
     Returns (claimed, previous row or None). Not claimed when the row reads 'running' with the
-    pid of another process that is still alive: two processes never fit the same spec at once."""
+    pid of another process that is still alive (two processes never fit the same spec at once),
+    or reads 'done' and force is off (the caller serves the cached run)."""
     with transaction(con):
         prev = con.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
         prev = dict(prev) if prev else None
         if prev and prev["status"] == "running" and prev.get("pid") not in (None, os.getpid()) \
                 and _pid_alive(prev["pid"]):
+            return False, prev
+        if prev and prev["status"] == "done" and not force and prev.get("artifact_path") \
+                and (Path(prev["artifact_path"]) / "run.json").exists():
             return False, prev
         _upsert_running(con, run_id, spec, dataset_fp, code_version, device)
     return True, prev

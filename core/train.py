@@ -174,9 +174,12 @@ def run(spec: dict, force: bool = False, log=print, con=None, on_progress=None) 
     device = pick_device()
     said = False
     while True:   # one process fits a spec at a time; the others wait for it (or step aside)
-        claimed, prev = registry.claim_run(con, rid, spec, ds.fingerprint, code_version(), device)
+        claimed, prev = registry.claim_run(con, rid, spec, ds.fingerprint, code_version(), device, force=force)
         if claimed:
             break
+        if prev["status"] == "done":   # finished by another process since the check above
+            return Result(rid, spec, json.loads(prev["metrics"] or "{}"), json.loads(prev["timings"] or "{}"),
+                          Path(prev["artifact_path"]), cached=True)
         if not WAIT_FOR_OTHERS:
             raise RunBusy(f"{spec['model']} (run {rid}) is being fitted by process {prev.get('pid')}")
         if not said:

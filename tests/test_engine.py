@@ -238,31 +238,75 @@ def test_a_dependency_fitted_elsewhere_releases_the_dependent_run(engine_ds, mon
 
 
 def test_run_many_fits_in_worker_processes(engine_ds):
-    """Two worker processes: every spec done, none by this process, a spec held by another process
-    handed back and fitted once that process is gone, and the same models as a fit in this process."""
+    """Two worker processes: every spec done, none by this process; two specs held by another
+    process are handed back (not waited on), so the free specs finish while they are held, and
+    the held ones are fitted once the holder is gone; the same models as a fit in this process."""
     import threading
     con = registry.connect()
     specs = [spec(engine_ds, params={"alphas": [a]}, noise_level=n) for a in (11.0, 12.0) for n in (0.1, 1.0)]
-    held = spec(engine_ds, params={"alphas": [14.0]})
-    rid, other = _owned_by_another_live_process(con, held, engine_ds)
+    held = [spec(engine_ds, params={"alphas": [a]}) for a in (14.0, 15.0)]
+    owners = [_owned_by_another_live_process(con, h, engine_ds) for h in held]
     released = []
-    threading.Timer(4.0, lambda: (_end(other), released.append(registry.now()))).start()
+    threading.Timer(8.0, lambda: ([_end(o) for _, o in owners], released.append(registry.now()))).start()
     try:
         lines = []
-        res = train.run_many([held] + specs, workers=2, log=lines.append)
+        res = train.run_many(held + specs, workers=2, log=lines.append)
     finally:
-        _end(other)
+        [_end(o) for _, o in owners]
     assert not [r for r in res if isinstance(r, Exception)], lines
-    assert [r.run_id for r in res][0] == rid
+    assert [r.run_id for r in res[:2]] == [rid for rid, _ in owners]
     rows = [registry.get(con, r.run_id) for r in res]
     assert all(row["status"] == "done" for row in rows)
     assert os.getpid() not in {row["pid"] for row in rows}           # fitted in the workers
-    assert registry.history(con, rid) and len(registry.history(con, rid)) == 1
-    assert rows[0]["finished"] >= released[0]                        # only after the holder was gone
+    for rid, _ in owners:
+        assert len(registry.history(con, rid)) == 1
+    assert all(row["finished"] >= released[0] for row in rows[:2])   # only after the holder was gone
+    assert all(row["finished"] < released[0] for row in rows[2:])    # the workers did not wait on them
     assert "2 worker processes" in lines[0]
-    for s, r in zip(specs, res[1:]):                                  # the same model as a fit here
+    for s, r in zip(specs, res[2:]):                                  # the same model as a fit here
         again = train.run(s, force=True, log=lambda m: None)
         np.testing.assert_allclose(again.metrics["r2"], r.metrics["r2"], rtol=1e-6)
+
+
+def test_a_worker_that_dies_fails_its_spec_and_the_rest_go_on(engine_ds):
+    import signal
+    import threading
+    con = registry.connect()
+    slow = spec(engine_ds, model="lightgbm", params={"rounds": 20000, "learning_rate": 0.001, "feature_fraction": 0.05})
+    rest = [spec(engine_ds, params={"alphas": [a]}) for a in (21.0, 22.0, 23.0)]
+    rid = train.spec_hash(train.normalise_spec(slow), data.Dataset(engine_ds).fingerprint)
+    killed = []
+
+    def kill_slow():
+        con = registry.connect()   # a connection of this thread
+        t0 = time.time()
+        while time.time() - t0 < 120 and not killed:
+            row = registry.get(con, rid)
+            if row and row["status"] == "running" and row["pid"] != os.getpid():
+                os.kill(row["pid"], signal.SIGKILL)
+                killed.append(row["pid"])
+            time.sleep(0.2)
+    threading.Thread(target=kill_slow, daemon=True).start()
+    lines = []
+    res = train.run_many([slow] + rest, workers=2, log=lines.append)
+    assert killed
+    assert isinstance(res[0], Exception) and "worker process ended" in str(res[0])
+    assert all(not isinstance(r, Exception) for r in res[1:]), lines
+    assert registry.get(con, rid)["status"] == "interrupted" and train.cached_result(slow) is None
+
+
+def test_a_run_finished_elsewhere_meanwhile_is_served_not_refitted(engine_ds, monkeypatch):
+    """Between run()'s cache check and its claim another process finishes the spec: run() serves it."""
+    s = spec(engine_ds, params={"alphas": [31.0]})
+    first = train.run(s)
+    from models.linear import RidgeModel
+
+    def boom(*a, **k):
+        raise AssertionError("refitted a run another process had finished")
+    monkeypatch.setattr(RidgeModel, "fit", boom)
+    monkeypatch.setattr(registry, "finished", lambda con, rid: None)   # the check ran just before it finished
+    again = train.run(s)
+    assert again.cached and again.run_id == first.run_id and again.metrics["r2"] == first.metrics["r2"]
 
 
 def test_a_parameter_at_its_default_is_the_same_spec():
@@ -275,8 +319,8 @@ def test_a_parameter_at_its_default_is_the_same_spec():
 
 
 def test_killing_train_stops_its_worker_processes(engine_ds):
-    """SIGKILL of `python -m core train --workers 2`: its workers end too (no orphan fitting on)
-    and their runs read 'interrupted', not 'running'."""
+    """SIGKILL of `python -m core train --workers 2`: its workers end too (no orphan fitting on),
+    their runs read 'interrupted' (or 'done' if one completed in that instant), no temp folders."""
     import signal
     con = registry.connect()
     before = {r["run_id"] for r in registry.runs(con)}
@@ -299,8 +343,10 @@ def test_killing_train_stops_its_worker_processes(engine_ds):
         while time.time() - t0 < 20 and any(registry._pid_alive(q) for q in pids):
             time.sleep(0.2)
         assert not any(registry._pid_alive(q) for q in pids), "a worker outlived its killed parent"
-        for r in rows:
-            assert registry.get(con, r["run_id"])["status"] == "interrupted"
+        for r in rows:   # never left 'running'; 'done' only when the fit completed just before the kill
+            g = registry.get(con, r["run_id"])
+            assert g["status"] == "interrupted" or (g["status"] == "done" and registry.finished(con, r["run_id"]))
+        assert not list(config.runs_dir().glob("*.tmp-*"))   # the workers cleaned up as they ended
     finally:
         if p.poll() is None:
             p.kill()
