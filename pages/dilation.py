@@ -3,6 +3,7 @@ against the distribution of the simulator's line widths (FWHM and 10 %-depth wid
 from __future__ import annotations
 
 import altair as alt
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -54,18 +55,27 @@ else:
 w = widths()
 long = pd.concat([pd.DataFrame({"width_px": w["fwhm_px"], "measure": "FWHM"}),
                   pd.DataFrame({"width_px": w["fw10_px"], "measure": "full width at 10% depth (wings)"})])
-hist = alt.Chart(long).mark_bar(opacity=0.6).encode(
-    x=alt.X("width_px:Q", bin=alt.Bin(step=1), title="line width [pixels]"),
-    y=alt.Y("count():Q", title="lines (x stars)", stack=None),
-    color=alt.Color("measure:N", title=None, legend=alt.Legend(orient="top")))
+# counts per whole pixel, drawn on a log axis: line widths (a few px) and receptive fields (hundreds to
+# thousands of px) are orders of magnitude apart
+counts = (long.assign(lo=np.floor(long["width_px"].clip(lower=1)))
+          .groupby(["measure", "lo"]).size().rename("lines").reset_index())
+counts["hi"] = counts["lo"] + 1
+xscale = alt.Scale(type="log")
+hist = alt.Chart(counts).mark_bar(opacity=0.6).encode(
+    x=alt.X("lo:Q", scale=xscale, title="line width or receptive field [pixels, log scale]"), x2="hi:Q",
+    y=alt.Y("lines:Q", title="lines (x stars)", stack=None), y2=alt.datum(0),
+    color=alt.Color("measure:N", title=None, legend=alt.Legend(orient="top")),
+    tooltip=["measure", alt.Tooltip("lo:Q", title="width from [px]"), "lines"])
 layers = [hist]
 rf = done[done["receptive_field_px"].notna()] if not done.empty else pd.DataFrame()
 if len(rf):
-    rf = rf.drop_duplicates("method")[["method", "receptive_field_px"]]
+    rf = rf.drop_duplicates("method")[["method", "receptive_field_px"]].sort_values("receptive_field_px")
+    rf["label_y"] = [12 + 40 * (k % 3) for k in range(len(rf))]   # staggered: close rules keep readable labels
     layers.append(alt.Chart(rf).mark_rule(color="black", strokeWidth=2).encode(
-        x="receptive_field_px:Q", tooltip=["method", alt.Tooltip("receptive_field_px:Q", title="receptive field [px]")]))
-    layers.append(alt.Chart(rf).mark_text(angle=270, dx=-40, dy=-6, fontSize=11).encode(
-        x="receptive_field_px:Q", y=alt.value(40), text="method"))
+        x=alt.X("receptive_field_px:Q", scale=xscale),
+        tooltip=["method", alt.Tooltip("receptive_field_px:Q", title="receptive field [px]")]))
+    layers.append(alt.Chart(rf).mark_text(align="right", dx=-4, fontSize=11).encode(
+        x=alt.X("receptive_field_px:Q", scale=xscale), y=alt.Y("label_y:Q", scale=None), text="method"))
 st.altair_chart(alt.layer(*layers).properties(
     title="Receptive fields of the runs (black rules) against the widths of the simulator's lines", height=340),
     width="stretch")
