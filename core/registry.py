@@ -76,7 +76,13 @@ def transaction(con: sqlite3.Connection):
         yield con
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        # an interrupt (Ctrl-C, a worker's SIGTERM) can land after COMMIT took effect: roll back
+        # only an open transaction, and never let the rollback's error replace the interrupt
+        if con.in_transaction:
+            try:
+                con.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
         raise
 
 

@@ -350,3 +350,14 @@ def test_killing_train_stops_its_worker_processes(engine_ds):
     finally:
         if p.poll() is None:
             p.kill()
+
+
+def test_an_interrupt_after_commit_stays_an_interrupt():
+    """A KeyboardInterrupt (SIGTERM in a pool worker) that lands once COMMIT has run must reach
+    run(), which then marks the run 'interrupted'; it used to become 'cannot rollback' (failed)."""
+    con = registry.connect()
+    with pytest.raises(KeyboardInterrupt):
+        with registry.transaction(con):
+            con.execute("COMMIT")
+            raise KeyboardInterrupt
+    assert not con.in_transaction
