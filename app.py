@@ -8,7 +8,7 @@ import streamlit as st
 
 st.set_page_config(page_title="log g from spectra", page_icon="⭐", layout="wide")
 
-from core import appstate  # noqa: E402  (set_page_config must be the first Streamlit call)
+from pages._ui import appstate  # noqa: E402  (set_page_config must be the first Streamlit call)
 
 PAGES = [
     st.Page("pages/data.py", title="Data", icon=":material/database:", default=True),

@@ -49,7 +49,7 @@ def throughput(device: str, batch: int = 256, repeats: int = 3) -> dict:
     import numpy as np
     import torch
 
-    from core import simulate
+    from core.physics import simulate
     sim = simulate.Simulator().to(device)
     rng = np.random.default_rng(0)
     lab = torch.tensor(np.c_[rng.uniform(3500, 7000, batch), rng.uniform(1, 5, batch),
@@ -145,7 +145,7 @@ def main() -> None:
     a = ap.parse_args()
     import torch
 
-    from core import simulate
+    from core.physics import simulate
     machine = {"date": _dt.date.today().isoformat(), "nproc": os.cpu_count(), "cpu": cpu_model(),
                "torch": torch.__version__, "threads": torch.get_num_threads(),
                "load": " / ".join(f"{x:.1f}" for x in os.getloadavg()),

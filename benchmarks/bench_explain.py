@@ -28,11 +28,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-
 from bench_data import cpu_model  # noqa: E402
 from bench_engine import write_section  # noqa: E402
-from core import config, explain, registry, report, suites, train  # noqa: E402
+
+from core import config  # noqa: E402
+from core.analysis import report, saliency  # noqa: E402
 from core.data import Dataset  # noqa: E402
+from core.engine import registry, suites, train  # noqa: E402
 
 
 def main() -> None:
@@ -63,7 +65,7 @@ def main() -> None:
         for p in phys_dir.glob(f"physics_noise{nl:g}_n200.npz"):
             p.unlink()                                   # a cold computation
         t = time.perf_counter()
-        ph = explain.dataset_physics(ds, nl, max_stars=200)
+        ph = saliency.dataset_physics(ds, nl, max_stars=200)
         t_fisher = time.perf_counter() - t
         c_r2 = f"{r.metrics['r2']:.3f}" if r else "not run"
         c_fit = f"{(r.timings or {}).get('fit_s', float('nan')) + (r.timings or {}).get('predict_s', 0):.1f}" if r else "-"
@@ -75,7 +77,7 @@ def main() -> None:
               "Cramer-Rao figure, is what the learned models (which also learn the prior) are measured against.", ""]
 
     # saliency cost of every torch model of the report, cold
-    lines += [f"### Saliency cost (cold; {explain.SALIENCY_STARS} test spectra)", "",
+    lines += [f"### Saliency cost (cold; {saliency.SALIENCY_STARS} test spectra)", "",
               "| model | noise | gradient x input + integrated gradients + occlusion [s] | IG completeness (median relative error) |",
               "|---|---|---|---|"]
     for spec in suites.suite("report", a.profile):
@@ -91,7 +93,7 @@ def main() -> None:
             shutil.move(sal, bak)
         else:
             bak = None
-        out = explain.run_saliency(r, ds)
+        out = saliency.run_saliency(r, ds)
         if bak is not None:
             sal.unlink()
             shutil.move(bak, sal)

@@ -27,11 +27,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from bench_data import cpu_model  # noqa: E402
+from bench_engine import write_section  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from bench_data import cpu_model  # noqa: E402
-from bench_engine import write_section  # noqa: E402
 from core import config  # noqa: E402
 
 BATCH, PIX = 128, 4096

@@ -23,10 +23,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-
 from bench_data import cpu_model  # noqa: E402
 from bench_engine import write_section  # noqa: E402
-from core import config, latent, registry  # noqa: E402
+
+from core import config, data  # noqa: E402
+from core.analysis import latent  # noqa: E402
+from core.engine import registry  # noqa: E402
 
 
 def f3(v) -> str:
@@ -76,8 +78,8 @@ def main() -> None:
     L += ["", "### Best extraction per label (encoder on flux)", "",
           "| noise | label | probe | best layer + pooling | R^2 |", "|---|---|---|---|---|"]
     for noise in sorted(g["noise"].unique()):
-        for label in latent.LABELS:
-            for probe in latent.PROBES:
+        for label in data.LABELS:
+            for probe in probes.PROBES:
                 b = latent.best_extraction(g, "flux", noise, label, probe)
                 if b:
                     L.append(f"| {noise:g} | {label} | {probe} | {b['layer']} + {b['pooling']} | {b['r2']:.3f} |")

@@ -30,6 +30,7 @@ from bench_engine import write_section  # noqa: E402
 sys.path.insert(0, str(ROOT / "tests"))
 from test_browser import ARGS, CHROMIUM, _app  # noqa: E402  (the browser test's app starter and chromium flags)
 
+
 def wait_done(page, timeout: float = 120.0, quiet: float = 1.0) -> float:
     """Seconds until the status widget has been gone for `quiet` s (returned without the quiet time)."""
     t0, since = time.perf_counter(), None
@@ -48,8 +49,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--profile", default="quick")
     a = ap.parse_args()
-    from playwright.sync_api import sync_playwright
     import tempfile
+
+    from playwright.sync_api import sync_playwright
     os.environ.update(LOGG_PROFILE=a.profile)   # the sidebar opens on this profile's runs
     results: dict[str, list] = {}
     log_path = Path(tempfile.mkdtemp(prefix="bench_pages_")) / "streamlit.log"

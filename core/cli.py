@@ -6,7 +6,6 @@ prints a traceback for a user's mistake.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -47,7 +46,7 @@ def cmd_data(a) -> int:
 
 def _suite_specs(a) -> list[dict]:
     """The specs of --suite for --profile/--dataset, narrowed to --only models."""
-    from core import suites
+    from core.engine import suites
     specs = suites.suite(a.suite, a.profile, a.dataset)
     if a.only:
         only = set(a.only.split(","))
@@ -58,7 +57,8 @@ def _suite_specs(a) -> list[dict]:
 
 
 def cmd_train(a) -> int:
-    from core import data, train
+    from core import data
+    from core.engine import executor
     specs = _suite_specs(a)
     if a.noise is not None:
         specs = [s for s in specs if abs(s["noise_level"] - a.noise) < 1e-9]
@@ -69,8 +69,8 @@ def cmd_train(a) -> int:
         print(f"data set {ds_name} not found: building it (profile {a.profile})", file=sys.stderr)
         data.build(name=ds_name, profile=a.profile, progress=_bar)
     t = time.time()
-    workers = a.workers if a.workers else train.default_workers()
-    res = train.run_many(specs, force=a.force, workers=workers)
+    workers = a.workers if a.workers else executor.default_workers()
+    res = executor.run_many(specs, force=a.force, workers=workers)
     failed = sum(isinstance(r, Exception) for r in res)
     print(f"{len(res) - failed} of {len(res)} runs done in {time.time() - t:.1f} s"
           + (f"; {failed} failed (see python -m core runs --failed)" if failed else ""))
@@ -78,13 +78,13 @@ def cmd_train(a) -> int:
 
 
 def cmd_report(a) -> int:
-    from core import report
+    from core.analysis import report
     print(report.markdown(a.suite, a.profile, a.dataset))
     return 0
 
 
 def cmd_runs(a) -> int:
-    from core import registry
+    from core.engine import registry
     con = registry.connect()
     rows = registry.runs(con, status="failed" if a.failed else None)
     for r in rows:
@@ -99,7 +99,7 @@ def cmd_runs(a) -> int:
 
 
 def cmd_jobs(a) -> int:
-    from core import jobs
+    from core.engine import jobs
     token = a.token
     if a.action == "submit":
         specs = _suite_specs(a)
@@ -130,7 +130,7 @@ def cmd_jobs(a) -> int:
 
 
 def cmd_digest(a) -> int:
-    from core import digest
+    from core.analysis import digest
     md = digest.build(a.profile, a.dataset, since=a.since, lang=a.lang)
     if a.out:
         with open(a.out, "w") as f:
@@ -142,7 +142,7 @@ def cmd_digest(a) -> int:
 
 
 def cmd_worker(a) -> int:
-    from core import jobs
+    from core.engine import jobs
     n = jobs.worker(idle_exit_s=a.idle, once=a.once)
     print(f"worker: {n} job(s) run", file=sys.stderr)
     return 0
@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     d.set_defaults(func=cmd_data)
 
-    from core.suites import SUITES
+    from core.engine.suites import SUITES
     t = sub.add_parser("train", help="run a suite of specs (cached runs are reused)")
     t.add_argument("--suite", default="report", choices=list(SUITES))
     t.add_argument("--profile", default="quick", choices=list(config.PROFILES))
@@ -208,8 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--once", action="store_true", help="exit as soon as the queue is empty")
     w.set_defaults(func=cmd_worker)
 
-    from core import predict
-    predict.add_parser(sub)
+    from core.predict import cli as predict_cli
+    predict_cli.add_parser(sub)
     return p
 
 

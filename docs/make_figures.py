@@ -21,8 +21,8 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from core import lines as line_lists  # noqa: E402
-from core import simulate  # noqa: E402
+from core.physics import lines as line_lists  # noqa: E402
+from core.physics import simulate  # noqa: E402
 
 OUT = ROOT / "docs" / "figures"
 DPI = 110

@@ -7,11 +7,19 @@
                                                          torch via state_dict + weights_only=True)
     model.n_params               -> int       number of fitted parameters
 
+A family's behaviour beyond that is a class attribute or method here, with a default that fits
+most families, so that nothing outside models/ asks what kind of model it holds:
+    inputs, param_defaults, hyper_params      what it reads and which parameters it takes
+    requires(spec) / dependency_runs() / attach()   runs it needs (an encoder before its probes)
+    differentiable, forward_tensor, pixel_importance(), spectrum_saliency(view)   why it answers
+    per_spectrum_fit, fits_all_labels, label_fit(view), input_error(error, covered)   how Predict runs it
+
 `inputs` (a key of core.data.INPUTS) names what the view must contain; the engine builds
 the views from the spec, so a model never reads files itself.
 """
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +31,14 @@ TARGET = 1  # column of log g in View.y (teff, logg, mh)
 
 
 @dataclass
+class Dependency:
+    """A finished run this one needs (Model.requires), handed over by the engine."""
+    run_id: str
+    metrics: dict
+    model: "Model"
+
+
+@dataclass
 class FitContext:
     profile: dict                       # core.config.profile(...) values: epochs, batch_size, patience, ...
     seed: int = 0
@@ -31,6 +47,7 @@ class FitContext:
     progress: Callable[..., None] = field(default=lambda **kw: None)  # progress(epoch=, of=, val_loss=, ...)
     log: Callable[[str], None] = field(default=lambda msg: None)
     dataset: object = None              # the core.data.Dataset the views come from (read-only use)
+    deps: dict = field(default_factory=dict)   # name -> Dependency, for the names requires() gave
 
 
 class Model:
@@ -40,10 +57,88 @@ class Model:
     # parameters whose default the engine fills in: a spec that names one at this value is the
     # same spec (same hash, same cached run) as one that leaves it out
     param_defaults: dict = {}
+    # the parameters a family reads from self.params when its constructor takes **params; with
+    # explicit keyword arguments the constructor's signature says it (see accepted_params)
+    hyper_params: tuple = ()
+    # a torch family whose network input is a torch function of view.x sets this and forward_tensor
+    differentiable = False
+    # predict() fits each spectrum on its own (slow): Predict runs it once, without noise re-draws
+    per_spectrum_fit = False
+    # label_fit() gives all three labels at once (Teff, log g, [M/H]) with their 1-sigma
+    fits_all_labels = False
 
     def __init__(self, **params):
+        self.check_params(params)
         self.params = params
 
+    # -- parameters -------------------------------------------------------------------------
+    @classmethod
+    def accepted_params(cls) -> set[str]:
+        """Names a spec may set for this family: every keyword of the constructors along the class
+        hierarchy (down to the first that takes no **params) and every class's hyper_params."""
+        names = set()
+        for klass in cls.__mro__:
+            names |= set(vars(klass).get("hyper_params", ()))
+        for klass in cls.__mro__:
+            init = vars(klass).get("__init__")
+            if init is None or klass is Model:
+                continue
+            ps = inspect.signature(init).parameters.values()
+            names |= {p.name for p in ps if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+            if not any(p.kind is p.VAR_KEYWORD for p in ps):
+                break
+        return names
+
+    @classmethod
+    def check_params(cls, params: dict) -> None:
+        known = cls.accepted_params()
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ValueError(f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for "
+                             f"{cls.__name__}; it takes: {', '.join(sorted(known)) or 'none'}")
+
+    # -- runs this one needs ----------------------------------------------------------------
+    @classmethod
+    def requires(cls, spec: dict) -> dict[str, dict]:
+        """Runs to fit before this one, by name: {name: fields of this spec to replace}. The engine
+        fits or loads each first and hands it to fit() as ctx.deps[name] (a Dependency)."""
+        return {}
+
+    def dependency_runs(self) -> dict[str, str]:
+        """Run ids a fitted model still reads when it predicts (name -> run id); the engine loads
+        them with the model and hands each over through attach()."""
+        return {}
+
+    def attach(self, name: str, model: "Model") -> None:  # pragma: no cover - only families with dependency_runs
+        raise NotImplementedError
+
+    # -- explanation and Predict ------------------------------------------------------------
+    def pixel_importance(self) -> np.ndarray | None:
+        """A per-pixel importance of the fitted model as a whole (coefficients, gain), or None."""
+        return None
+
+    def spectrum_saliency(self, view) -> dict | None:
+        """How much each pixel of the first spectrum of `view` moves this model's answer, summed
+        over input channels: {"values": (P,), "kind": words}. Default: |gradient x input| for a
+        differentiable model, else None (no saliency)."""
+        if not self.differentiable:
+            return None
+        import torch
+
+        from models.attribution import gradient_x_input
+        g = gradient_x_input(self.forward_tensor, torch.as_tensor(view.x[:1])).detach().numpy()
+        return {"values": np.abs(g[0]).sum(0), "kind": "|gradient × input|"}
+
+    def label_fit(self, view) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - fits_all_labels only
+        """(n, 3) best-fit labels and their (n, 3) 1-sigma, for a family with fits_all_labels."""
+        raise NotImplementedError
+
+    def input_error(self, error: np.ndarray, covered: np.ndarray) -> np.ndarray:
+        """The error channel Predict hands this model for pixels an upload covers (covered True)
+        and gap-filled ones; a chi^2 fitter gives the filled ones an error that makes it ignore them."""
+        return error
+
+    # -- the rest of the interface ----------------------------------------------------------
     def fit(self, train, val, ctx: FitContext):  # pragma: no cover - interface
         raise NotImplementedError
 

@@ -52,18 +52,36 @@ import copy
 import dataclasses
 import json
 
-from core.trainer import TorchModel, as_float_tensor, fit_torch, predict_torch  # first: it sets OMP_WAIT_POLICY before torch loads
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.nn import functional as F  # noqa: E402
+from models import latent_features as lf
+from models.trainer import TorchModel, as_float_tensor, fit_torch, predict_torch
 
 LAYERS = ("enc1", "enc2", "enc_pre_latent", "enc_last")   # the named layers the latent is read from
 WIDTHS = (24, 32, 48, 48)                                   # enc1, enc2, enc_pre_latent, enc_last
 UNSHUFFLE = 8                                               # pixels folded into channels at the input
 DOWN = 4                                                    # stride of every down-sampling step
 PAD_TO = UNSHUFFLE * DOWN ** 3                              # input length is padded to a multiple of this
+
+
+def nominal_shape(layer: str, n_pix: int = 4096) -> tuple[int, int]:
+    """A layer's (channels, positions) from the architecture alone (no fitted model needed)."""
+    p = -(-n_pix // PAD_TO) * PAD_TO
+    i = LAYERS.index(layer)
+    return WIDTHS[i], p // UNSHUFFLE // DOWN ** i
+
+
+ENCODER_PARAMS: dict = {}   # the parameters of the encoder every probe and head reads (its defaults)
+
+
+def encoder_dependency(variant: str, noise: float) -> dict:
+    """What a probe or head needs of its encoder's spec (Model.requires): the encoder of that
+    variant (= its inputs) trained at that noise level, on the same data set, profile and seed."""
+    return {"model": "blindspot", "params": dict(ENCODER_PARAMS), "inputs": variant, "noise_level": float(noise),
+            "target": "logg"}
 
 
 def _block(c_in, c_out, k):
@@ -204,6 +222,7 @@ def _ridge_readout(Xtr, ytr, Xva, yva):
 class BlindSpotEncoder(TorchModel):
     """The self-supervised encoder. Params: mask_stride (8), epochs (None: the profile's), lr (2e-3),
     weight_decay (1e-4). Labels are used only by the Ridge read-out fitted after training."""
+    hyper_params = ("lr", "weight_decay")
     inputs = "flux"
     family = "blindspot"
     lr = 2e-3
@@ -321,9 +340,8 @@ class HeadNet(nn.Module):
     def __init__(self, encoder: BlindSpotNet, layer: str, pooling: str, channels: int, length: int,
                  hidden: int = 128, dropout: float = 0.1):
         super().__init__()
-        from core.latent import pooled_dim
         self.encoder, self.layer, self.pooling = encoder, layer, pooling
-        d = pooled_dim(channels, length, pooling)
+        d = lf.pooled_dim(channels, length, pooling)
         self.head = nn.Sequential(
             MapStandardise(channels), nn.Conv1d(channels, channels, 3, padding=1), nn.GELU(), Pool(pooling),
             nn.LayerNorm(d), nn.Linear(d, hidden), nn.GELU(), nn.Dropout(dropout),
@@ -344,15 +362,14 @@ class Pool(nn.Module):
         self.pooling = pooling
 
     def forward(self, m):
-        from core.latent import pool_torch
-        return pool_torch(m, self.pooling)
+        return lf.pool_torch(m, self.pooling)
 
 
 class BlindSpotHead(TorchModel):
     """Frozen encoder + MLP head. Params: encoder ('flux' | 'flux+error': which encoder variant),
     encoder_noise (the noise level the encoder was trained at), layer ('enc_pre_latent'), pooling
     ('seg_mean_K8'), hidden (128), lr, weight_decay. The encoder comes from its own cached run
-    (core.train.run of core.latent.encoder_spec), so it is trained once and shared."""
+    (its dependency: `requires`), so it is trained once and shared."""
     inputs = "flux"
     family = "blindspot_head"
     weight_decay = 1e-3
@@ -361,14 +378,12 @@ class BlindSpotHead(TorchModel):
     defaults = {"encoder": "flux", "encoder_noise": 1.0, "layer": "enc_pre_latent", "pooling": "seg_mean_K8",
                 "hidden": 128}
 
-    def __init__(self, **params):
-        # params are kept as given (defaults filled in `p`), so the fine-tuned head finds the
-        # frozen head's run by the very params of its own spec
-        unknown = set(params) - set(self.defaults) - {"lr", "weight_decay"}
-        if unknown:
-            raise ValueError(f"unknown params {sorted(unknown)} for {self.family}; known: "
-                             f"{', '.join(list(self.defaults) + ['lr', 'weight_decay'])}")
-        super().__init__(**params)
+    hyper_params = ("encoder", "encoder_noise", "layer", "pooling", "hidden")
+
+    @classmethod
+    def requires(cls, spec: dict) -> dict[str, dict]:
+        p = {**cls.defaults, **spec["params"]}
+        return {"encoder": encoder_dependency(p["encoder"], p["encoder_noise"])}
 
     @property
     def p(self) -> dict:
@@ -382,22 +397,17 @@ class BlindSpotHead(TorchModel):
     def _inputs(self, view):
         return view.x
 
-    def _encoder_model(self, ctx):
-        from core import latent
-        return latent.load_encoder(self.p["encoder"], float(self.p["encoder_noise"]), ctx)
-
     def fit(self, train, val, ctx):
-        from core import latent
         p = self.p
         self.target_ = int(ctx.target)
-        enc_model, self.encoder_run_id_ = self._encoder_model(ctx)
-        latent.check_inputs(p["encoder"], train)
+        enc_model, self.encoder_run_id_ = ctx.deps["encoder"].model, ctx.deps["encoder"].run_id
+        lf.check_inputs(p["encoder"], train)
         ea = enc_model.arch_
-        shape = latent.layer_shape(enc_model, p["layer"])
+        shape = lf.layer_shape(enc_model, p["layer"])
         self.arch_ = {"n_in": ea["n_in"], "widths": ea["widths"], "mask_stride": ea["mask_stride"],
                       "layer": p["layer"], "pooling": p["pooling"], "channels": shape[0], "length": shape[1],
                       "hidden": int(p["hidden"]), "encoder_run_id": self.encoder_run_id_, "finetune": self.finetune}
-        if not latent.valid_pooling(shape, p["pooling"]):
+        if not lf.valid_pooling(shape, p["pooling"]):
             raise ValueError(f"pooling {p['pooling']} does not apply to {p['layer']} of shape {shape}")
         torch.manual_seed(int(ctx.seed))
         net = self._build()
@@ -410,8 +420,8 @@ class BlindSpotHead(TorchModel):
             for q in net.encoder.parameters():
                 q.requires_grad_(False)
             # the encoder is frozen, so its maps are computed once and the head trains on them
-            mtr = latent.layer_maps(enc_model, self.encoder_run_id_, train, p["layer"])
-            mva = latent.layer_maps(enc_model, self.encoder_run_id_, val, p["layer"])
+            mtr = lf.layer_maps(enc_model, self.encoder_run_id_, train, p["layer"])
+            mva = lf.layer_maps(enc_model, self.encoder_run_id_, val, p["layer"])
             net.head[0].set(mtr)
             self.history_ = fit_torch(net.head, mtr, ytr, mva, yva, ctx, lr=lr, weight_decay=wd)
             net.y_mean.copy_(net.head.y_mean)
@@ -454,13 +464,20 @@ class BlindSpotFinetune(BlindSpotHead):
     finetune = True
     lr = 3e-4
 
+    @classmethod
+    def requires(cls, spec: dict) -> dict[str, dict]:
+        """The encoder, and the frozen head with the same params (its learning rate differs by
+        design) whose network this one starts from: linear probe, then fine-tune."""
+        p = spec["params"]
+        frozen = {"model": "blindspot_head", "params": {k: v for k, v in p.items() if k != "lr"},
+                  "inputs": p.get("encoder", "flux"), "noise_level": float(p.get("encoder_noise", 1.0))}
+        return {**super().requires(spec), "frozen": frozen}
+
     def _init_from_frozen(self, ctx):
-        from core import latent, train
-        spec = latent.head_spec(self.params, ctx, frozen=True)
-        r = train.run(spec, log=ctx.log)
-        self.frozen_run_id_ = r.run_id
-        self.frozen_r2 = float(r.metrics["r2"])
-        return r.load_model()
+        dep = ctx.deps["frozen"]
+        self.frozen_run_id_ = dep.run_id
+        self.frozen_r2 = float(dep.metrics["r2"])
+        return dep.model
 
     def _save(self, folder):
         super()._save(folder)

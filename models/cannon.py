@@ -17,7 +17,6 @@ import numpy as np
 from models.base import Model, load_arrays, save_arrays
 
 
-
 def design(l: np.ndarray) -> np.ndarray:
     """Quadratic label vector (n, 10): 1, t, g, m, t^2, g^2, m^2, tg, tm, gm."""
     t, g, m = l[:, 0], l[:, 1], l[:, 2]
@@ -112,6 +111,34 @@ class CannonModel(Model):
         d = design_jac(np.zeros((1, 3)))[0]                         # (10, 3)
         grad = np.abs(d[:, 1] @ self.theta_) / self.lstd_[1]
         return grad / np.sqrt(self.s2_ + np.median(self.s2_) + 1e-12)
+
+    per_spectrum_fit = True      # predict is a chi^2 fit per spectrum: slow, one pass in Predict
+    fits_all_labels = True
+    MASKED_ERROR = 1e3           # error given to gap-filled pixels: the chi^2 fit ignores them
+
+    def input_error(self, error, covered):
+        return np.where(covered, error, self.MASKED_ERROR)
+
+    def label_fit(self, view) -> tuple[np.ndarray, np.ndarray]:
+        """Best-fit labels (n, 3) and their formal 1-sigma (n, 3): the square root of the diagonal of
+        the inverse Fisher matrix J^T W J at the best fit, W = 1 / (error^2 + scatter^2)."""
+        labels, _ = self.infer_labels(view)
+        e = view.x[:, 1].astype(np.float64)
+        w = 1.0 / (np.clip(e, 1e-6, None) ** 2 + self.s2_)
+        ls = (labels - self.lmean_) / self.lstd_
+        J = np.einsum("nki,kp->npi", design_jac(ls), self.theta_, optimize=True)     # (n, P, 3)
+        F = np.einsum("npi,np,npj->nij", J, w, J, optimize=True) + 1e-12 * np.eye(3)
+        sig = np.sqrt(np.clip(np.diagonal(np.linalg.inv(F), axis1=1, axis2=2), 0, None)) * self.lstd_
+        return labels, sig
+
+    def spectrum_saliency(self, view) -> dict:
+        """log g information per pixel at the fitted labels, (d flux / d log g)^2 / (error^2 + scatter^2)."""
+        x = view.x[:1]
+        lab, _ = self.infer_labels(type(view)(x, view.y[:1], view.index[:1], view.channels, view.wave))
+        ls = (lab - self.lmean_) / self.lstd_
+        dg = design_jac(ls)[0][:, 1] @ self.theta_ / self.lstd_[1]
+        w = 1.0 / (np.clip(x[0, 1].astype(np.float64), 1e-6, None) ** 2 + self.s2_)
+        return {"values": dg ** 2 * w, "kind": "log g information per pixel, (d flux / d log g)² / σ²"}
 
     def _save(self, folder):
         save_arrays(folder, theta=self.theta_, s2=self.s2_, lmean=self.lmean_, lstd=self.lstd_,

@@ -1,5 +1,5 @@
 """The best estimator the physics allows: the Bayesian likelihood fit of the simulator to
-each spectrum (core/explain.likelihood_fit), posterior mean of log g under the grid prior.
+each spectrum (core/fisher.likelihood_fit), posterior mean of log g under the grid prior.
 
 Not a learned model: fit() only checks that the data set was made by this simulator version
 (or, for an imported data set, keeps the clean training spectra as templates). Its test R^2
@@ -15,13 +15,14 @@ from models.base import Model, load_arrays, save_arrays
 class LikelihoodCeiling(Model):
     inputs = "flux+error"
     family = "physics"
+    per_spectrum_fit = True      # a likelihood fit per spectrum: slow, one pass in Predict
 
     def __init__(self, max_templates: int = 20000):
         super().__init__(max_templates=max_templates)
         self.max_templates = max_templates
 
     def fit(self, train, val, ctx):
-        from core.simulate import SIMULATOR_VERSION
+        from core.physics.simulate import SIMULATOR_VERSION
         ds = ctx.dataset
         self.target_ = ctx.target
         version = str(ds.attrs.get("simulator_version", "")) if ds is not None else ""
@@ -38,10 +39,10 @@ class LikelihoodCeiling(Model):
         return self
 
     def predict(self, view):
-        from core import explain
+        from core.physics import fisher
         flux = view.x[:, 0].astype(np.float64)
         sigma = view.x[:, 1].astype(np.float64)
-        out = explain.likelihood_fit(flux, sigma, templates=self.templates_)
+        out = fisher.likelihood_fit(flux, sigma, templates=self.templates_)
         return out["labels"][:, self.target_]
 
     @property

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from core.trainer import TorchModel, standardise_stats
+from models.trainer import TorchModel, standardise_stats
 
 HEAD_SEGMENTS = 8
 HEAD_HIDDEN = 48
@@ -149,6 +149,8 @@ class DilatedCNN(nn.Module):
 
 class DilatedCNNModel(TorchModel):
     """The dilated CNN of the dilation sweep (see the module docstring)."""
+    hyper_params = ("channels", "stem", "kernel", "dilation", "n_layers", "pools", "pool", "dropout", "segments",
+                    "center")
     family = "cnn"
     multiscale = False
     lr = 5e-3
@@ -211,6 +213,7 @@ class DilatedCNNModel(TorchModel):
 
 class MultiScaleCNNModel(DilatedCNNModel):
     """Block 1 = parallel full-resolution branches at dilation 1, 2, 4 (param branches), concatenated."""
+    hyper_params = ("branches",)
     multiscale = True
 
 

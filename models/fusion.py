@@ -24,9 +24,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core.features import GROUPS, GlobalFeatures, flux_channel
-from core.trainer import standardise_stats
+from models.features import GROUPS, GlobalFeatures, flux_channel
 from models.mlp import Standardise
+from models.trainer import standardise_stats
 from models.windows import RidgeWindowsModel, WindowCutter, WindowEncoder
 
 
@@ -62,6 +62,7 @@ class FusionNet(nn.Module):
 
 
 class FusionModel(RidgeWindowsModel):
+    hyper_params = ("drop_groups", "channels", "emb", "g_hidden", "dim", "head_hidden", "dropout")
     family = "fusion"
     mode = "concat"
     lr = 2e-3

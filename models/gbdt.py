@@ -55,6 +55,13 @@ class LightGBMModel(Model):
         g = self.booster_.feature_importance(importance_type="gain")
         return g.reshape(-1, 4096).sum(0) if g.size % 4096 == 0 else g
 
+    def spectrum_saliency(self, view) -> dict:
+        """|TreeSHAP contribution| of each pixel to this prediction (LightGBM's pred_contrib)."""
+        x = view.x[:1]
+        c = self.booster_.predict(x.reshape(1, -1), pred_contrib=True,
+                                  num_iteration=self.booster_.best_iteration or None)[0, :-1]
+        return {"values": np.abs(c.reshape(-1, x.shape[-1])).sum(0), "kind": "|TreeSHAP contribution|"}
+
     def _save(self, folder):
         self.booster_.save_model(str(folder / "booster.txt"))
 

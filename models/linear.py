@@ -71,6 +71,12 @@ class RidgeModel(Model):
         """|coefficient| per input pixel in standardised units (summed over channels)."""
         return np.abs(self.coef_).reshape(self.n_channels_, -1).sum(0)
 
+    def spectrum_saliency(self, view) -> dict:
+        """|coefficient x (input - training mean)|: the exact additive split of this prediction."""
+        x = view.x[:1]
+        c = self.coef_ / self.std_ * (x.reshape(1, -1)[0] - self.mean_)
+        return {"values": np.abs(c.reshape(-1, x.shape[-1])).sum(0), "kind": "|coefficient × (flux − training mean)|"}
+
     def _save(self, folder):
         save_arrays(folder, mean=self.mean_, std=self.std_, coef=self.coef_,
                     y0=np.array(self.y0_), alpha=np.array(self.alpha_), n_channels=np.array(self.n_channels_))

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.features import GROUPS, GlobalFeatures, flux_channel
-from core.trainer import TorchModel, standardise_stats
+from models.features import GROUPS, GlobalFeatures, flux_channel
+from models.trainer import TorchModel, standardise_stats
 
 
 class Standardise(nn.Module):
@@ -78,6 +78,7 @@ class ResidualMLPNet(nn.Module):
 
 class MLPModel(TorchModel):
     """MLP on every pixel. Params: hidden (64), depth (2), dropout (0.1), lr, weight_decay."""
+    hyper_params = ("hidden", "depth", "dropout")
     family = "mlp"
     weight_decay = 1e-2
 
@@ -106,6 +107,7 @@ class MLPModel(TorchModel):
 
 class ResidualMLPModel(MLPModel):
     """MLP with residual blocks on every pixel. Params: hidden (64), n_blocks (2), dropout (0.1)."""
+    hyper_params = ("n_blocks",)
     family = "residual_mlp"
 
     def _net(self, n_in):
@@ -134,6 +136,7 @@ class GlobalMLPNet(nn.Module):
 class GlobalMLPModel(TorchModel):
     """The global tower alone: GlobalFeatures -> MLP. Params: drop_groups ([] or any of F0-F3),
     hidden ([256, 64]), dropout (0.1), lr, weight_decay."""
+    hyper_params = ("drop_groups", "hidden", "dropout")
     family = "global_mlp"
     weight_decay = 1e-3
 

@@ -6,8 +6,8 @@
                    flat), probe ('ridge' | 'lightgbm' | 'mlp'), n_train (labelled training spectra:
                    an integer, or 'all')
 
-fit: the encoder comes from core.latent.load_encoder (its own cached engine run), the extraction
-from core.latent.features (memoised); the first n_train rows of the training view (rows are in
+fit: the encoder is this run's dependency (`requires`: the engine fits or loads it first and hands
+it over as ctx.deps['encoder']), the extraction comes from models/latent_features.py (memoised); the first n_train rows of the training view (rows are in
 random label order) train the probe, the validation split picks Ridge's alpha and stops
 LightGBM and the MLP early. Features are standardised with those rows' mean and standard
 deviation and clipped to +-5, and features whose clipped values hardly vary on them (standard
@@ -27,8 +27,8 @@ Below SMALL_FIT_ROWS labelled spectra a probe is fitted on one thread (BLAS, Ope
 are small fits, and with two threads they spend more time synchronising than computing - on a
 shared 2-core CPU a 2100 x 1536 Ridge took 24 s on two BLAS threads and 2.2 s on one. Results do
 not depend on it beyond floating-point order.
-predict: the same extraction of the view, through the fitted probe. The encoder is found again by
-its run id after a reload.
+predict: the same extraction of the view, through the fitted probe. After a reload the engine hands
+the encoder over again (`dependency_runs` names its run, `attach` takes it).
 """
 from __future__ import annotations
 
@@ -39,8 +39,12 @@ from pathlib import Path
 import numpy as np
 
 from core.data import View
+from models import latent_features as lf
 from models.base import Model
+from models.blindspot import LAYERS, encoder_dependency
 from models.gbdt import LightGBMModel
+
+PROBES = ("ridge", "lightgbm", "mlp")
 
 LGBM_PROBE = {"num_leaves": 15, "learning_rate": 0.1, "feature_fraction": 0.5, "min_data_in_leaf": 20}
 MLP_PROBE = {"hidden": 128, "depth": 2, "dropout": 0.1}
@@ -104,18 +108,29 @@ class LatentProbe(Model):
 
     def __init__(self, encoder: str = "flux", encoder_noise: float = 1.0, layer: str = "enc_pre_latent",
                  pooling: str = "seg_mean_K8", probe: str = "ridge", n_train="all"):
-        from core import latent
-        if layer not in latent.LAYERS:
-            raise ValueError(f"unknown layer {layer!r}; choose one of {', '.join(latent.LAYERS)}")
-        if pooling not in latent.POOLINGS:
-            raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(latent.POOLINGS)}")
-        if probe not in latent.PROBES:
-            raise ValueError(f"unknown probe {probe!r}; choose one of {', '.join(latent.PROBES)}")
+        if layer not in LAYERS:
+            raise ValueError(f"unknown layer {layer!r}; choose one of {', '.join(LAYERS)}")
+        if pooling not in lf.POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(lf.POOLINGS)}")
+        if probe not in PROBES:
+            raise ValueError(f"unknown probe {probe!r}; choose one of {', '.join(PROBES)}")
         if n_train != "all" and (not isinstance(n_train, int) or n_train < 10):
             raise ValueError(f"n_train must be 'all' or an integer >= 10, got {n_train!r}")
         super().__init__(encoder=encoder, encoder_noise=float(encoder_noise), layer=layer, pooling=pooling,
                          probe=probe, n_train=n_train)
         self.extra_metrics_: dict = {}
+        self.encoder_ = None
+
+    @classmethod
+    def requires(cls, spec: dict) -> dict[str, dict]:
+        p = spec["params"]
+        return {"encoder": encoder_dependency(p.get("encoder", "flux"), p.get("encoder_noise", 1.0))}
+
+    def dependency_runs(self) -> dict[str, str]:
+        return {"encoder": self.encoder_run_id_}
+
+    def attach(self, name: str, model) -> None:
+        self.encoder_ = model
 
     def _fview(self, view, f: np.ndarray) -> View:
         """Features standardised with the train split's statistics (constant features dropped,
@@ -135,12 +150,12 @@ class LatentProbe(Model):
         self.f_mean_, self.f_std_ = mu[self.keep_], sd[self.keep_]
 
     def fit(self, train, val, ctx):
-        from core import latent
         p = self.params
-        enc, self.encoder_run_id_ = latent.load_encoder(p["encoder"], p["encoder_noise"], ctx)
-        latent.check_inputs(p["encoder"], train)
-        ftr = latent.features(enc, self.encoder_run_id_, train, p["layer"], p["pooling"])
-        fva = latent.features(enc, self.encoder_run_id_, val, p["layer"], p["pooling"])
+        dep = ctx.deps["encoder"]
+        self.encoder_, self.encoder_run_id_ = dep.model, dep.run_id
+        lf.check_inputs(p["encoder"], train)
+        ftr = lf.features(self.encoder_, self.encoder_run_id_, train, p["layer"], p["pooling"])
+        fva = lf.features(self.encoder_, self.encoder_run_id_, val, p["layer"], p["pooling"])
         n = len(ftr) if p["n_train"] == "all" else min(int(p["n_train"]), len(ftr))
         self._fit_scaler(ftr[:n])
         tr = self._fview(train, ftr)
@@ -157,13 +172,8 @@ class LatentProbe(Model):
             self.alpha_ = float(self.probe_.alpha_)
         return self
 
-    def _encoder(self):
-        from core import latent
-        return latent.encoder_by_run(self.encoder_run_id_)
-
     def features(self, view) -> np.ndarray:
-        from core import latent
-        return latent.features(self._encoder(), self.encoder_run_id_, view, self.params["layer"], self.params["pooling"])
+        return lf.features(self.encoder_, self.encoder_run_id_, view, self.params["layer"], self.params["pooling"])
 
     def predict(self, view):
         """The probe's prediction, clipped to the range of its training labels; how many were

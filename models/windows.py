@@ -50,7 +50,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from core.trainer import TorchModel, standardise_stats
+from models.trainer import TorchModel, standardise_stats
 
 ALPHAS = (0.01, 0.1, 1.0)   # x n * mean pixel variance; extended and refined by fit_ridge
 _RIDGE_CACHE: dict[str, dict] = {}   # the last few fits: the four Ridge-based models share one per view
@@ -169,15 +169,15 @@ def score_fisher(X: np.ndarray, y: np.ndarray, ridge: dict, view=None, ctx=None,
     """Physics-guided: mean log g Fisher information per pixel, Teff and [M/H] marginalised, from
     the simulator's Jacobian at the labels of up to 200 TRAIN stars and their clean error vectors
     (core/explain). The ranking does not depend on the noise level (it scales every pixel alike)."""
-    from core import explain
+    from core.physics import fisher
     ds = getattr(ctx, "dataset", None)
     if ds is None or not ds.has_meta:
         raise ValueError("criterion 'fisher' needs a data set made by the simulator")
     rows = view.index[:200]
     _, err = ds.read(rows)
-    _, jac = explain.jacobian(ds.labels[rows])
-    _, F = explain.fisher(jac, err)
-    return explain.marginal_pixel_info(jac, err, F).mean(0)
+    _, jac = fisher.jacobian(ds.labels[rows])
+    _, F = fisher.fisher(jac, err)
+    return fisher.marginal_pixel_info(jac, err, F).mean(0)
 
 
 CRITERIA = {"ridge": score_ridge, "fstat": score_fstat, "fisher": score_fisher}
@@ -313,6 +313,7 @@ class TopKTransformerNet(nn.Module):
 # --------------------------------------------------------------------------- models
 class RidgeWindowsModel(TorchModel):
     """Shared fitting of the Ridge base and the window centres; subclasses build the network."""
+    hyper_params = ("K", "window", "criterion", "alphas", "oof_folds", "residual")
     family = "windows"
     param_defaults = {"criterion": "ridge", "window": 8}
 
@@ -395,6 +396,7 @@ class RidgeWindowsModel(TorchModel):
 
 
 class TopKWindowCNNModel(RidgeWindowsModel):
+    hyper_params = ("channels", "emb", "hidden", "dropout")
     family = "topk_cnn"
     differentiable = True
     lr = 2e-3
@@ -412,6 +414,7 @@ class TopKWindowCNNModel(RidgeWindowsModel):
 
 
 class TopKWindowTransformerModel(RidgeWindowsModel):
+    hyper_params = ("d_model", "n_heads", "n_layers", "ff", "dropout")
     family = "topk_transformer"
     differentiable = True
     lr = 1e-3

@@ -6,8 +6,9 @@ import altair as alt
 import numpy as np
 import streamlit as st
 
-from core import appstate
+from core.analysis import data_summary
 from core.data import LABELS
+from pages._ui import appstate
 
 AX_WAVE = "wavelength [Å]"
 BLUE, GREY, SKY, RED = "#1f5f99", "#8a94a3", "#c3cbd6", "#b8432f"
@@ -17,8 +18,8 @@ def label_histograms(ds) -> None:
     st.subheader("Labels")
     cols = st.columns(3)
     for col, (i, k) in zip(cols, enumerate(LABELS)):
-        name, unit = appstate.LABEL_NAMES[k], appstate.LABEL_UNITS[k]
-        h = appstate.histogram_frame(ds.labels[:, i], bins=30)
+        name, unit = data_summary.LABEL_NAMES[k], data_summary.LABEL_UNITS[k]
+        h = data_summary.histogram_frame(ds.labels[:, i], bins=30)
         chart = alt.Chart(h, title=f"{name} distribution").mark_rect(color=BLUE, opacity=0.85, stroke="white",
                                                                       strokeWidth=0.5).encode(
             x=alt.X("lo:Q", title=f"{name} [{unit}]", scale=alt.Scale(zero=False, nice=False)),
@@ -36,9 +37,9 @@ def label_histograms(ds) -> None:
 
 def correlation_check(ds) -> None:
     st.subheader("Label independence")
-    corr, worst, pair = appstate.correlation_frame(ds.labels)
+    corr, worst, pair = data_summary.correlation_frame(ds.labels)
     left, right = st.columns([2, 3])
-    order = [appstate.LABEL_NAMES[k] for k in LABELS]
+    order = [data_summary.LABEL_NAMES[k] for k in LABELS]
     base = alt.Chart(corr).encode(
         x=alt.X("a:N", sort=order, title=None, axis=alt.Axis(labelAngle=0)),
         y=alt.Y("b:N", sort=order, title=None),
@@ -56,12 +57,12 @@ def correlation_check(ds) -> None:
     left.caption("Pearson r of Teff, log g and [M/H] over all spectra; off-diagonal values near 0 "
                  "mean a model cannot learn log g through Teff or [M/H].")
     with right:
-        if worst < appstate.INDEPENDENCE_LIMIT:
-            st.success(f"all |r| < {appstate.INDEPENDENCE_LIMIT}: labels independent "
+        if worst < data_summary.INDEPENDENCE_LIMIT:
+            st.success(f"all |r| < {data_summary.INDEPENDENCE_LIMIT}: labels independent "
                        f"(largest |r| = {worst:.3f}, {pair})", icon=":material/check_circle:")
         else:
             st.warning(f"labels are correlated: |r| = {worst:.3f} for {pair} (limit "
-                       f"{appstate.INDEPENDENCE_LIMIT}); a model may learn log g through the other labels",
+                       f"{data_summary.INDEPENDENCE_LIMIT}); a model may learn log g through the other labels",
                        icon=":material/warning:")
         st.markdown("The built-in grid samples Teff, log g and [M/H] on a Latin hypercube, so each label "
                     "carries no information about the others. An imported grid (isochrones, a survey) "
@@ -110,20 +111,20 @@ def example_spectra(ds) -> None:
     c1, c2 = st.columns([1, 2])
     k = c1.number_input(f"Test star (0-{test.size - 1})", min_value=0, max_value=int(test.size - 1), value=0,
                         step=1, key="data_example_star")
-    zooms = appstate.zoom_windows(float(ds.wave[0]), float(ds.wave[-1]))
+    zooms = data_summary.zoom_windows(float(ds.wave[0]), float(ds.wave[-1]))
     zoom = c2.radio("Zoom", list(zooms), index=len(zooms) - 1, horizontal=True, key="data_example_zoom")
     window = zooms[zoom]
     row = int(test[int(k)])
     teff, logg, mh = ds.labels[row]
     st.markdown(f"Test star {int(k)} (row {row} of the data set): Teff **{teff:.0f} K**, log g **{logg:.2f} dex**, "
                 f"[M/H] **{mh:+.2f} dex**")
-    sky = appstate.sky_intervals(ds)
+    sky = data_summary.sky_intervals(ds)
     if sky is None:
         st.info(f"No sky shading: this data set (source: {ds.attrs.get('source', 'unknown')}) carries no "
                 "sky-model metadata, so where the OH lines fall is unknown.", icon=":material/info:")
     cols = st.columns(2)
     for col, nl in zip(cols, (0.1, 1.0)):
-        df = appstate.example_spectrum(ds, row, nl)
+        df = data_summary.example_spectrum(ds, row, nl)
         snr = float(np.median(df.clean / df.sigma))
         col.altair_chart(spectrum_chart(df, sky, window, f"Noise level {nl}: flux ± 1σ (median S/N {snr:.0f})"),
                          width="stretch")
@@ -135,7 +136,7 @@ def example_spectra(ds) -> None:
 def snr_distribution(ds) -> None:
     st.subheader("Signal-to-noise")
     snr = appstate.snr_table_cached(ds)
-    h = appstate.histogram_frame(snr.snr.to_numpy(), bins=30, log=True)
+    h = data_summary.histogram_frame(snr.snr.to_numpy(), bins=30, log=True)
     med = float(np.median(snr.snr))
     bars = alt.Chart(h).mark_rect(
             color=BLUE, opacity=0.85, stroke="white", strokeWidth=0.5).encode(
@@ -167,9 +168,9 @@ def live_simulator() -> None:
         logg = c[1].slider("log g [dex]", 1.0, 5.0, 1.5, step=0.05, key="live_logg")
         mh = c[2].slider("[M/H] [dex]", -2.5, 0.5, 0.0, step=0.05, key="live_mh")
         ref = c[3].slider("reference log g [dex]", 1.0, 5.0, 4.5, step=0.05, key="live_ref")
-        zoom = st.radio("Zoom", list(appstate.ZOOMS), index=0, horizontal=True, key="live_zoom")
-        window = appstate.ZOOMS[zoom]
-        df = appstate.logg_comparison(teff, logg, mh, ref, window, sim=appstate.simulator())
+        zoom = st.radio("Zoom", list(data_summary.ZOOMS), index=0, horizontal=True, key="live_zoom")
+        window = data_summary.ZOOMS[zoom]
+        df = data_summary.logg_comparison(teff, logg, mh, ref, window, sim=appstate.simulator())
         cur, refname = df.curve.unique()[0], df.curve.unique()[1]
         x = _wave_x(window)
         lines = alt.Chart(df).mark_line(clip=True).encode(
@@ -179,7 +180,7 @@ def live_simulator() -> None:
             strokeDash=alt.StrokeDash("curve:N", scale=alt.Scale(domain=[cur, refname], range=[[1, 0], [5, 3]])),
             tooltip=[alt.Tooltip("wave:Q", format=".2f", title="λ [Å]"), alt.Tooltip("flux:Q", format=".3f"),
                      "curve:N"])
-        ids = appstate.strong_lines(window)
+        ids = data_summary.strong_lines(window)
         marks = alt.Chart(ids).mark_rule(color="#c0c6cf", strokeDash=[2, 3], clip=True).encode(
             x=alt.X("wave:Q", scale=alt.Scale(domain=list(window), nice=False)), tooltip=["name:N"])
         named = ids[~ids.name.str.startswith("Pa")]
@@ -203,7 +204,7 @@ def live_simulator() -> None:
 
 def dataset_table(ds) -> None:
     st.subheader("Data set")
-    st.table(appstate.info_frame(ds).set_index("field"), border="horizontal", hide_header=True)
+    st.table(data_summary.info_frame(ds).set_index("field"), border="horizontal", hide_header=True)
     st.caption("Provenance of the active data set: the fingerprint is a hash of every wavelength, label, "
                "split index, flux and error value, and is stored with every run trained on it.")
 
@@ -212,7 +213,7 @@ st.title("Data")
 st.caption(f"Data set **{ds.name}**: {ds.n:,} spectra × {ds.n_pix:,} pixels, "
            f"{ds.wave[0]:.0f}-{ds.wave[-1]:.0f} Å, source {ds.attrs.get('source', 'unknown')}.")
 with appstate.friendly_errors("The simulator version check"):
-    if stale := appstate.stale_simulator(ds):
+    if stale := data_summary.stale_simulator(ds):
         st.warning(stale, icon=":material/update:")
 for section in (label_histograms, correlation_check, example_spectra, snr_distribution):
     with appstate.friendly_errors(f"The {section.__name__.replace('_', ' ')} section"):

@@ -6,7 +6,8 @@ import datetime as _dt
 
 import streamlit as st
 
-from core import appstate, digest
+from core.analysis import digest
+from pages._ui import appstate
 
 st.title("Meeting digest")
 ds = appstate.require_dataset()

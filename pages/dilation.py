@@ -7,8 +7,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import appstate, report, suites, ui_jobs
-from core.linewidths import line_widths
+from core.analysis import report
+from core.analysis.linewidths import line_widths
+from core.engine import suites
+from pages._ui import appstate, job_panels
 
 st.title("Dilation, receptive field and line width")
 ds = appstate.require_dataset()
@@ -86,4 +88,4 @@ summary = w.groupby("species")[["fwhm_px", "fw10_px"]].median().rename(
     columns={"fwhm_px": "median FWHM [px]", "fw10_px": "median 10%-depth width [px]"})
 summary["lines x stars"] = w.groupby("species").size()
 st.dataframe(summary, width="content")
-ui_jobs.retrain_button(suites.suite("dilation", profile, ds.name), f"dilation, {profile}", "dilation")
+job_panels.retrain_button(suites.suite("dilation", profile, ds.name), f"dilation, {profile}", "dilation")

@@ -6,7 +6,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core import ablation, appstate, ui_jobs
+from core.analysis import ablation
+from pages._ui import appstate, job_panels
 
 st.title("Error versus flux")
 ds = appstate.require_dataset()
@@ -27,7 +28,7 @@ specs = ablation.suite_specs(profile, ds.name)
 if n_done == 0:
     st.info(f"The ablation has not run on this data set yet: `python -m core train --suite error_ablation "
             f"--profile {profile}`, or queue it below.")
-    ui_jobs.retrain_button(specs, f"error_ablation, {profile}", "ablation_empty")
+    job_panels.retrain_button(specs, f"error_ablation, {profile}", "ablation_empty")
     st.stop()
 st.caption(f"{n_done} of {len(df)} runs finished.")
 
@@ -65,4 +66,4 @@ if rows:
                "bootstrap standard error.")
 else:
     st.caption("Needs the flux-only and error-only runs of a model.")
-ui_jobs.retrain_button(specs, f"error_ablation, {profile}", "ablation")
+job_panels.retrain_button(specs, f"error_ablation, {profile}", "ablation")

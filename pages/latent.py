@@ -9,8 +9,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import appstate, latent, ui_jobs
+from core.analysis import latent
 from core.data import LABEL_TITLES, LABELS
+from core.engine.suites import latent as suite_latent
+from models import blindspot, latent_features, probes
+from pages._ui import appstate, job_panels
 
 st.title("Latent: what the blind-spot encoder knows")
 ds = appstate.require_dataset()
@@ -31,14 +34,14 @@ def load(profile: str, name: str, fp: str) -> dict:
             "heads": latent.heads(profile, name).drop(columns=["spec"], errors="ignore")}
 
 
-specs = latent.suite_specs(profile, ds.name)
+specs = suite_latent.suite_specs(profile, ds.name)
 res = load(profile, ds.name, ds.fingerprint)
 grid, sweep, enc, heads = res["grid"], res["sweep"], res["enc"], res["heads"]
 n_done = int(grid["r2"].notna().sum()) + int(enc["run_id"].notna().sum())
 if n_done == 0:
     st.info(f"The latent suite has not run on this data set yet: `{CMD}` "
             f"({len(specs)} runs at the {profile} profile), or queue it below.")
-    ui_jobs.retrain_button(specs, f"latent, {profile}", "latent_empty")
+    job_panels.retrain_button(specs, f"latent, {profile}", "latent_empty")
     st.stop()
 st.caption(f"{int(grid['run_id'].notna().sum())} of {len(grid)} grid cells filled; {len(specs)} runs in the "
            f"{profile} plan. Fill the rest with `{CMD}`.")
@@ -77,31 +80,31 @@ else:
 # --------------------------------------------------------------------------- the grid
 st.subheader("Which layer and which pooling carry the label")
 have = grid[grid["r2"].notna()]
-variants = [v for v in latent.VARIANTS if v in set(have["variant"])] or ["flux"]
+variants = [v for v in suite_latent.VARIANTS if v in set(have["variant"])] or ["flux"]
 c1, c2, c3 = st.columns(3)
 label = c1.radio("Label", LABELS, index=1, format_func=NAMES.get, horizontal=True, key="latent_label")
-probe = c2.radio("Probe", latent.PROBES, format_func=latent.PROBE_TITLES.get, horizontal=True, key="latent_probe")
+probe = c2.radio("Probe", probes.PROBES, format_func=suite_latent.PROBE_TITLES.get, horizontal=True, key="latent_probe")
 variant = c3.selectbox("Encoder", variants, key="latent_variant",
                        format_func=lambda v: "trained on flux" if v == "flux" else "trained on flux + error")
 cells = grid[(grid["variant"] == variant) & (grid["noise"] == noise) & (grid["label"] == label) & (grid["probe"] == probe)]
 if cells.empty:
-    st.info(f"The {profile} plan has no {latent.PROBE_TITLES[probe]} probes of the '{variant}' encoder at noise "
+    st.info(f"The {profile} plan has no {suite_latent.PROBE_TITLES[probe]} probes of the '{variant}' encoder at noise "
             f"{noise:g}. Switch the noise level or the probe, or run the default profile "
             f"(`python -m core train --suite latent --profile default`).")
 else:
-    layers = [lay for lay in latent.LAYERS if lay in set(cells["layer"])]
-    frame = pd.DataFrame([{"layer": lay, "pooling": p} for lay in layers for p in latent.POOLINGS]).merge(
+    layers = [lay for lay in blindspot.LAYERS if lay in set(cells["layer"])]
+    frame = pd.DataFrame([{"layer": lay, "pooling": p} for lay in layers for p in latent_features.POOLINGS]).merge(
         cells[["layer", "pooling", "r2", "runs_as", "dims", "run_id"]], on=["layer", "pooling"], how="left")
-    shapes = {lay: latent.nominal_shape(lay, ds.n_pix) for lay in layers}
-    frame["text"] = [("n/a" if not latent.valid_pooling(shapes[r.layer], r.pooling) else
+    shapes = {lay: blindspot.nominal_shape(lay, ds.n_pix) for lay in layers}
+    frame["text"] = [("n/a" if not latent_features.valid_pooling(shapes[r.layer], r.pooling) else
                       (f"{r.r2:.2f}" if pd.notna(r.r2) else "–")) for r in frame.itertuples()]
     frame["note"] = [("does not apply (K > positions, or flat too large)" if t == "n/a" else
                       (f"same run as {r.runs_as}" if isinstance(r.runs_as, str) and r.runs_as != r.pooling else ""))
                      for t, r in zip(frame["text"], frame.itertuples())]
     frame["layer shape"] = frame["layer"].map(lambda lay: f"{shapes[lay][0]} channels x {shapes[lay][1]} positions")
-    base = alt.Chart(frame).encode(x=alt.X("pooling:N", sort=list(latent.POOLINGS), title="pooling",
+    base = alt.Chart(frame).encode(x=alt.X("pooling:N", sort=list(latent_features.POOLINGS), title="pooling",
                                            axis=alt.Axis(labelAngle=-30, labelOverlap=False)),
-                                   y=alt.Y("layer:N", sort=list(latent.LAYERS), title="encoder layer"))
+                                   y=alt.Y("layer:N", sort=list(blindspot.LAYERS), title="encoder layer"))
     lo = float(min(0.0, np.nanmin(frame["r2"])) if frame["r2"].notna().any() else 0.0)
     heat = base.mark_rect().encode(
         color=alt.Color("r2:Q", title="test R²", scale=alt.Scale(domain=[max(lo, -0.5), 1], scheme="viridis", clamp=True)),
@@ -112,19 +115,19 @@ else:
     txt = base.mark_text(fontSize=12).encode(text="text:N", color=alt.Color(
         "ink:N", scale=alt.Scale(domain=inks, range=inks), legend=None))
     st.altair_chart((heat + txt).properties(
-        title=f"{latent.PROBE_TITLES[probe]} probe R² of {NAMES[label]} by layer and pooling "
+        title=f"{suite_latent.PROBE_TITLES[probe]} probe R² of {NAMES[label]} by layer and pooling "
               f"(encoder on {variant}, noise {noise:g})", height=alt.Step(42)), width="stretch")
     best = latent.best_extraction(grid, variant, noise, label, probe)
     best_any = latent.best_extraction(grid, variant, noise, label)
     line = "Cells: test R² (unitless) of the probe on that extraction; n/a: the pooling does not apply; –: not run yet."
     if best:
         line += (f" Best here: {best['layer']} + {best['pooling']} (R² {best['r2']:.3f}); over all probes: "
-                 f"{best_any['layer']} + {best_any['pooling']} with {latent.PROBE_TITLES[best_any['probe']]} "
+                 f"{best_any['layer']} + {best_any['pooling']} with {suite_latent.PROBE_TITLES[best_any['probe']]} "
                  f"(R² {best_any['r2']:.3f}).")
         if label == "logg":
             line += " Team report (Ridge, log g): enc_last + global_mean 0.22 → enc_pre_latent + seg_mean_K8 0.55."
     st.caption(line)
-    ui_jobs.retrain_button([c for c in specs if c["model"] == "latent_probe"
+    job_panels.retrain_button([c for c in specs if c["model"] == "latent_probe"
                             and c["params"]["encoder"] == variant and c["noise_level"] == noise
                             and c["target"] == label and c["params"]["probe"] == probe],
                            f"latent grid: {variant}, {label}, {probe}, noise {noise:g}, {profile}", f"latent_grid_{label}_{probe}")
@@ -136,7 +139,7 @@ pairs = pairs[pairs > 1].reset_index()[["layer", "pooling", "probe", "label"]]
 if len(pairs):
     st.subheader("Encoder trained on flux, or on flux + error")
     d = both.merge(pairs, on=["layer", "pooling", "probe", "label"])
-    d["extraction"] = d["layer"] + " + " + d["pooling"] + " · " + d["probe"].map(latent.PROBE_TITLES)
+    d["extraction"] = d["layer"] + " + " + d["pooling"] + " · " + d["probe"].map(suite_latent.PROBE_TITLES)
     d["label name"] = d["label"].map(NAMES)
     d = d.drop_duplicates(["variant", "extraction", "label"])
     ch = alt.Chart(d).mark_bar().encode(
@@ -155,7 +158,7 @@ sw = sweep[(sweep["noise"] == noise) & sweep["r2"].notna()].copy() if not sweep.
 if sw.empty:
     st.caption(f"No size-sweep runs at noise {noise:g} yet: `{CMD}`.")
 else:
-    sw["probe name"] = sw["probe"].map(latent.PROBE_TITLES)
+    sw["probe name"] = sw["probe"].map(suite_latent.PROBE_TITLES)
     sw["label name"] = sw["label"].map(NAMES)
     ch = alt.Chart(sw).mark_line(point=True).encode(
         x=alt.X("n_train:Q", title="labelled training spectra (log scale)", scale=alt.Scale(type="log")),
@@ -173,7 +176,7 @@ h = heads[(heads["noise"] == noise) & heads["r2"].notna()].copy() if not heads.e
 bp = latent.best_extraction(grid, "flux", noise, "logg")
 rows = []
 if bp:
-    rows.append({"method": f"best probe: {bp['layer']} + {bp['pooling']}, {latent.PROBE_TITLES[bp['probe']]}",
+    rows.append({"method": f"best probe: {bp['layer']} + {bp['pooling']}, {suite_latent.PROBE_TITLES[bp['probe']]}",
                  "r2": bp["r2"], "variant": "flux"})
 for r in h.itertuples():
     rows.append({"method": f"{r.method} ({r.extraction})", "r2": r.r2, "variant": r.variant})
@@ -201,10 +204,10 @@ er = enc[(enc["variant"] == "flux") & (enc["noise"] == noise) & enc["run_id"].no
 if er.empty:
     st.caption(f"Needs the 'flux' encoder at noise {noise:g}: `{CMD}`.")
 else:
-    pca_layers = [lay for lay in latent.LAYERS if lay in set(grid["layer"])] or ["enc_last"]
-    opts = [(lay, p) for lay in pca_layers for p in latent.POOLINGS
-            if latent.valid_pooling(latent.nominal_shape(lay, ds.n_pix), p)]
-    default = (bp["layer"], bp["pooling"]) if bp and (bp["layer"], bp["pooling"]) in opts else latent.TEAM_BEST
+    pca_layers = [lay for lay in blindspot.LAYERS if lay in set(grid["layer"])] or ["enc_last"]
+    opts = [(lay, p) for lay in pca_layers for p in latent_features.POOLINGS
+            if latent_features.valid_pooling(blindspot.nominal_shape(lay, ds.n_pix), p)]
+    default = (bp["layer"], bp["pooling"]) if bp and (bp["layer"], bp["pooling"]) in opts else suite_latent.TEAM_BEST
     choice = st.selectbox("Extraction", opts, index=opts.index(default) if default in opts else 0,
                           format_func=lambda t: f"{t[0]} + {t[1]}", key="latent_pca")
     rid = er["run_id"].iloc[0]
@@ -213,7 +216,7 @@ else:
     def projection(run_id: str, layer: str, pooling: str, noise: float, name: str, fp: str) -> tuple[pd.DataFrame, list]:
         d = appstate.load_dataset(name)
         view = d.view("test", noise, "flux", limit=2000)
-        f = latent.features(latent.encoder_by_run(run_id), run_id, view, layer, pooling)
+        f = latent_features.features(latent.encoder_by_run(run_id), run_id, view, layer, pooling)
         z, ev = latent.pca2(f)
         out = pd.DataFrame({"pc1": z[:, 0], "pc2": z[:, 1]})
         for i, k in enumerate(LABELS):
@@ -237,4 +240,4 @@ else:
 with st.expander("The team report's latent numbers (team report 2025-12-01)"):
     st.dataframe(latent.team_numbers(), hide_index=True, width="stretch")
     st.caption("Measured on the team's own data set; shown for comparison, never used to tune anything here.")
-ui_jobs.retrain_button(specs, f"latent, {profile}", "latent_all")
+job_panels.retrain_button(specs, f"latent, {profile}", "latent_all")

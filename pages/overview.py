@@ -3,12 +3,14 @@ and predicted-versus-true / residual plots for the method the reader picks."""
 from __future__ import annotations
 
 import altair as alt
-import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import appstate, config, report, suites, train, ui_jobs
-from core.reference import REPORT_LABEL
+from core import config
+from core.analysis import report
+from core.analysis.reference import REPORT_LABEL
+from core.engine import suites, train
+from pages._ui import appstate, job_panels
 
 st.title("Performance matrix")
 ds = appstate.require_dataset()
@@ -23,9 +25,9 @@ def load_matrix(profile: str, dataset: str, fp: str):
     return report.matrix("report", profile, dataset), report.suite_results("report", profile, dataset)
 
 
-if profile == "quick" and ui_jobs.first_start_runs(ds.name):
+if profile == "quick" and job_panels.first_start_runs(ds.name):
     st.toast("First start: the quick report suite is queued in the background.")
-ui_jobs.progress_panel()
+job_panels.progress_panel()
 mat, res = load_matrix(profile, ds.name, ds.fingerprint)
 n_done = int(res["r2"].notna().sum())
 if n_done == 0:
@@ -33,7 +35,7 @@ if n_done == 0:
             f"`python -m core train --suite report --profile {profile}"
             + (f" --dataset {ds.name}`" if ds.name != config.profile(profile)["dataset"] else "`")
             + " (the quick profile takes a few minutes on a 2-core CPU).")
-    ui_jobs.retrain_button(suites.suite("report", profile, ds.name), f"report, {profile}", "overview_empty")
+    job_panels.retrain_button(suites.suite("report", profile, ds.name), f"report, {profile}", "overview_empty")
     st.stop()
 st.caption(f"{n_done} of {len(res)} runs finished.")
 
@@ -81,7 +83,7 @@ if len(dis):
                f"{report.DISAGREE_R2:.2f} in R²: " + "; ".join(f"**{r['method']}** {r[flag_col]}" for _, r in dis.iterrows())
                + ". Different data sets: a disagreement is a finding, not an error.")
 st.download_button("Download the matrix (CSV)", show.to_csv(index=False).encode(), "performance_matrix.csv", "text/csv")
-ui_jobs.retrain_button(suites.suite("report", profile, ds.name) + suites.suite("ceiling", profile, ds.name),
+job_panels.retrain_button(suites.suite("report", profile, ds.name) + suites.suite("ceiling", profile, ds.name),
                        f"report + ceiling, {profile}", "overview")
 
 # ---- history

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import appstate
 from core import predict as P
+from core.analysis import data_summary
+from pages._ui import appstate
 
 AX_WAVE = "wavelength [Å]"
 BLUE, GREY, RED, SHADE = "#1f5f99", "#8a94a3", "#b8432f", "#e3c9c4"
@@ -138,7 +139,7 @@ def show_single(r: dict, ds) -> None:
                      column_config={"value": st.column_config.NumberColumn(format="%.2f"),
                                     "±": st.column_config.NumberColumn(format="%.2f")})
 
-    zooms = appstate.zoom_windows(float(ds.wave[0]), float(ds.wave[-1]))
+    zooms = data_summary.zoom_windows(float(ds.wave[0]), float(ds.wave[-1]))
     zoom = st.radio("Zoom", list(zooms), index=len(zooms) - 1, horizontal=True, key="predict_zoom")
     st.altair_chart(spectrum_chart(r, zooms[zoom]), width="stretch")
     st.caption(f"The upload resampled onto the models' wavelength grid (flux-conserving) and normalised "

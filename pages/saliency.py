@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import appstate, explain, report, suites, train
-from core.lines import stellar_lines
+from core.analysis import report, saliency
+from core.engine import suites, train
+from core.physics.lines import stellar_lines
+from pages._ui import appstate
 
 st.title("Saliency and Fisher information")
 ds = appstate.require_dataset()
@@ -28,7 +30,7 @@ lo, hi = ZOOMS[zoom]
 
 @st.cache_data(show_spinner="Fisher information from the simulator's Jacobian (once per data set)...")
 def physics(name: str, fp: str, noise: float):
-    return explain.dataset_physics(appstate.load_dataset(name), noise, max_stars=48)
+    return saliency.dataset_physics(appstate.load_dataset(name), noise, max_stars=48)
 
 
 @st.cache_data(show_spinner=False, ttl=10)
@@ -68,7 +70,7 @@ for method in picked:
         continue
     with st.spinner(f"Saliency of {method}..."):
         try:
-            sal = explain.run_saliency(r, ds)
+            sal = saliency.run_saliency(r, ds)
         except Exception as e:  # noqa: BLE001 - shown as one line
             st.warning(f"{method}: {appstate.one_line(e)}")
             continue
@@ -109,7 +111,7 @@ if phys is not None:
     measures["Fisher information"] = phys["pixel_info_marg"]
 if measures:
     st.subheader("Top 25-Å bands by each measure")
-    tb = {m: explain.top_bands(v, wave, 25.0, 8) for m, v in measures.items()}
+    tb = {m: saliency.top_bands(v, wave, 25.0, 8) for m, v in measures.items()}
     table = pd.DataFrame({m: [f"{a:.0f}-{b:.0f}" for a, b in bands] for m, bands in tb.items()})
     table.index = [f"#{i + 1}" for i in range(len(table))]
     st.dataframe(table, width="stretch")
@@ -126,13 +128,13 @@ if measures:
 # ---- physics-guided K
 if phys is not None:
     st.subheader("How much log g information the top-K pixels hold")
-    cum = pd.DataFrame(explain.topk_information(phys["pixel_info_marg"]), columns=["K", "fraction"])
+    cum = pd.DataFrame(saliency.topk_information(phys["pixel_info_marg"]), columns=["K", "fraction"])
     ch = alt.Chart(cum).mark_line(point=True).encode(
         x=alt.X("K:Q", scale=alt.Scale(type="log", base=2), title="K (most informative pixels, log scale)"),
         y=alt.Y("fraction:Q", title="fraction of total Fisher information", scale=alt.Scale(domain=[0, 1])),
         tooltip=["K", alt.Tooltip("fraction:Q", format=".3f")])
     st.altair_chart(ch.properties(height=300), width="stretch")
-    k256 = dict(explain.topk_information(phys["pixel_info_marg"], ks=(256,)))[256]
+    k256 = dict(saliency.topk_information(phys["pixel_info_marg"], ks=(256,)))[256]
     st.caption(f"The 256 most informative pixels hold {k256 * 100:.0f} % of the log g information at noise {noise:g} "
                f"(mean over {len(phys['rows'])} test stars). Cramér-Rao σ(log g), Teff and [M/H] marginalised: median "
                f"{np.median(phys['sigma_logg']):.3f} dex; the R² an unbiased estimator at that bound reaches: "

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import appstate, config, jobs, registry, suites, ui_jobs
+from core import config
+from core.engine import jobs, registry, suites
+from pages._ui import appstate, job_panels
 
 st.title("Training")
 ds = appstate.require_dataset()
@@ -33,7 +35,7 @@ def typical_fit_seconds(profile: str) -> dict:
     return {k: float(pd.Series(v).median()) for k, v in out.items()}
 
 
-from core import train  # noqa: E402
+from core.engine import train  # noqa: E402
 
 typ = typical_fit_seconds(profile)
 cached = [s for s in specs if train.cached_result(s) is not None]
@@ -41,24 +43,24 @@ todo = [s for s in specs if train.cached_result(s) is None]
 known = [typ.get(s["model"]) for s in todo]
 est = sum(k for k in known if k is not None)
 unknown = sum(k is None for k in known)
-n_workers = max(1, min(jobs.job_workers(), len(todo)))   # fits side by side (core/pool.py)
+n_workers = max(1, min(jobs.job_workers(), len(todo)))   # fits side by side (core/engine/pool.py)
 cost = (f"Estimated cost: ~{max(est / n_workers, 1) / 60:.1f} min on this machine (medians of earlier runs of the "
         f"same model and profile" + (f", {n_workers} at a time" if n_workers > 1 else "") + ")"
         + (f", plus {unknown} spec(s) of models never run here before" if unknown else "")
         if len(known) > unknown else "No estimate yet: none of these models has run with this profile here")
 st.info(f"**{len(specs)} specs**: {len(cached)} already finished (reused), {len(todo)} to fit. {cost}.",
         icon=":material/schedule:")
-tok = ui_jobs.token_input("launch")
+tok = job_panels.token_input("launch")
 label = f"{suite_name}" + (f" ({', '.join(chosen)})" if chosen else "") + f", {profile}, noise {', '.join(f'{n:g}' for n in noises)}"
 if st.button("Launch", type="primary", disabled=not specs):
-    ui_jobs.launch(specs, label, tok)
-ui_jobs.progress_panel()
+    job_panels.launch(specs, label, tok)
+job_panels.progress_panel()
 
 
 @st.fragment(run_every=2)
 def live_queue():
     st.subheader("Queue")
-    df = ui_jobs.show_queue()
+    df = job_panels.show_queue()
     if df.empty:
         return
     ids = df["job"].tolist()
@@ -70,16 +72,16 @@ def live_queue():
         st.code(jobs.tail(int(jid), 25) or "(no log yet)", language=None)
     with b:
         if j and j["state"] in ("queued", "running"):
-            ctok = ui_jobs.token_input("cancel")
+            ctok = job_panels.token_input("cancel")
             if st.button("Cancel job", key="cancel_btn"):
                 try:
                     st.write(jobs.cancel(int(jid), token=ctok))
                 except jobs.NotAllowed as e:
                     st.error(str(e))
         elif j and j["state"] in ("interrupted", "failed", "cancelled"):
-            rtok = ui_jobs.token_input("requeue")
+            rtok = job_panels.token_input("requeue")
             if st.button("Queue again (resumes)", key="requeue_btn"):
-                ui_jobs.launch(j["specs"], j["label"], rtok)
+                job_panels.launch(j["specs"], j["label"], rtok)
 
 
 live_queue()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from core import ablation, data, train
+from core import data
+from core.analysis import ablation
+from core.engine import train
 
 DS = "ablation-test"
 

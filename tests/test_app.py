@@ -6,9 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
-
 from conftest import ROOT, TINY_N, write_user_grid
+from streamlit.testing.v1 import AppTest
 
 APP = str(ROOT / "app.py")
 N_DATA_CHARTS = 11  # 3 histograms, 1 heat map, 2 x (flux + error) examples, 1 S/N, 2 live simulator
@@ -172,7 +171,7 @@ def test_switching_data_set_after_interacting(tmp_path, monkeypatch):
 
 def test_page_errors_become_one_line():
     def script():
-        from core import appstate
+        from pages._ui import appstate
         with appstate.friendly_errors("The test section"):
             raise RuntimeError("the disk is full\nsecond line that users should not see")
 
@@ -183,34 +182,36 @@ def test_page_errors_become_one_line():
 
 # --------------------------------------------------------------------------- helpers
 def test_resimulated_spectrum_moves_with_logg():
-    from core import appstate
-    window = appstate.ZOOMS["Ca II triplet 8480-8680 Å"]
-    low = appstate.simulate_spectrum(4800, 1.5, 0.0)
-    high = appstate.simulate_spectrum(4800, 4.5, 0.0)
+    from core.analysis import data_summary
+    window = data_summary.ZOOMS["Ca II triplet 8480-8680 Å"]
+    low = data_summary.simulate_spectrum(4800, 1.5, 0.0)
+    high = data_summary.simulate_spectrum(4800, 4.5, 0.0)
     assert low.shape == high.shape == (4096,)
     assert np.abs(low - high).max() > 0.02
-    df = appstate.logg_comparison(4800, 1.5, 0.0, 4.5, window)
+    df = data_summary.logg_comparison(4800, 1.5, 0.0, 4.5, window)
     cur = df[~df.curve.str.startswith("reference")]
     assert cur.wave.between(*window).all()
     assert np.abs(cur["diff"]).max() > 0.02
-    same = appstate.logg_comparison(4800, 4.5, 0.0, 4.5, window)
+    same = data_summary.logg_comparison(4800, 4.5, 0.0, 4.5, window)
     assert np.abs(same["diff"]).max() == 0.0
 
 
 def test_example_spectrum_is_what_models_see(tiny_dataset):
-    from core import appstate, data
+    from core import data
+    from core.analysis import data_summary
     ds = data.Dataset(tiny_dataset)
     for nl in (0.1, 1.0):
         v = ds.view("test", nl, inputs="flux+error", limit=3)
-        df = appstate.example_spectrum(ds, int(v.index[2]), nl)
+        df = data_summary.example_spectrum(ds, int(v.index[2]), nl)
         np.testing.assert_allclose(df.flux.to_numpy(), v.x[2, 0], rtol=1e-6)
         np.testing.assert_allclose(df.sigma.to_numpy(), v.x[2, 1], rtol=1e-6)
 
 
 def test_sky_shading_marks_where_the_error_rises(tiny_dataset):
-    from core import appstate, data
+    from core import data
+    from core.analysis import data_summary
     ds = data.Dataset(tiny_dataset)
-    sky = appstate.sky_intervals(ds)
+    sky = data_summary.sky_intervals(ds)
     assert sky is not None and len(sky) > 10 and (sky.end > sky.start).all()
     in_sky = np.zeros(ds.n_pix, bool)
     for s, e in zip(sky.start, sky.end):
@@ -220,39 +221,42 @@ def test_sky_shading_marks_where_the_error_rises(tiny_dataset):
 
 
 def test_stale_simulator_version_is_flagged(tiny_dataset, monkeypatch):
-    from core import appstate, data, simulate
+    from core import data
+    from core.analysis import data_summary
+    from core.physics import simulate
     ds = data.Dataset(tiny_dataset)
-    assert appstate.stale_simulator(ds) is None
+    assert data_summary.stale_simulator(ds) is None
     monkeypatch.setattr(simulate, "SIMULATOR_VERSION", "99.0.0")
-    msg = appstate.stale_simulator(ds)
+    msg = data_summary.stale_simulator(ds)
     assert msg and "v99.0.0" in msg and "python -m core data build" in msg
 
 
 def test_correlation_and_histograms():
-    from core import appstate
+    from core.analysis import data_summary
     rng = np.random.default_rng(0)
     lab = np.column_stack([rng.uniform(3500, 7000, 500), rng.uniform(1, 5, 500), rng.uniform(-2.5, 0.5, 500)])
-    corr, worst, _ = appstate.correlation_frame(lab)
+    corr, worst, _ = data_summary.correlation_frame(lab)
     assert len(corr) == 9 and worst < 0.15
     lab[:, 1] = 5 - (lab[:, 0] - 3500) / 1000 + rng.normal(0, 0.2, 500)  # giants are cool
-    _, worst, pair = appstate.correlation_frame(lab)
+    _, worst, pair = data_summary.correlation_frame(lab)
     assert worst > 0.9 and pair == "Teff–log g"
-    h = appstate.histogram_frame(lab[:, 0], bins=30)
+    h = data_summary.histogram_frame(lab[:, 0], bins=30)
     assert len(h) == 30 and h["count"].sum() == 500
-    hl = appstate.histogram_frame(rng.uniform(3, 60, 100), bins=10, log=True)
+    hl = data_summary.histogram_frame(rng.uniform(3, 60, 100), bins=10, log=True)
     assert hl["count"].sum() == 100 and (hl.hi > hl.lo).all()
 
 
 def test_snr_table(tiny_dataset):
-    from core import appstate, data
+    from core import data
+    from core.analysis import data_summary
     ds = data.Dataset(tiny_dataset)
-    t = appstate.snr_table(ds)
+    t = data_summary.snr_table(ds)
     assert len(t) == ds.n and (t.snr > 0).all()
     assert set(t.split) == {"train", "val", "test"}
-    sub = appstate.snr_table(ds, max_rows=50)
+    sub = data_summary.snr_table(ds, max_rows=50)
     assert len(sub) == 50
 
 
 def test_device_string():
-    from core import appstate
+    from pages._ui import appstate
     assert appstate.device() in ("cuda", "mps", "cpu")

@@ -18,7 +18,6 @@ import time
 import urllib.request
 
 import pytest
-
 from conftest import ROOT
 from test_jobs import wait_for
 
@@ -227,7 +226,7 @@ def test_job_launched_in_browser_survives_a_reload(job_server):
                              what=f"the progress to move past spec {first} after the reload")
             page.screenshot(path=str(shots / "job_2_running_after_reload.png"), full_page=True)
             assert later > first
-            from core import jobs
+            from core.engine import jobs
             session_artifacts = os.environ["LOGG_ARTIFACTS"]
             os.environ["LOGG_ARTIFACTS"] = str(folder)  # read the job's own registry
             try:

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from core import data, digest, registry, train
+from core import data
+from core.analysis import digest
+from core.engine import registry, train
 
 DS = "digest-test"
 
@@ -94,7 +96,7 @@ def test_latent_extraction_verdict_flips(monkeypatch):
     import numpy as np
     import pandas as pd
 
-    from core import latent
+    from core.analysis import latent
 
     def grid_with(team_r2, other_r2):
         rows = [{"variant": "flux", "noise": 1.0, "label": "logg", "probe": "ridge", "layer": "enc_pre_latent",

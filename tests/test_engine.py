@@ -9,7 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from core import config, data, registry, report, train
+from core import config, data
+from core.analysis import report
+from core.engine import executor, registry, train
 
 N = 1000
 
@@ -219,9 +221,9 @@ def test_a_spec_another_process_is_fitting_is_not_fitted_twice(engine_ds, monkey
 
 def test_a_dependency_fitted_elsewhere_releases_the_dependent_run(engine_ds, monkeypatch):
     """A probe whose encoder another process is fitting: the probe's own row is released, not failed."""
-    from core import latent
+    from core.engine.suites import latent as suite_latent
     con = registry.connect()
-    enc = latent.encoder_spec("flux", 1.0, "quick", engine_ds, 5)
+    enc = suite_latent.encoder_spec("flux", 1.0, "quick", engine_ds, 5)
     _, other = _owned_by_another_live_process(con, enc, engine_ds)
     probe = {"model": "latent_probe", "params": {"encoder": "flux", "encoder_noise": 1.0, "layer": "enc_last",
                                                  "pooling": "global_mean", "probe": "ridge", "n_train": "all"},
@@ -250,7 +252,7 @@ def test_run_many_fits_in_worker_processes(engine_ds):
     threading.Timer(8.0, lambda: ([_end(o) for _, o in owners], released.append(registry.now()))).start()
     try:
         lines = []
-        res = train.run_many(held + specs, workers=2, log=lines.append)
+        res = executor.run_many(held + specs, workers=2, log=lines.append)
     finally:
         [_end(o) for _, o in owners]
     assert not [r for r in res if isinstance(r, Exception)], lines
@@ -288,7 +290,7 @@ def test_a_worker_that_dies_fails_its_spec_and_the_rest_go_on(engine_ds):
             time.sleep(0.2)
     threading.Thread(target=kill_slow, daemon=True).start()
     lines = []
-    res = train.run_many([slow] + rest, workers=2, log=lines.append)
+    res = executor.run_many([slow] + rest, workers=2, log=lines.append)
     assert killed
     assert isinstance(res[0], Exception) and "worker process ended" in str(res[0])
     assert all(not isinstance(r, Exception) for r in res[1:]), lines

@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from core import data, explain, simulate, train
+from core import data
+from core.analysis import saliency
+from core.engine import train
+from core.physics import fisher, simulate
+from models import attribution
 
 GRAVITY_LINES = [8498.02, 8542.09, 8662.14, 8183.26, 8194.82, 8806.76, 7664.90, 7698.96, 7771.94, 7774.17, 7775.39,
                  8750.47, 8665.02, 8598.39, 8545.38, 8502.48]  # Ca II, Na I, Mg I, K I, O I, Paschen
@@ -29,8 +33,8 @@ def test_fisher_information_is_in_the_wings_of_gravity_lines(stars):
     the rest of the spectrum, the pixels off the line centre (0.5-5 A: the wings) carry a large share
     of it, and each star's most informative pixel lies there."""
     lab, flux, sig = stars
-    _, jac = explain.jacobian(lab)
-    per_pixel, F = explain.fisher(jac, sig)
+    _, jac = fisher.jacobian(lab)
+    per_pixel, F = fisher.fisher(jac, sig)
     info = per_pixel.mean(0)
     wave = simulate.wavelength_grid().numpy()
     d = np.min(np.abs(wave[:, None] - np.array(GRAVITY_LINES)[None, :]), axis=1)
@@ -45,7 +49,7 @@ def test_fisher_information_is_in_the_wings_of_gravity_lines(stars):
 
 def test_autograd_jacobian_matches_finite_differences(stars):
     lab = stars[0][:3].astype(np.float64)
-    _, jac = explain.jacobian(lab)
+    _, jac = fisher.jacobian(lab)
     eps = np.array([5.0, 0.01, 0.01])
     for k in range(3):
         up, dn = lab.copy(), lab.copy()
@@ -58,12 +62,12 @@ def test_autograd_jacobian_matches_finite_differences(stars):
 
 def test_cramer_rao_scales_with_noise(stars):
     lab, flux, sig = stars
-    _, jac = explain.jacobian(lab)
-    s1 = explain.cramer_rao(explain.fisher(jac, 1.0 * sig)[1])["sigma_logg"]
-    s01 = explain.cramer_rao(explain.fisher(jac, 0.1 * sig)[1])["sigma_logg"]
+    _, jac = fisher.jacobian(lab)
+    s1 = fisher.cramer_rao(fisher.fisher(jac, 1.0 * sig)[1])["sigma_logg"]
+    s01 = fisher.cramer_rao(fisher.fisher(jac, 0.1 * sig)[1])["sigma_logg"]
     np.testing.assert_allclose(s1 / s01, 10.0, rtol=1e-3)
     # marginalising Teff and [M/H] can only lose information
-    alone = explain.cramer_rao(explain.fisher(jac, sig)[1])["sigma_logg_alone"]
+    alone = fisher.cramer_rao(fisher.fisher(jac, sig)[1])["sigma_logg_alone"]
     assert np.all(s1 >= alone * (1 - 1e-6))
 
 
@@ -71,7 +75,7 @@ def test_likelihood_fit_recovers_noiseless_labels():
     rng = np.random.default_rng(5)
     lab = data.sample_labels(4, rng, tries=1)
     flux, sig = simulate.simulate(lab, star_counts=np.full(4, 800.0))
-    out = explain.likelihood_fit(flux.astype(np.float64), 0.1 * sig, seed=0)
+    out = fisher.likelihood_fit(flux.astype(np.float64), 0.1 * sig, seed=0)
     assert np.all(np.abs(out["labels"][:, 1] - lab[:, 1]) < 0.01), out["labels"][:, 1] - lab[:, 1]
     assert np.all(np.abs(out["labels"][:, 2] - lab[:, 2]) < 0.01)
 
@@ -85,7 +89,7 @@ def test_integrated_gradients_are_complete():
         return net(x)[:, 0]
     x = torch.randn(5, 1, 256)
     base = torch.zeros_like(x)
-    ig = explain.integrated_gradients(f, x, base, steps=64)
+    ig = attribution.integrated_gradients(f, x, base, steps=64)
     with torch.no_grad():
         delta = f(x) - f(base)
     rel = (ig.sum(dim=(1, 2)) - delta).abs() / delta.abs().clamp_min(1e-6)
@@ -144,10 +148,10 @@ def test_saliency_of_trained_torch_models(tiny_dataset):
         v = ds.view("test", 1.0, r.spec["inputs"], limit=16)
         a = m.forward_tensor(torch.as_tensor(v.x)).detach().numpy()
         assert np.allclose(a, m.predict(v), atol=1e-4), model
-        sal = explain.run_saliency(r, ds)
+        sal = saliency.run_saliency(r, ds)
         assert (r.artifact / "saliency.npz").exists()
         assert sal["ig"].shape == (ds.n_pix,) and np.all(np.isfinite(sal["ig"])) and sal["ig"].max() > 0
         assert float(sal["ig_completeness"]) < 0.02, (model, float(sal["ig_completeness"]))
     g = train.run({**base, "model": "global_mlp", "params": {}})
     with pytest.raises(ValueError, match="outside torch"):
-        explain.run_saliency(g, ds)
+        saliency.run_saliency(g, ds)

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from core import config, data, jobs, registry, train
+from core import config, data
+from core.engine import jobs, registry, train
 
 DS = "jobs-test"
 
@@ -44,9 +45,9 @@ def wait_for(cond, timeout=120.0, step=0.2, what="the condition"):
 
 
 def test_job_runs_to_done_in_worker(ds):
-    from core import ui_jobs  # the Training page's code path
+    from pages._ui import job_panels  # the Training page's code path
     s = [spec(params={"alphas": [10.0, 100.0]}), spec(params={"alphas": [10.0, 100.0]}, noise=1.0)]
-    jid = ui_jobs.launch(s, "test job", None)
+    jid = job_panels.launch(s, "test job", None)
     assert jid is not None
     j = wait_for(lambda: (jobs.get(jid)["state"] in ("done", "failed")) and jobs.get(jid), timeout=180)
     assert j["state"] == "done", jobs.tail(jid)
@@ -144,22 +145,23 @@ def test_token_required_when_set(ds, monkeypatch):
 
 
 def test_first_start_queues_the_quick_report_once(tmp_path, monkeypatch):
-    from core import suites, ui_jobs
+    from core.engine import suites
+    from pages._ui import job_panels
     monkeypatch.setenv("LOGG_ARTIFACTS", str(tmp_path / "fresh"))
     monkeypatch.setenv("LOGG_FIRST_START", "1")
     started = []
     monkeypatch.setattr(jobs, "ensure_worker", lambda: started.append(1) or True)
-    jid = ui_jobs.first_start_runs("sim-quick")
+    jid = job_panels.first_start_runs("sim-quick")
     assert jid is not None and started
     j = jobs.get(jid)
     assert j["state"] == "queued" and len(j["specs"]) == len(suites.suite("report", "quick", "sim-quick"))
-    assert ui_jobs.first_start_runs("sim-quick") is None  # only on a registry that has never run anything
+    assert job_panels.first_start_runs("sim-quick") is None  # only on a registry that has never run anything
     monkeypatch.setenv("LOGG_FIRST_START", "0")
     jobs.cancel(jid)
 
 
 def test_job_on_worker_processes_reports_progress_and_cancels(ds, monkeypatch):
-    """A job of several specs fits them on two worker processes (core/pool.py): its progress names
+    """A job of several specs fits them on two worker processes (core/engine/pool.py): its progress names
     both models and the epoch of one, cancel ends both fits within seconds, nothing half-done is served."""
     monkeypatch.setenv("LOGG_JOB_WORKERS", "2")
     slow = [spec(model="lightgbm", params={"rounds": 20000, "learning_rate": 0.001, "feature_fraction": 0.07}, noise=n)

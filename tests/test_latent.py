@@ -3,21 +3,24 @@ latent suite fills every (layer, pooling, probe, label) cell, and the frozen hea
 encoder's weights alone."""
 from __future__ import annotations
 
-from models.blindspot import BlindSpotNet  # first: core.trainer sets OMP_WAIT_POLICY before torch loads
-
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from core import config, data, latent, suites, train  # noqa: E402
+from core import config, data  # noqa: E402
+from core.analysis import latent
+from core.engine import executor, suites, train
+from core.engine.suites import latent as suite_latent
+from models import blindspot, latent_features, probes
+from models.blindspot import BlindSpotNet  # first: core.trainer sets OMP_WAIT_POLICY before torch loads
 
 DS = "latent-test"
 N = 400
 TINY_PLAN = {
     "encoders": (("flux", 1.0),),
     "encoder_params": {"epochs": 10},
-    "grid": (("flux", 1.0, ("enc_pre_latent", "enc_last"), latent.PROBES, None),),
-    "sweep": (("flux", 1.0),), "sweep_extractions": (latent.TEAM_BEST,), "sweep_labels": ("logg",),
+    "grid": (("flux", 1.0, ("enc_pre_latent", "enc_last"), probes.PROBES, None),),
+    "sweep": (("flux", 1.0),), "sweep_extractions": (suite_latent.TEAM_BEST,), "sweep_labels": ("logg",),
     "heads": (("flux", 1.0),),
 }
 
@@ -30,14 +33,14 @@ def ds(artifacts_dir):
         data.build(name=DS, n=N, seed=21)
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(config.PROFILES, "quick", {**config.PROFILES["quick"], "epochs": 3, "lgbm_rounds": 40, "patience": 2})
-        mp.setitem(latent.PLAN, "quick", TINY_PLAN)
+        mp.setitem(suite_latent.PLAN, "quick", TINY_PLAN)
         latent.clear_memo()
         yield DS
     latent.clear_memo()
 
 
 def encoder_result(ds):
-    return train.run(latent.encoder_spec("flux", 1.0, "quick", ds), log=lambda m: None)
+    return train.run(suite_latent.encoder_spec("flux", 1.0, "quick", ds), log=lambda m: None)
 
 
 @pytest.mark.parametrize("n_in", [1, 2])
@@ -73,19 +76,19 @@ def test_trained_encoder_is_blind_and_denoises_held_out_spectra(ds):
         x2 = x.copy()
         x2[:, 0, i] += 1.0
         np.testing.assert_array_equal(enc.denoise(x2)[:, i], base[:, i])
-    shape = latent.layer_shape(enc, "enc_last")
+    shape = latent_features.layer_shape(enc, "enc_last")
     assert shape[0] * shape[1] == 384     # the latent
 
 
 def test_latent_suite_fills_every_grid_cell(ds):
     specs = suites.suite("latent", "quick", ds)
-    res = train.run_many(specs, log=lambda m: None)
+    res = executor.run_many(specs, log=lambda m: None)
     failed = [(s["model"], s["params"], str(r)) for s, r in zip(specs, res) if isinstance(r, Exception)]
     assert not failed, failed[:3]
     g = latent.grid("quick", ds)
-    want = {(lay, p, pr, lab) for lay in ("enc_pre_latent", "enc_last") for p in latent.POOLINGS
-            for pr in latent.PROBES for lab in data.LABELS
-            if latent.valid_pooling(latent.nominal_shape(lay), p)}
+    want = {(lay, p, pr, lab) for lay in ("enc_pre_latent", "enc_last") for p in latent_features.POOLINGS
+            for pr in probes.PROBES for lab in data.LABELS
+            if latent_features.valid_pooling(blindspot.nominal_shape(lay), p)}
     have = {(r.layer, r.pooling, r.probe, r.label) for r in g.itertuples() if np.isfinite(r.r2)}
     assert want <= have, sorted(want - have)[:5]
     assert len(want) == (12 + 3) * 3 * 3   # 12 distinct extractions, plus 3 alias cells (K1 twice, K8 of enc_last)
@@ -122,9 +125,8 @@ def test_frozen_head_leaves_encoder_weights_unchanged(ds):
 
 
 def _page(ds_name: str, noise: float = 1.0):
-    from streamlit.testing.v1 import AppTest
-
     from conftest import ROOT
+    from streamlit.testing.v1 import AppTest
     at = AppTest.from_file(str(ROOT / "pages" / "latent.py"), default_timeout=120)
     at.session_state["dataset"] = ds_name
     at.session_state["profile"] = "quick"
@@ -134,7 +136,7 @@ def _page(ds_name: str, noise: float = 1.0):
 
 def test_latent_page_draws_the_grid_and_says_how_to_fill_it(ds, tiny_dataset):
     import json
-    train.run_many(suites.suite("latent", "quick", ds), log=lambda m: None)   # cached after the grid test
+    executor.run_many(suites.suite("latent", "quick", ds), log=lambda m: None)   # cached after the grid test
     at = _page(ds)
     assert not at.exception and not at.error, ([e.value for e in at.exception], [e.value for e in at.error])
     titles = []

@@ -19,9 +19,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from scipy.interpolate import CubicSpline
-
 from conftest import ROOT
+from scipy.interpolate import CubicSpline
 
 from core import predict as P
 
@@ -31,7 +30,8 @@ DS = "pred-test"
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def trained(artifacts_dir):
-    from core import data, train
+    from core import data
+    from core.engine import train
     if DS not in data.list_datasets():
         data.build(name=DS, n=400)
     base = {"dataset": DS, "profile": "quick", "seed": 0}

@@ -13,8 +13,8 @@ import pytest
 import torch
 from scipy import integrate, special
 
-from core import lines as line_lists
-from core import simulate
+from core.physics import lines as line_lists
+from core.physics import simulate
 
 # Cenarro et al. (2001, MNRAS 326, 959) Ca II triplet line bandpasses (Angstrom)
 CAT_BANDS = ((8484.0, 8513.0), (8522.0, 8562.0), (8642.0, 8682.0))

@@ -16,24 +16,17 @@ FP = "snapshot-fingerprint"
 
 
 def _dependencies(spec: dict) -> list[dict]:
-    from types import SimpleNamespace
-
-    from core import latent
-    from core.data import LABELS
-    p = spec["params"]
-    if spec["model"] == "latent_probe" or spec["model"].startswith("blindspot_"):
-        deps = [latent.encoder_spec(p["encoder"], p["encoder_noise"], spec["profile"], spec["dataset"], spec["seed"])]
-        if spec["model"] == "blindspot_finetune":
-            ctx = SimpleNamespace(dataset=SimpleNamespace(path=f"/x/{spec['dataset']}.h5"),
-                                  profile={"name": spec["profile"]}, seed=spec["seed"],
-                                  target=LABELS.index(spec.get("target", "logg")))
-            deps.append(latent.head_spec(p, ctx, frozen=True))
-        return deps
-    return []
+    """The runs the engine fits before this spec (Model.requires), and theirs."""
+    from core.engine.spec import dependency_specs
+    out = []
+    for d in dependency_specs(spec).values():
+        out += [d] + _dependencies(d)
+    return out
 
 
 def snapshot() -> dict:
-    from core import config, suites, train
+    from core import config
+    from core.engine import suites, train
     out = {}
     for prof in config.PROFILES:
         for name in suites.SUITES:

@@ -14,13 +14,16 @@ import pytest
 import torch
 from torch import nn
 
-from core import config, data, trainer
-from core.features import GROUPS, LINES, GlobalFeatures, column_names, flux_channel
+from core import config, data
+from models import trainer
 from models.base import FitContext
-from models.cnn import MODELS as CNN_MODELS, DilatedCNN, receptive_field
+from models.cnn import MODELS as CNN_MODELS
+from models.cnn import DilatedCNN, receptive_field
+from models.features import GROUPS, LINES, GlobalFeatures, column_names, flux_channel
 from models.fusion import MODELS as FUSION_MODELS
 from models.mlp import MODELS as MLP_MODELS
-from models.windows import MODELS as WINDOW_MODELS, fit_ridge, min_separation, select_centers
+from models.windows import MODELS as WINDOW_MODELS
+from models.windows import fit_ridge, min_separation, select_centers
 
 ZOO = {**MLP_MODELS, **CNN_MODELS, **WINDOW_MODELS, **FUSION_MODELS}
 PROFILE = {"epochs": 2, "batch_size": 64, "patience": 2, "cnn_channels": 8, "max_train": 1000}

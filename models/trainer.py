@@ -50,6 +50,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from models.base import Model  # noqa: E402
 
 
 # --------------------------------------------------------------------------- device
@@ -246,6 +247,7 @@ class TorchModelMixin:
 
     Hyper-parameters `lr` and `weight_decay` may be passed as params.
     """
+    hyper_params = ("lr", "weight_decay")
     family = "torch"
     lr = 1e-3
     weight_decay = 1e-4
@@ -356,17 +358,8 @@ class TorchModelMixin:
         """Rebuild fitted helpers (a feature extractor, ...) from self.state_ after loading."""
 
 
-def __getattr__(name):
-    """TorchModel is created on first use (PEP 562): models/__init__ imports every family and the
-    torch families import this module, so importing models.base at the top of this module would
-    start an import cycle whenever core.trainer is imported before the models package."""
-    if name != "TorchModel":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from models.base import Model   # may import models/__init__, which may come back here
-    if "TorchModel" not in globals():
-        globals()["TorchModel"] = type("TorchModel", (TorchModelMixin, Model),
-                                       {"__module__": __name__, "__doc__": TorchModelMixin.__doc__})
-    return globals()["TorchModel"]
+class TorchModel(TorchModelMixin, Model):
+    __doc__ = TorchModelMixin.__doc__
 
 
 def standardise_stats(x: np.ndarray, axis) -> tuple[np.ndarray, np.ndarray]:

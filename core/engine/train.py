@@ -1,11 +1,9 @@
 """The engine: run(spec) fits (or loads from the cache) one model and records it in the registry.
 
-A spec is a plain dict:
-    {"model": "ridge", "params": {...}, "inputs": "flux", "noise_level": 0.1,
-     "dataset": "sim-quick", "seed": 0, "profile": "quick", "target": "logg"}
-Its hash (together with the data set's fingerprint and the profile's sizes) is the run id
-and the cache key: a spec whose run is 'done' with its artifact folder in place is loaded,
-not refitted; changing any part of it, or the data set, gives a new id and a new fit.
+A spec is a plain dict (core/engine/spec.py: how one is built, checked and hashed into its run
+id). A spec whose run is 'done' with its artifact folder in place is loaded, not refitted.
+Runs a spec depends on (an encoder before its probes: Model.requires) are fitted or loaded first,
+here, and handed to the model's fit as ctx.deps; a model never calls run().
 
 A run writes into artifacts/runs/<id>.tmp-<pid>/ and renames the folder to
 artifacts/runs/<id>/ only when the model, predictions and metrics are all written; only
@@ -15,7 +13,6 @@ cleaned) and a row that reads 'failed' or 'interrupted', never 'done'.
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 import os
 import shutil
@@ -26,64 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from core import config, registry
+from core import config
 from core.data import LABELS, Dataset
-from core.metrics import regression_metrics
-
-SPEC_KEYS = ("model", "params", "inputs", "noise_level", "dataset", "seed", "profile", "target")
-_CODE_DIRS = ("core", "models")
-
-
-def code_version() -> str:
-    """Short hash of the engine's and models' source: changes whenever the code does."""
-    h = hashlib.sha256()
-    for d in _CODE_DIRS:
-        for p in sorted((config.ROOT / d).glob("*.py")):
-            h.update(p.name.encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()[:10]
-
-
-_NO_DEFAULT = object()
-
-
-def normalise_spec(spec: dict) -> dict:
-    """The canonical form of a spec (what is hashed and stored): defaults filled in, parameters
-    left at a model's declared default (Model.param_defaults) dropped."""
-    from models import MODELS
-    if spec.get("model") not in MODELS:
-        raise ValueError(f"unknown model {spec.get('model')!r}; known: {', '.join(sorted(MODELS))}")
-    prof = config.profile(spec.get("profile", "quick"))
-    out = {
-        "model": spec["model"],
-        "params": {k: v for k, v in sorted((spec.get("params") or {}).items())
-                   if v != MODELS[spec["model"]].param_defaults.get(k, _NO_DEFAULT)},
-        "inputs": spec.get("inputs") or MODELS[spec["model"]].inputs,
-        "noise_level": float(spec.get("noise_level", 1.0)),
-        "dataset": spec.get("dataset") or prof["dataset"],
-        "seed": int(spec.get("seed", 0)),
-        "profile": prof["name"],
-        "target": spec.get("target", "logg"),
-    }
-    if out["target"] not in LABELS:
-        raise ValueError(f"unknown target {out['target']!r}; choose one of {', '.join(LABELS)}")
-    if "suite" in spec:
-        out["suite"] = spec["suite"]
-    return out
-
-
-def spec_hash(spec: dict, dataset_fp: str) -> str:
-    s = normalise_spec(spec)
-    prof = config.profile(s["profile"])
-    payload = {k: s[k] for k in SPEC_KEYS}
-    payload["dataset_fp"] = dataset_fp
-    payload["profile_settings"] = {k: v for k, v in prof.items() if k not in ("name", "dataset", "n_spectra")}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+from core.engine import registry
+from core.engine.metrics import regression_metrics
+from core.engine.spec import code_version, dependency_specs, normalise_spec, spec_hash
 
 
 def pick_device() -> str:
     try:
-        from core.trainer import pick_device as _pd
+        from models.trainer import pick_device as _pd
         return _pd()
     except ImportError:  # torch models not installed yet
         return "cpu"
@@ -107,12 +56,43 @@ class Result:
 
 
 def load_model(folder: Path):
+    """The fitted model of a run folder, with the fitted models it reads when it predicts
+    (Model.dependency_runs: a probe's encoder) loaded and attached."""
     from models import MODELS
     meta = json.loads((Path(folder) / "run.json").read_text())
     cls = MODELS[meta["spec"]["model"]]
     m = cls.load(Path(folder) / "model")
     m.inputs = meta["spec"]["inputs"]
+    for name, rid in m.dependency_runs().items():
+        dep = config.runs_dir() / rid
+        if not (dep / "run.json").exists():
+            raise FileNotFoundError(f"run {meta['run_id']} needs run {rid} ({name}), which is not in {config.runs_dir()}")
+        m.attach(name, _dependency_model(dep))
     return m
+
+
+# fitted models other runs depend on (an encoder read by dozens of probes), loaded once per process
+_DEP_MODELS: "collections.OrderedDict[tuple, object]" = collections.OrderedDict()
+
+
+def _dependency_model(folder: Path):
+    key = (str(folder), (Path(folder) / "run.json").stat().st_mtime_ns)
+    if key not in _DEP_MODELS:
+        _DEP_MODELS[key] = load_model(folder)
+        while len(_DEP_MODELS) > 8:
+            _DEP_MODELS.popitem(last=False)
+    return _DEP_MODELS[key]
+
+
+def _dependencies(spec: dict, log, con) -> dict:
+    """Fit or load every run this spec needs (Model.requires), before its own claim: a dependency
+    that another process is fitting raises RunBusy here, in a worker, with nothing to release."""
+    from models.base import Dependency
+    out = {}
+    for name, dspec in dependency_specs(spec).items():
+        r = run(dspec, log=log, con=con)
+        out[name] = Dependency(r.run_id, r.metrics, _dependency_model(r.artifact))
+    return out
 
 
 # Views are deterministic in (data set, split, noise, inputs, seed, limit), and a suite asks for
@@ -171,6 +151,7 @@ def run(spec: dict, force: bool = False, log=print, con=None, on_progress=None) 
         return Result(rid, spec, done["metrics"], done["timings"] or {}, final, cached=True)
 
     prof = config.profile(spec["profile"])
+    deps = _dependencies(spec, log, con)
     device = pick_device()
     said = False
     while True:   # one process fits a spec at a time; the others wait for it (or step aside)
@@ -205,7 +186,7 @@ def run(spec: dict, force: bool = False, log=print, con=None, on_progress=None) 
                 on_progress(**kw)
 
         ctx = FitContext(profile=prof, seed=spec["seed"], device=device, target=target, progress=progress, log=log,
-                         dataset=ds)
+                         dataset=ds, deps=deps)
         t0 = time.perf_counter()
         model.fit(train, val, ctx)
         t_fit = time.perf_counter() - t0
@@ -242,80 +223,12 @@ def run(spec: dict, force: bool = False, log=print, con=None, on_progress=None) 
         os.replace(tmp, final)
         registry.finish_run(con, rid, metrics, timings, str(final))
         return Result(rid, spec, metrics, timings, final, cached=False)
-    except RunBusy:   # a run this one depends on is being fitted elsewhere: as if never started
-        shutil.rmtree(tmp, ignore_errors=True)
-        registry.release_run(con, rid, prev)
-        raise
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
         registry.fail_run(con, rid, "".join(traceback.format_exception_only(type(e), e)).strip()
                           + "\n" + traceback.format_exc()[-3000:], status)
         raise
-
-
-def _label(i: int, n: int, s: dict) -> str:
-    return (f"[{i}/{n}] {s['model']} {json.dumps(s.get('params') or {})} inputs={s.get('inputs') or '-'} "
-            f"noise={s.get('noise_level')}")
-
-
-def default_workers() -> int:
-    """Processes for run_many on this machine: 2 on a CPU with at least 2 cores, else 1.
-
-    Measured on the project's 2-core CPU (docs/benchmarks.md): the study's networks are small, so
-    one fit keeps two threads busy only ~60-75 % of the time; two one-thread fits side by side get
-    ~25 % more steps per second than one two-thread fit. On a GPU one process owns the card."""
-    if pick_device() != "cpu":
-        return 1
-    return 2 if (os.cpu_count() or 1) >= 2 else 1
-
-
-def run_many(specs: list[dict], force: bool = False, log=print, keep_going: bool = True,
-             workers: int = 1, should_stop=None, on_update=None) -> list[Result | Exception]:
-    """Run specs; a failing spec is recorded and (with keep_going) skipped. Results in spec order.
-
-    workers > 1: cached specs are read here, the others are fitted by that many worker
-    processes side by side (core/pool.py); no spec is fitted twice (registry.claim_run).
-    should_stop() / on_update(n_finished, [spec indices being fitted]): see pool.run_pool."""
-    con = registry.connect()
-    out: list = [None] * len(specs)
-    todo = list(range(len(specs)))
-    if workers > 1 and not force:   # cached runs are read here: no worker process for them
-        todo = []
-        for i, s in enumerate(specs):
-            r = cached_result(s, con=con)
-            if r is not None and (r.artifact / "run.json").exists():
-                log(f"{_label(i + 1, len(specs), s)}: R2={r.metrics['r2']:.3f} MAE={r.metrics['mae']:.3f} (cached)")
-                out[i] = r
-            else:
-                todo.append(i)
-    watched = should_stop is not None or on_update is not None   # a job: fits stay stoppable in workers
-    if workers > 1 and (len(todo) > 1 or (todo and watched)):
-        from core import pool
-        n_cached = len(specs) - len(todo)
-        res = pool.run_pool([specs[i] for i in todo], force, log, keep_going, workers,
-                            label=lambda j: _label(todo[j] + 1, len(specs), specs[todo[j]]),
-                            should_stop=should_stop,
-                            on_update=None if on_update is None else
-                            lambda n, running: on_update(n + n_cached, [todo[j] for j in running]))
-        for i, r in zip(todo, res):
-            out[i] = r
-        return out
-    for i in todo:
-        s = specs[i]
-        label = _label(i + 1, len(specs), s)
-        t0 = time.perf_counter()
-        try:
-            r = run(s, force=force, log=log, con=con)
-            m = r.metrics
-            log(f"{label}: R2={m['r2']:.3f} MAE={m['mae']:.3f} ({'cached' if r.cached else f'{time.perf_counter() - t0:.1f} s'})")
-            out[i] = r
-        except Exception as e:  # recorded in the registry by run()
-            log(f"{label}: FAILED: {type(e).__name__}: {e}")
-            if not keep_going:
-                raise
-            out[i] = e
-    return out
 
 
 def cached_result(spec: dict, con=None) -> Result | None:

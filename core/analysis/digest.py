@@ -14,8 +14,9 @@ from typing import Callable
 
 import pandas as pd
 
-from core import config, registry, suites, train
-from core.reference import REPORT_LABEL, team_r2
+from core import config
+from core.analysis.reference import REPORT_LABEL, team_r2
+from core.engine import registry, suites, train
 
 H = {
     "title": {"en": "log g experiments: meeting digest", "zh": "log g 实验：会议摘要"},
@@ -91,7 +92,7 @@ def r2_gap(a, b, n_boot: int = 300, seed: int = 0) -> tuple[float, float]:
         return d, 0.0
     if not np.array_equal(pa["index"], pb["index"]):
         return d, 0.0
-    from core.metrics import bootstrap_se_r2_gap
+    from core.engine.metrics import bootstrap_se_r2_gap
     return d, bootstrap_se_r2_gap(pa["y_true"], pa["y_pred"], pb["y_pred"], n_boot=n_boot, seed=seed)
 
 
@@ -216,11 +217,12 @@ LATENT_DELTA = 0.02   # R^2 differences up to this are ties (about the spread be
 def h_latent_best(c: Ctx):
     """Rule: verified when the Ridge probe on the team's best extraction (enc_pre_latent, mean over 8
     segments; encoder on flux, noise 1.0) is within LATENT_DELTA of the best Ridge cell of the grid."""
-    from core import latent
+    from core.analysis import latent
+    from core.engine.suites import latent as suite_latent
     g = latent.grid(c.profile, c.dataset, c.con)
     d = g[(g["variant"] == "flux") & (g["noise"] == 1.0) & (g["label"] == "logg") & (g["probe"] == "ridge")
           & g["r2"].notna()]
-    team = d[(d["layer"] == latent.TEAM_BEST[0]) & (d["runs_as"] == latent.TEAM_BEST[1])]
+    team = d[(d["layer"] == suite_latent.TEAM_BEST[0]) & (d["runs_as"] == suite_latent.TEAM_BEST[1])]
     if d.empty or team.empty:
         return "not run", Evidence([])
     best = d.loc[d["r2"].idxmax()]

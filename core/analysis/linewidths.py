@@ -26,7 +26,8 @@ def _width(depth: np.ndarray, c: int, frac: float) -> int:
 
 
 def line_widths(n_stars: int = 24, seed: int = 0, min_depth: float = 0.05) -> pd.DataFrame:
-    from core import data, simulate
+    from core import data
+    from core.physics import simulate
     sim = simulate.default_simulator("cpu")
     rng = np.random.default_rng(seed)
     labels = data.sample_labels(n_stars, rng, tries=1)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from core import config, registry, suites, train
-from core.reference import REPORT_LABEL, team_r2
+from core import config
+from core.analysis.reference import REPORT_LABEL, team_r2
+from core.engine import registry, suites, train
 
 DISAGREE_R2 = 0.10  # |ours - team| above this is marked as a disagreement
 

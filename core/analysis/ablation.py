@@ -4,7 +4,7 @@ The error_ablation suite trains the same models on different inputs (flux only, 
 only, pipeline-like error only, flux + error, flux / error, and three controls: the error
 shuffled across stars, a constant error, and the error of a star with the same Teff and [M/H]
 but a log g at least 1 dex away), and the blind-spot encoder with and without the error
-channel, probed the same way (the latent question). This module reads those runs and turns them into
+channel, probed the same way (the latent question). core/engine/suites/ablation.py says what runs; this module reads those runs and turns them into
  - the ablation matrix (input x model x noise),
  - the residual analysis (does the error-only prediction explain the flux model's residuals?),
  - a plain-language verdict computed from the numbers by the rules written next to it.
@@ -14,51 +14,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from core import suites, train
-from core.metrics import bootstrap_se_r2_gap
+from core.engine import train
+from core.engine.metrics import bootstrap_se_r2_gap
+from core.engine.suites.ablation import ABLATION_MODELS, INPUT_LABELS, LATENT_MODEL, latent_specs, suite_specs  # noqa: F401
 
-INPUT_LABELS = {
-    "flux": "flux only",
-    "error": "clean error only",
-    "error_pipeline": "pipeline-like error only",
-    "flux+error": "flux + error (2 channels)",
-    "snr": "flux / error",
-    "error_shuffled": "error shuffled across stars (control)",
-    "flux+error_shuffled": "flux + shuffled error (control)",
-    "flux+error_constant": "flux + constant error (control)",
-    "error_swapped": "error of a star with another log g (control)",
-}
-ABLATION_MODELS = ("ridge", "lightgbm", "dilated_cnn")
-# verdict thresholds
+# verdict thresholds# verdict thresholds
 ERROR_INFORMATIVE_R2 = 0.5   # the error vector alone "predicts log g" above this R^2
 DEPENDS_DELTA = 0.02         # an R^2 change larger than this (and than 2 bootstrap SE) counts as real
-
-
-# The latent question: the blind-spot encoder trained on the flux alone and on flux + error (two
-# channels), each probed the same way (Ridge on the team's best extraction), at both noise levels.
-# Encoders and probes are the latent suite's own specs, so a run of either suite serves both.
-LATENT_MODEL = "latent probe"
-
-
-def latent_specs(profile: str, dataset: str | None) -> list[tuple[dict, dict]]:
-    """(encoder spec, probe spec) for each encoder variant and noise level."""
-    from core import latent
-    layer, pooling = latent.TEAM_BEST
-    return [(latent.encoder_spec(v, n, profile, dataset),
-             latent._probe_spec(v, n, layer, pooling, "ridge", "logg", profile, dataset))
-            for v in latent.VARIANTS for n in suites.NOISE]
-
-
-def suite_specs(profile: str, dataset: str | None) -> list[dict]:
-    out = []
-    for m in ABLATION_MODELS:
-        params = {"dilation": 2} if m == "dilated_cnn" else {}
-        for inp in INPUT_LABELS:
-            for n in suites.NOISE:
-                out.append(suites._spec(m, params, n, profile, dataset, "error_ablation", inputs=inp))
-    for enc, probe in latent_specs(profile, dataset):   # each encoder before its probe
-        out += [enc, probe]
-    return out
 
 
 def results(profile: str, dataset: str | None, con=None) -> pd.DataFrame:

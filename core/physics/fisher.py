@@ -1,5 +1,5 @@
 """Why log g is where it is: Fisher information from the simulator's Jacobian, the Cramer-Rao
-bound, the Bayesian likelihood ceiling, and per-wavelength saliency of fitted models.
+bound and the Bayesian likelihood ceiling (the physics limit every learned model is measured against).
 
 Fisher information. With J_p = d flux_p / d (Teff, log g, [M/H]) from forward-mode autograd
 (torch.func.jvp) and sigma_p the 1-sigma error at the noise level,
@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from core.data import LABEL_BOX, LABELS
+from core.physics.labels import LABEL_BOX, LABELS
 
 GRID_SHAPE = (15, 13, 9)  # Teff x log g x [M/H] points of the coarse grid
 ESS_MIN = 8.0
@@ -32,7 +32,7 @@ LAPLACE_DRAWS = 400
 
 def jacobian(labels: np.ndarray, sim=None, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Flux (n, P) and d flux / d labels (n, P, 3) at `labels` (n, 3), by forward-mode autograd."""
-    from core.simulate import default_simulator
+    from core.physics.simulate import default_simulator
     sim = sim or default_simulator("cpu")
     flux, jac = [], []
     for i in range(0, len(labels), batch):
@@ -109,7 +109,7 @@ _GRID_CACHE: dict = {}
 
 
 def grid_spectra(shape=GRID_SHAPE) -> tuple[np.ndarray, np.ndarray]:
-    from core.simulate import SIMULATOR_VERSION, default_simulator
+    from core.physics.simulate import SIMULATOR_VERSION, default_simulator
     key = (shape, SIMULATOR_VERSION)
     if key not in _GRID_CACHE:
         g = label_grid(shape)
@@ -163,7 +163,7 @@ def gauss_newton(flux: np.ndarray, sigma: np.ndarray, start: np.ndarray, iterati
     """Maximum-likelihood labels and their Laplace covariance (F^-1), from `start`, by
     Levenberg-Marquardt: Gauss-Newton steps with a per-star damping that grows when a step
     does not lower chi^2 (the step is then rejected) and shrinks when it does."""
-    from core.simulate import default_simulator
+    from core.physics.simulate import default_simulator
     sim = default_simulator("cpu")
     lo = np.array([LABEL_BOX[k][0] for k in LABELS])
     hi = np.array([LABEL_BOX[k][1] for k in LABELS])
@@ -214,141 +214,3 @@ def truncated_laplace_mean(lab: np.ndarray, cov: np.ndarray, seed: int = 0) -> n
 
 
 # --------------------------------------------------------------------------- saliency
-def integrated_gradients(f, x: torch.Tensor, baseline: torch.Tensor | None = None, steps: int = 32) -> torch.Tensor:
-    """Integrated gradients (Sundararajan et al. 2017) of scalar-per-sample f at x (n, C, P),
-    Riemann midpoint rule; attributions sum to f(x) - f(baseline) (completeness)."""
-    baseline = torch.zeros_like(x) if baseline is None else baseline
-    total = torch.zeros_like(x)
-    for k in range(steps):
-        a = (k + 0.5) / steps
-        xi = (baseline + a * (x - baseline)).detach().requires_grad_(True)
-        y = f(xi).sum()
-        (g,) = torch.autograd.grad(y, xi)
-        total += g
-    return (x - baseline) * total / steps
-
-
-def gradient_x_input(f, x: torch.Tensor) -> torch.Tensor:
-    xi = x.detach().clone().requires_grad_(True)
-    (g,) = torch.autograd.grad(f(xi).sum(), xi)
-    return g * x
-
-
-def occlusion(f, x: torch.Tensor, width: int = 16, stride: int = 8, fill: float | None = None) -> np.ndarray:
-    """|change of the prediction| when a sliding window of `width` pixels is replaced by the
-    mean flux (or `fill`), spread back over the window's pixels: (n, P)."""
-    n, C, P = x.shape
-    out = np.zeros((n, P))
-    cnt = np.zeros(P)
-    with torch.no_grad():
-        base = f(x).numpy()
-        for s in range(0, P - width + 1, stride):
-            xo = x.clone()
-            xo[:, :, s:s + width] = x.mean(dim=2, keepdim=True) if fill is None else fill
-            d = np.abs(f(xo).numpy() - base)
-            out[:, s:s + width] += d[:, None]
-            cnt[s:s + width] += 1
-    return out / np.clip(cnt, 1, None)
-
-
-# --------------------------------------------------------------------------- cached per run / data set
-SALIENCY_STARS = 48
-IG_STEPS = 64   # Riemann steps of integrated gradients: completeness within 1 % for the max-pooling CNNs (32 gave 1.5 %)
-LOGG_BIN_EDGES = (1.0, 2.0, 3.0, 4.0, 5.0)
-
-
-def _atomic_savez(path, **arrays) -> None:
-    import os
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def _load_npz(path) -> dict:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-
-
-def run_saliency(result, ds, n_stars: int = SALIENCY_STARS) -> dict:
-    """Per-wavelength saliency of one finished run, computed once and cached in its run folder.
-
-    Torch models whose inputs are a torch function of the spectrum (model.differentiable): |gradient x input|, |integrated gradients| (baseline:
-    each spectrum flattened to its own mean level) and occlusion, averaged over the first n_stars
-    test spectra, and |gradient x input| per log g bin. Ridge and the Cannon: their coefficients'
-    own measure (pixel_importance); LightGBM: total gain per pixel."""
-    path = result.artifact / "saliency.npz"
-    if path.exists():
-        return _load_npz(path)
-    import time
-    model = result.load_model()
-    spec = result.spec
-    out: dict = {}
-    t0 = time.perf_counter()
-    if getattr(model, "differentiable", False):
-        view = ds.view("test", spec["noise_level"], spec["inputs"], seed=spec["seed"], limit=n_stars)
-        x = torch.as_tensor(view.x)
-        f = model.forward_tensor
-        gxi = gradient_x_input(f, x).detach().numpy()
-        base = x.mean(dim=2, keepdim=True).expand_as(x).contiguous()
-        ig = integrated_gradients(f, x, base, steps=IG_STEPS).detach().numpy()
-        with torch.no_grad():
-            delta = (f(x) - f(base)).numpy()
-        out["ig_completeness"] = np.array(float(np.median(np.abs(ig.sum(axis=(1, 2)) - delta) / np.maximum(np.abs(delta), 1e-9))))
-        occ = occlusion(f, x, width=16, stride=16)
-        out["gxi"] = np.abs(gxi).sum(1).mean(0)
-        out["ig"] = np.abs(ig).sum(1).mean(0)
-        out["occlusion"] = occ.mean(0)
-        y = view.y[:, 1]
-        per_bin = []
-        for lo, hi in zip(LOGG_BIN_EDGES[:-1], LOGG_BIN_EDGES[1:]):
-            sel = (y >= lo) & (y <= hi)
-            per_bin.append(np.abs(gxi[sel]).sum(1).mean(0) if sel.any() else np.zeros(x.shape[-1]))
-        out["gxi_bins"] = np.stack(per_bin)
-    elif hasattr(model, "pixel_importance"):
-        out["importance"] = np.asarray(model.pixel_importance(), dtype=np.float64)
-    else:
-        raise ValueError(f"no saliency for {spec['model']!r}: its inputs (global features) are computed outside "
-                         "torch, so there is no gradient to follow")
-    out["seconds"] = np.array(time.perf_counter() - t0)
-    _atomic_savez(path, **out)
-    return out
-
-
-def dataset_physics(ds, noise_level: float, max_stars: int = 200) -> dict:
-    """physics_info on the test split, cached under artifacts/explain/<fingerprint>/."""
-    import time
-
-    from core import config
-    from core.simulate import SIMULATOR_VERSION
-    if str(ds.attrs.get("simulator_version", "")) != SIMULATOR_VERSION:
-        raise ValueError(f"{ds.name} was made by simulator v{ds.attrs.get('simulator_version') or '(none: imported)'}; "
-                         f"Fisher information needs spectra of this simulator (v{SIMULATOR_VERSION})")
-    folder = config.artifacts_dir() / "explain" / ds.fingerprint
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"physics_noise{noise_level:g}_n{max_stars}.npz"
-    if path.exists():
-        return _load_npz(path)
-    t0 = time.perf_counter()
-    info = physics_info(ds, "test", noise_level, max_stars)
-    keep = {"rows": info["rows"], "labels": info["labels"], "sigma_logg": info["sigma_logg"],
-            "sigma_logg_alone": info["sigma_logg_alone"], "r2_cr": np.array(info["r2_cr"]),
-            "pixel_info": info["per_pixel"].mean(0), "pixel_info_marg": info["per_pixel_marg"].mean(0),
-            "mean_flux": info["flux"].mean(0), "seconds": np.array(time.perf_counter() - t0)}
-    _atomic_savez(path, **keep)
-    return keep
-
-
-def topk_information(pixel_info: np.ndarray, ks=(16, 32, 64, 128, 256, 512, 1024, 2048, 4096)) -> list[tuple[int, float]]:
-    """Fraction of the total log g information held by the K most informative pixels."""
-    s = np.sort(np.asarray(pixel_info))[::-1]
-    c = np.cumsum(s) / s.sum()
-    return [(k, float(c[min(k, len(c)) - 1])) for k in ks]
-
-
-def top_bands(values: np.ndarray, wave: np.ndarray, width: float = 25.0, n: int = 10) -> list[tuple[float, float]]:
-    """The n wavelength bands of `width` A holding the largest summed |values|."""
-    edges = np.arange(wave[0], wave[-1] + width, width)
-    idx = np.digitize(wave, edges) - 1
-    sums = np.bincount(idx, weights=np.abs(values), minlength=len(edges))
-    top = np.argsort(sums)[::-1][:n]
-    return [(float(edges[i]), float(edges[i] + width)) for i in top]

@@ -1,8 +1,8 @@
-"""Worker processes for core.train.run_many: specs fitted side by side, one process each.
+"""Worker processes for core.engine.executor.run_many: specs fitted side by side, one process each.
 
     results = pool.run_pool(specs, workers=2, ...)   # what run_many(..., workers=2) calls
 
-Each worker is a plain `python -m core.pool` subprocess with cpu_count // workers threads (BLAS,
+Each worker is a plain `python -m core.engine.pool` subprocess with cpu_count // workers threads (BLAS,
 OpenMP, torch), speaking one JSON line per spec over its stdin/stdout; its log goes to stderr.
 (Not multiprocessing: its spawn start method re-runs the parent's __main__ in every child, and
 in a Streamlit or pytest process that is not a script to run again.)
@@ -31,7 +31,7 @@ RETRY_S = 2.0   # a busy spec is handed out again no sooner than this
 class _Worker:
     def __init__(self, threads: int):
         env = {**os.environ, **{k: str(threads) for k in THREAD_VARS}, "LOGG_POOL_PARENT": str(os.getpid())}
-        self.proc = subprocess.Popen([sys.executable, "-m", "core.pool"], cwd=config.ROOT, env=env, text=True,
+        self.proc = subprocess.Popen([sys.executable, "-m", "core.engine.pool"], cwd=config.ROOT, env=env, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=1)
         self.task: int | None = None
         self.t0 = 0.0
@@ -66,7 +66,7 @@ def run_pool(specs: list[dict], force: bool, log, keep_going: bool, workers: int
     label(i) is the log prefix of spec i. A caller that watches (a dashboard job) passes
     should_stop() -> bool and on_update(n_finished, [indices being fitted]); both are called at
     least every half second. should_stop() True ends the workers and raises Stopped."""
-    from core import registry, train
+    from core.engine import registry, train
     workers = max(1, min(workers, len(specs)))
     threads = max(1, (os.cpu_count() or 1) // workers)
     log(f"{len(specs)} specs to fit on {workers} worker processes x {threads} thread(s)")
@@ -182,7 +182,7 @@ def main() -> int:
     answer = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)                  # whatever a model prints goes to stderr, not into the answers
     sys.stdout = sys.stderr
-    from core import train
+    from core.engine import train
     train.WAIT_FOR_OTHERS = False
     threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
     import torch
@@ -201,7 +201,7 @@ def main() -> int:
 
 
 def _serve(answer, log) -> None:
-    from core import train
+    from core.engine import train
     for line in sys.stdin:
         req = json.loads(line)
         try:

@@ -1,11 +1,14 @@
 """Suites: named lists of specs. Every experiment of docs/experiments.md is one suite.
 
-    specs = suite("report", profile="quick")      # -> list of spec dicts for core.train.run
+    specs = suite("report", profile="quick")      # -> list of spec dicts for core.engine.train.run
+The larger suites have a file of their own here: latent.py (the blind-spot encoder's probes),
+ablation.py (error versus flux).
 The data set is the profile's unless `dataset` is given.
 """
 from __future__ import annotations
 
 from core import config
+from core.engine.spec import make_spec
 
 NOISE = config.NOISE_LEVELS
 
@@ -37,14 +40,6 @@ LGBM_SWEEP = [
 ]
 
 
-def _spec(model, params, noise, profile, dataset, suite, inputs=None, seed=0):
-    s = {"model": model, "params": dict(params), "noise_level": noise, "profile": profile,
-         "dataset": dataset or config.profile(profile)["dataset"], "seed": seed, "suite": suite}
-    if inputs:
-        s["inputs"] = inputs
-    return s
-
-
 def suite(name: str, profile: str = "quick", dataset: str | None = None) -> list[dict]:
     if name not in SUITES:
         raise ValueError(f"unknown suite {name!r}; choose one of {', '.join(SUITES)}")
@@ -60,47 +55,47 @@ def _report(profile, dataset):
     for _, m, p in REPORT_ROWS:
         if profile == "quick" and m in QUICK_OVERRIDES:
             p = QUICK_OVERRIDES[m]
-        out += [_spec(m, p, n, profile, dataset, "report") for n in NOISE]
+        out += [make_spec(m, p, n, profile, dataset, "report") for n in NOISE]
     return out
 
 
 def _dilation(profile, dataset):
-    specs = [_spec("dilated_cnn", {"dilation": d}, n, profile, dataset, "dilation") for d in (1, 2, 4, 8) for n in NOISE]
-    return specs + [_spec("multiscale_cnn", {}, n, profile, dataset, "dilation") for n in NOISE]
+    specs = [make_spec("dilated_cnn", {"dilation": d}, n, profile, dataset, "dilation") for d in (1, 2, 4, 8) for n in NOISE]
+    return specs + [make_spec("multiscale_cnn", {}, n, profile, dataset, "dilation") for n in NOISE]
 
 
 def _topk(profile, dataset):
-    return [_spec("topk_cnn", {"K": k, "criterion": c}, n, profile, dataset, "topk")
+    return [make_spec("topk_cnn", {"K": k, "criterion": c}, n, profile, dataset, "topk")
             for c in ("ridge", "fstat", "fisher") for k in (64, 128, 256, 512, 1024) for n in NOISE]
 
 
 def _lgbm(profile, dataset):
-    return [_spec("lightgbm", p, n, profile, dataset, "lightgbm_sweep") for p in LGBM_SWEEP for n in NOISE]
+    return [make_spec("lightgbm", p, n, profile, dataset, "lightgbm_sweep") for p in LGBM_SWEEP for n in NOISE]
 
 
 def _global_ablation(profile, dataset):
     groups = [[], ["F0"], ["F1"], ["F2"], ["F3"]]
-    return [_spec("global_mlp", {"drop_groups": g}, n, profile, dataset, "global_ablation") for g in groups for n in NOISE]
+    return [make_spec("global_mlp", {"drop_groups": g}, n, profile, dataset, "global_ablation") for g in groups for n in NOISE]
 
 
 def _fusion(profile, dataset):
     # the two towers and the two fusions with the report's parameters: the same specs, so cached runs are shared
     params = {m: p for _, m, p in REPORT_ROWS}
-    return [_spec(m, params[m], n, profile, dataset, "fusion") for m in ("global_mlp", "topk_cnn", "fusion_concat", "fusion_film")
+    return [make_spec(m, params[m], n, profile, dataset, "fusion") for m in ("global_mlp", "topk_cnn", "fusion_concat", "fusion_film")
             for n in NOISE]
 
 
 def _ceiling(profile, dataset):
-    return [_spec("likelihood_ceiling", {}, n, profile, dataset, "ceiling") for n in NOISE]
+    return [make_spec("likelihood_ceiling", {}, n, profile, dataset, "ceiling") for n in NOISE]
 
 
 def _latent(profile, dataset):
-    from core import latent
+    from core.engine.suites import latent
     return latent.suite_specs(profile, dataset)
 
 
 def _error_ablation(profile, dataset):
-    from core import ablation
+    from core.engine.suites import ablation
     return ablation.suite_specs(profile, dataset)
 
 

@@ -29,7 +29,7 @@ import math
 import numpy as np
 import torch
 
-from core.lines import ELEMENTS, sky_lines, stellar_lines  # noqa: F401  (ELEMENTS re-exported)
+from core.physics.lines import ELEMENTS, sky_lines, stellar_lines  # noqa: F401  (ELEMENTS re-exported)
 
 SIMULATOR_VERSION = "2.0.0"
 

@@ -2,7 +2,7 @@
 
 A job is a list of specs with a state: queued -> running -> done | failed | cancelled,
 or 'interrupted' when its worker died. The worker (`python -m core worker`) takes jobs
-one at a time, runs their specs through the same engine as the CLI (core.train.run_many on
+one at a time, runs their specs through the same engine as the CLI (core.engine.executor.run_many on
 job_workers() processes, or core.train.run one spec at a time where that is 1), and writes
 progress and a log as it goes. At most one worker runs per artifacts folder:
 it holds an exclusive flock on artifacts/worker.lock, which the OS releases when the
@@ -24,8 +24,9 @@ import time
 import traceback
 from pathlib import Path
 
-from core import config, registry
-from core.pool import Stopped
+from core import config
+from core.engine import executor, registry
+from core.engine.pool import Stopped
 
 JOB_SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -96,7 +97,7 @@ def submit(specs: list[dict], label: str = "", token: str | None = None, con=Non
     check_token(token)
     if not specs:
         raise ValueError("a job needs at least one spec")
-    from core.train import normalise_spec
+    from core.engine.train import normalise_spec
     specs = [normalise_spec(s) for s in specs]
     con = con or connect()
     key = specs_key(specs)
@@ -180,7 +181,7 @@ def recover(con) -> int:
                         (registry.now(), "the worker running this job died; queue it again to resume", r["job_id"]))
             n += 1
     registry.mark_interrupted(con)
-    from core.train import clean_temporaries
+    from core.engine.train import clean_temporaries
     clean_temporaries()
     return n
 
@@ -194,11 +195,10 @@ def _set(con, job_id: int, **cols) -> None:
 
 def job_workers() -> int:
     """Worker processes a job fits its specs on: LOGG_JOB_WORKERS, else the engine's default
-    (2 on a CPU with 2 or more cores, 1 on a GPU; core.train.default_workers)."""
+    (2 on a CPU with 2 or more cores, 1 on a GPU; core.engine.executor.default_workers)."""
     if os.environ.get("LOGG_JOB_WORKERS"):
         return max(1, int(os.environ["LOGG_JOB_WORKERS"]))
-    from core import train
-    return train.default_workers()
+    return executor.default_workers()
 
 
 def _build_missing(con, jid: int, specs: list[dict], log) -> None:
@@ -214,10 +214,11 @@ def _build_missing(con, jid: int, specs: list[dict], log) -> None:
 
 
 def _run_on_workers(con, jid: int, specs: list[dict], log, cancelled, workers: int) -> int:
-    """The job's specs on `workers` processes (core/pool.py); returns the number that failed.
+    """The job's specs on `workers` processes (core/engine/pool.py); returns the number that failed.
     Progress: 'spec' counts finished specs + 1; the model(s) being fitted, and the epoch of the
     first of them from its registry row."""
-    from core import data, train
+    from core import data
+    from core.engine import train
     _build_missing(con, jid, specs, log)
     rids = {}
     for i, s in enumerate(specs):
@@ -240,13 +241,14 @@ def _run_on_workers(con, jid: int, specs: list[dict], log, cancelled, workers: i
             _set(con, jid, progress=p)
             last[0] = p
 
-    res = train.run_many(specs, log=log, workers=workers, should_stop=cancelled, on_update=update)
+    res = executor.run_many(specs, log=log, workers=workers, should_stop=cancelled, on_update=update)
     return sum(isinstance(r, Exception) for r in res)
 
 
 def run_job(con, job: dict) -> str:
     """Run one job's specs in this process. Returns its final state."""
-    from core import data, train
+    from core import data
+    from core.engine import train
     jid = job["job_id"]
     logf = open(log_path(jid), "a", buffering=1)
 

@@ -7,7 +7,7 @@ import os
 import pandas as pd
 import streamlit as st
 
-from core import jobs, registry
+from core.engine import jobs, registry
 
 STATE_ICON = {"queued": "⏳", "running": "▶️", "done": "✅", "failed": "❌", "cancelled": "⏹️", "interrupted": "⚠️"}
 
@@ -85,7 +85,7 @@ def first_start_runs(dataset: str | None) -> int | None:
     """First start: with no runs and no jobs in the registry, queue the quick report suite (the
     worker builds the quick data set if it is missing). Returns the job id queued, if any.
     Writes no token check: it only runs when nothing has ever been run here."""
-    from core import suites
+    from core.engine import suites
     if os.environ.get("LOGG_FIRST_START", "1") == "0":  # the test suite turns the automatic first run off
         return None
     con = jobs.connect()

@@ -1,0 +1,130 @@
+"""Building a simulated data set: labels over the label box, splits, and the simulator's spectra
+written atomically to artifacts/data/NAME.h5 (`build`)."""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from pathlib import Path
+from typing import Callable
+
+import h5py
+import numpy as np
+
+from core import config
+from core.data.dataset import (
+    LABEL_BOX,
+    LABELS,
+    DataError,
+    _fingerprint,
+    dataset_path,
+)
+
+
+# --------------------------------------------------------------------------- building
+def latin_hypercube(n: int, rng: np.random.Generator) -> np.ndarray:
+    """n points in [0,1)^3, one per stratum on each axis: independent labels with tiny sample correlation."""
+    u = (rng.permuted(np.tile(np.arange(n), (3, 1)), axis=1).T + rng.uniform(size=(n, 3))) / n
+    return u
+
+
+def sample_labels(n: int, rng: np.random.Generator, tries: int = 32) -> np.ndarray:
+    """Teff, log g, [M/H] sampled independently (Latin hypercube) over LABEL_BOX; of `tries`
+    hypercubes the one with the smallest largest pairwise correlation is kept, so the grid's
+    independence check holds for small data sets too."""
+    best, best_c = None, np.inf
+    for _ in range(tries):
+        u = latin_hypercube(n, rng)
+        c = np.abs(np.corrcoef(u.T)[np.triu_indices(3, 1)]).max()
+        if c < best_c:
+            best, best_c = u, c
+    u = best
+    lo = np.array([LABEL_BOX[k][0] for k in LABELS])
+    hi = np.array([LABEL_BOX[k][1] for k in LABELS])
+    return lo + u * (hi - lo)
+
+
+def _split_indices(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    perm = rng.permutation(n)
+    n_tr = int(round(config.SPLIT_FRACTIONS[0] * n))
+    n_va = int(round(config.SPLIT_FRACTIONS[1] * n))
+    parts = {"train": perm[:n_tr], "val": perm[n_tr:n_tr + n_va], "test": perm[n_tr + n_va:]}
+    return {k: np.sort(v).astype(np.int64) for k, v in parts.items()}
+
+
+def _create_arrays(f: h5py.File, n: int, wave: np.ndarray):
+    f.create_dataset("wave", data=wave.astype(np.float64))
+    rows = max(1, min(256, n))
+    for k in ("flux", "error"):
+        f.create_dataset(k, shape=(n, len(wave)), dtype=np.float32, chunks=(rows, len(wave)))
+    g = f.create_group("labels")
+    for k in LABELS:
+        g.create_dataset(k, shape=(n,), dtype=np.float64)
+
+
+def build(name: str | None = None, profile: str = "quick", n: int | None = None, seed: int | None = None,
+          device: str | None = None, progress: Callable[[float, str], None] | None = None,
+          batch: int = 256) -> Path:
+    """Simulate a data set and write it atomically to artifacts/data/NAME.h5. Returns the path."""
+    # OpenMP threads that sleep instead of spinning while they wait: on a shared or oversubscribed
+    # CPU the default spin-wait made the build 2x slower (docs/benchmarks.md). Only takes effect
+    # when torch is first imported here (the `python -m core data build` path); an explicit
+    # OMP_WAIT_POLICY in the environment wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    from core.physics import simulate
+
+    prof = config.profile(profile)
+    name = name or prof["dataset"]
+    n = int(n or prof["n_spectra"])
+    seed = int(prof["seed"] if seed is None else seed)
+    if n < 20:
+        raise DataError(f"a data set needs at least 20 spectra (asked for {n})")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    path = dataset_path(name)
+    tmp = path.with_suffix(f".h5.tmp{os.getpid()}")
+    rng = np.random.default_rng(seed)
+    labels = sample_labels(n, rng)
+    counts = simulate.sample_star_counts(n, rng)
+    splits = _split_indices(n, rng)
+    sim = simulate.default_simulator(device)
+    try:
+        with h5py.File(tmp, "w") as f:
+            wave = sim.wave.detach().cpu().double().numpy()
+            _create_arrays(f, n, wave)
+            for i, k in enumerate(LABELS):
+                f["labels"][k][:] = labels[:, i]
+            sg = f.create_group("split")
+            for k, v in splits.items():
+                sg.create_dataset(k, data=v)
+            meta = f.create_group("meta")
+            meta.create_dataset("star_counts", data=counts)
+            meta.create_dataset("sky_counts", data=sim.sky_counts.cpu().double().numpy())
+            meta.create_dataset("throughput", data=sim.throughput.cpu().double().numpy())
+            meta.create_dataset("read_noise", data=simulate.READ_NOISE)
+            meta.create_dataset("oh_relative", data=sim.oh_relative.cpu().double().numpy())
+            for i in range(0, n, batch):
+                lab = torch.as_tensor(labels[i:i + batch], dtype=torch.float32, device=device)
+                cnt = torch.as_tensor(counts[i:i + batch], dtype=torch.float32, device=device)
+                with torch.no_grad():
+                    flux = sim(lab)
+                    sig = sim.sigma(flux, cnt)
+                f["flux"][i:i + len(lab)] = flux.cpu().numpy()
+                f["error"][i:i + len(lab)] = sig.cpu().numpy()
+                if progress:
+                    progress(min(1.0, (i + len(lab)) / n), f"simulated {i + len(lab)} / {n} spectra")
+            f.attrs.update({
+                "name": name, "source": "simulator", "simulator_version": simulate.SIMULATOR_VERSION,
+                "seed": seed, "profile": prof["name"], "n_spectra": n,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "normalisation": "flux / mean of the Planck continuum over the window (smooth in Teff)",
+                "description": f"built-in simulator v{simulate.SIMULATOR_VERSION}, {n} spectra, seed {seed}",
+            })
+            f.attrs["fingerprint"] = _fingerprint(f)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+

@@ -1,0 +1,100 @@
+"""What a run is: its spec, the spec's canonical form, its run id, the runs it depends on, and the
+version of the code that fits it.
+
+A spec is a plain dict (it travels as JSON to worker processes, jobs and the registry):
+    {"model": "ridge", "params": {...}, "inputs": "flux", "noise_level": 0.1,
+     "dataset": "sim-quick", "seed": 0, "profile": "quick", "target": "logg"}
+`make_spec` is the one place one is built; `normalise_spec` checks it (the model exists, every
+parameter is one its family accepts, the target is a label) and gives its canonical form, which is
+what is hashed and stored. Its hash, with the data set's fingerprint and the profile's sizes, is
+the run id and the cache key: changing any part of it, or the data set, gives a new id and a new fit.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+from core import config
+from core.data import LABELS
+
+SPEC_KEYS = ("model", "params", "inputs", "noise_level", "dataset", "seed", "profile", "target")
+CODE_DIRS = ("core", "models")
+_NO_DEFAULT = object()
+
+
+def make_spec(model: str, params: dict | None = None, noise_level: float = 1.0, profile: str = "quick",
+              dataset: str | None = None, suite: str | None = None, inputs: str | None = None, seed: int = 0,
+              target: str | None = None) -> dict:
+    """A spec for `model` with these parameters; the data set is the profile's unless given, the
+    inputs the family's own unless given."""
+    s = {"model": model, "params": dict(params or {}), "noise_level": noise_level, "profile": profile,
+         "dataset": dataset or config.profile(profile)["dataset"], "seed": seed}
+    if suite:
+        s["suite"] = suite
+    if inputs:
+        s["inputs"] = inputs
+    if target:
+        s["target"] = target
+    return s
+
+
+def code_version() -> str:
+    """Short hash of every source file of the engine and the models (sub-folders included): it
+    changes whenever the code does."""
+    h = hashlib.sha256()
+    for d in CODE_DIRS:
+        root = config.ROOT / d
+        for p in sorted(root.rglob("*.py")):
+            h.update(p.relative_to(root).as_posix().encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()[:10]
+
+
+def normalise_spec(spec: dict) -> dict:
+    """The canonical form of a spec (what is hashed and stored): defaults filled in, parameters
+    left at a model's declared default (Model.param_defaults) dropped. Unknown models, parameters
+    and targets raise ValueError."""
+    from models import MODELS
+    if spec.get("model") not in MODELS:
+        raise ValueError(f"unknown model {spec.get('model')!r}; known: {', '.join(sorted(MODELS))}")
+    cls = MODELS[spec["model"]]
+    params = spec.get("params") or {}
+    cls.check_params(params)
+    prof = config.profile(spec.get("profile", "quick"))
+    out = {
+        "model": spec["model"],
+        "params": {k: v for k, v in sorted(params.items()) if v != cls.param_defaults.get(k, _NO_DEFAULT)},
+        "inputs": spec.get("inputs") or cls.inputs,
+        "noise_level": float(spec.get("noise_level", 1.0)),
+        "dataset": spec.get("dataset") or prof["dataset"],
+        "seed": int(spec.get("seed", 0)),
+        "profile": prof["name"],
+        "target": spec.get("target", "logg"),
+    }
+    if out["target"] not in LABELS:
+        raise ValueError(f"unknown target {out['target']!r}; choose one of {', '.join(LABELS)}")
+    if "suite" in spec:
+        out["suite"] = spec["suite"]
+    return out
+
+
+def spec_hash(spec: dict, dataset_fp: str) -> str:
+    s = normalise_spec(spec)
+    prof = config.profile(s["profile"])
+    payload = {k: s[k] for k in SPEC_KEYS}
+    payload["dataset_fp"] = dataset_fp
+    payload["profile_settings"] = {k: v for k, v in prof.items() if k not in ("name", "dataset", "n_spectra")}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def dependency_specs(spec: dict) -> dict[str, dict]:
+    """The specs of the runs this one needs fitted first, by name (Model.requires): each is this
+    spec (data set, profile, seed, target) with the fields its family names replaced."""
+    from models import MODELS
+    s = normalise_spec(spec)
+    out = {}
+    for name, change in MODELS[s["model"]].requires(s).items():
+        d = {k: s[k] for k in SPEC_KEYS}
+        d.update(change)
+        out[name] = normalise_spec(d)
+    return out

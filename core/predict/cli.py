@@ -1,0 +1,89 @@
+"""`python -m core predict FILE [--json]`: the same answer as the Predict page, on the command line."""
+from __future__ import annotations
+
+import json
+import sys
+
+from core import config
+from core.data import Dataset
+from core.predict.inference import predict, predict_batch
+from core.predict.prepare import NORMALISE
+from core.predict.readers import read_file
+from core.predict.settings import BATCH_SLOW_MAX
+from core.predict.spectra import Batch, PredictError
+from core.predict.words import _clean, text_report, to_json
+
+
+# --------------------------------------------------------------------------- CLI
+def _default_dataset() -> str:
+    from core import data
+    names = data.list_datasets()
+    if not names:
+        raise PredictError("no data set yet: build one with `python -m core data build --profile quick`")
+    prof = config.profile("quick")["dataset"]
+    return prof if prof in names else names[0]
+
+
+def _noise_arg(s: str):
+    if s == "auto":
+        return "auto"
+    try:
+        return float(s)
+    except ValueError:
+        raise PredictError(f"--noise must be auto or a trained noise level such as 0.1 or 1.0, got {s!r}") from None
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("predict", help="log g of a spectrum file (CSV/TSV/text, .npy/.npz, FITS, HDF5 batch)")
+    p.add_argument("file", help="the spectrum: .csv/.tsv/.txt, .npy/.npz, .fits, or .h5 (many spectra -> CSV)")
+    p.add_argument("--json", action="store_true", help="print the answer as JSON")
+    p.add_argument("--dataset", help="the data set whose models to use (default: the quick profile's)")
+    p.add_argument("--noise", default="auto", help="auto (from the spectrum's S/N) or a trained level, e.g. 0.1 or 1.0")
+    p.add_argument("--normalise", default="auto", choices=list(NORMALISE),
+                   help="auto: fit the continuum level unless the flux is already normalised like the training "
+                        "spectra; fit: always fit it; as-is: use the flux as uploaded")
+    p.add_argument("--all-models", action="store_true",
+                   help=f"HDF5 batch: also run slow per-spectrum fitters (the Cannon) on more than {BATCH_SLOW_MAX} spectra")
+    p.add_argument("--out", help="HDF5 batch: write the table here as CSV (default: print it)")
+    p.add_argument("--max-mb", type=float, default=None,
+                   help="size limit in MB (default: server.maxUploadSize of .streamlit/config.toml; 0 = none)")
+    p.set_defaults(func=cmd_predict)
+
+
+def _emit(text: str, stream=None) -> None:
+    """Print, and stay quiet when the reader went away (`python -m core predict f.h5 | head`)."""
+    import os
+    stream = stream or sys.stdout
+    try:
+        stream.write(text if text.endswith("\n") else text + "\n")
+        stream.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+
+
+def cmd_predict(a) -> int:
+    from core import data
+    noise = _noise_arg(a.noise)
+    item = read_file(a.file, limit_mb=a.max_mb)
+    name = a.dataset or _default_dataset()
+    if name not in data.list_datasets():
+        raise PredictError(f"data set {name!r} not found; build or import it first")
+    ds = Dataset(name)
+    if isinstance(item, Batch):
+        df, summary = predict_batch(item, ds, noise, normalise=a.normalise, all_models=a.all_models)
+        if a.out:
+            df.to_csv(a.out, index=False)
+            summary["csv"] = str(a.out)
+        if a.json:
+            _emit(json.dumps(_clean({**summary, "rows": None if a.out else df.to_dict(orient="records")}), indent=2))
+        else:
+            if not a.out:
+                _emit(df.to_csv(index=False))
+            _emit(f"{summary['spectra']:,} spectra in {summary['seconds']:.2f} s ({summary['spectra_per_s']:,.0f}/s); "
+                  f"{summary['flagged']} flagged out-of-distribution"
+                  + (f"; RMSE vs the file's log g {summary['rmse_vs_true_logg']:.3f}" if "rmse_vs_true_logg" in summary else "")
+                  + (f"; written to {a.out}" if a.out else ""), sys.stderr)
+        return 0
+    r = predict(item, ds, noise, normalise=a.normalise)
+    _emit(to_json(r) if a.json else text_report(r))
+    return 0

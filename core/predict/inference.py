@@ -1,0 +1,348 @@
+"""Running the trained models on a prepared upload: one spectrum (`predict`) with an uncertainty per
+model, a recommended value and an out-of-distribution check, or a batch (`predict_batch`)."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from core.data import LABELS, Dataset, View
+from core.predict.inventory import Entry, load, trained_models
+from core.predict.prepare import Prepared, _noise_levels, build_view, prepare
+from core.predict.reference import Reference, _pct, reference
+from core.predict.settings import (
+    BATCH_SLOW_MAX,
+    CA_TRIPLET,
+    COARSE_FACTOR,
+    MC_DRAWS,
+    OOD_MISSING,
+    OOD_PCT,
+    SNR_PCT,
+    UNCERTAINTY_KINDS,
+)
+from core.predict.spectra import Batch, PredictError, Spectrum
+from core.predict.words import nl_text, ordinal
+
+
+def _saliency_of(entries: list[Entry], best: dict, f: np.ndarray, e: np.ndarray, covered: np.ndarray):
+    """Per-pixel saliency of the recommended model for this spectrum (the model's own
+    spectrum_saliency), or None: a missing saliency only hides a chart, it never fails the answer."""
+    try:
+        en = next(x for x in entries if x.run_id == best["run_id"])
+        model = load(en)
+        sal = model.spectrum_saliency(build_view(en, f[:1], e[:1], covered, model))
+        return None if sal is None else sal | {"model": best["model"]}
+    except Exception:  # noqa: BLE001 - a missing saliency only hides a chart
+        return None
+
+
+def _run_model(entry: Entry, view: View):
+    """Mean (n,) or (n, 3) for a Cannon asked for all labels, and the model's own std or None."""
+    model = load(entry)
+    out = model.predict(view)
+    mean, std = out if isinstance(out, tuple) else (out, None)
+    return np.asarray(mean, np.float64).reshape(-1), (None if std is None else np.asarray(std, np.float64).reshape(-1))
+
+
+# --------------------------------------------------------------------------- one spectrum
+def example(ds: Dataset, k: int = 0, noise_level: float = 0.1, seed: int = 0) -> Spectrum:
+    """Test spectrum k of the data set exactly as the models were scored on it (same noise draw as
+    Dataset.view('test', noise_level, 'flux+error', seed)), with its true labels."""
+    test = ds.split_rows("test")
+    if test.size == 0:
+        raise PredictError(f"data set {ds.name!r} has an empty test split: no example")
+    k = int(k) % test.size
+    rows = test[k:k + 1]
+    noisy, flux, err = ds.noisy(rows, noise_level, seed)
+    noisy = noisy[0]
+    t = ds.labels[rows[0]]
+    return Spectrum(ds.wave.astype(np.float64), noisy.astype(np.float64), (noise_level * err[0]).astype(np.float64),
+                    name=f"example: test star {k} of {ds.name} at noise level {nl_text(noise_level)}",
+                    fmt="a test spectrum of the active data set, with the noise draw the models were scored on",
+                    truth={"teff": float(t[0]), "logg": float(t[1]), "mh": float(t[2]), "row": int(rows[0]),
+                           "noise_level": float(noise_level)})
+
+
+def _one_blas_thread():
+    """BLAS on one thread while predicting: the matrices here are small, and on a 2-core machine (or a
+    busy one) OpenBLAS's thread start-up and contention cost more than they save (measured: 0.30 s ->
+    0.04 s for one spectrum, 1,155 -> 2,834 spectra/s in a batch on a loaded 2-core machine)."""
+    try:
+        from threadpoolctl import threadpool_limits
+        return threadpool_limits(limits=1, user_api="blas")
+    except Exception:  # noqa: BLE001 - threadpoolctl is optional (it comes with scikit-learn)
+        import contextlib
+        return contextlib.nullcontext()
+
+
+def predict(item: Spectrum, ds: Dataset, noise: str | float = "auto", mc: int = MC_DRAWS, seed: int = 0,
+            normalise: str = "auto") -> dict:
+    """Everything the Predict page and the CLI show for one spectrum, as a JSON-able dict (plus the
+    arrays for the plot under the key '_grid', which to_json drops)."""
+    with _one_blas_thread():
+        return _predict(item, ds, noise, mc, seed, normalise)
+
+
+def _predict(item: Spectrum, ds: Dataset, noise, mc: int, seed: int, normalise: str) -> dict:
+    t0 = time.perf_counter()
+    entries = trained_models(ds)
+    usable = [e for e in entries if e.usable]
+    levels = _noise_levels(ds, entries)
+    if not usable:
+        raise PredictError(f"no trained models for data set {ds.name!r} yet: train some on the Training page or with "
+                           f"`python -m core train --suite report --dataset {ds.name}`")
+    if noise not in (None, "auto"):
+        noise = float(noise)
+        if noise not in levels:
+            raise PredictError(f"no models trained at noise level {noise:g} for {ds.name!r}; trained levels: "
+                               f"{', '.join(f'{x:g}' for x in levels)}")
+    prep = prepare(ds, item.wave, item.flux, item.error, item.name, noise, levels, normalise)
+    nl = float(prep.noise_level[0])
+    ref = reference(ds, nl)
+    covered = prep.covered[0]
+    f, e = prep.flux, prep.error
+    # re-draws of the input: noise on the covered pixels (filled ones stay as they are), and, where the
+    # continuum level was fitted, the level too (its RMS error on validation spectra)
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((mc, f.shape[1])) * covered[None, :] if mc else np.zeros((0, f.shape[1]))
+    lvl = 1.0 + (ref.scale_rms * rng.standard_normal((len(z), 1)) if prep.fitted[0] else np.zeros((len(z), 1)))
+    f_mc = np.vstack([f, (f + e * z) * lvl])
+    e_mc = np.repeat(e, 1 + len(z), axis=0)
+    cov_mc = np.repeat(prep.covered[:1], 1 + len(z), axis=0)
+    rows, others, skipped = [], [], []
+    for en in entries:
+        if en.noise_level != nl:
+            continue
+        if not en.usable:
+            skipped.append({"model": en.label, "why": en.why})
+            continue
+        try:
+            model = load(en)
+            if model.fits_all_labels:   # a chi^2 fit: its formal 1-sigma, no re-draws (slow per spectrum)
+                view = build_view(en, f, e, prep.covered[:1], model)
+                lab, sig3 = model.label_fit(view)
+                preds = {k: (lab[0, i], sig3[0, i], UNCERTAINTY_KINDS["fisher"]) for i, k in enumerate(LABELS)}
+            elif model.per_spectrum_fit:   # slow per spectrum: one pass, no spread
+                m, own = _run_model(en, build_view(en, f, e, prep.covered[:1], model))
+                preds = {en.target: (m[0], np.nan if own is None else own[0],
+                                     UNCERTAINTY_KINDS["own"] if own is not None else "none (a single fit)")}
+            else:
+                view = build_view(en, f_mc, e_mc, cov_mc, model)
+                m, own = _run_model(en, view)
+                if own is not None:
+                    preds = {en.target: (m[0], own[0], UNCERTAINTY_KINDS["own"])}
+                elif len(m) > 1:
+                    kind = UNCERTAINTY_KINDS["mc_level" if prep.fitted[0] else "mc"]
+                    preds = {en.target: (m[0], np.std(m[1:], ddof=1), f"{kind} ({len(m) - 1} draws)")}
+                else:
+                    preds = {en.target: (m[0], np.nan, "none")}
+        except Exception as ex:  # noqa: BLE001 - one broken model must not hide the others
+            skipped.append({"model": en.label, "why": f"failed: {type(ex).__name__}: {str(ex)[:120]}"})
+            continue
+        for target, (value, sig, kind) in preds.items():
+            by_product = target != en.target
+            value, sig = float(value), float(sig)
+            row = {"model": en.label, "name": en.spec["model"], "inputs": en.spec.get("inputs"), "target": target,
+                   "noise_level": nl, "value": value, "uncertainty": sig, "uncertainty_kind": kind,
+                   "test_rmse": None if by_product else en.metrics.get("rmse"),
+                   "test_r2": None if by_product else en.metrics.get("r2"), "run_id": en.run_id,
+                   "note": "fitted jointly with log g; not scored on the test split" if by_product else ""}
+            (rows if target == "logg" else others).append(row)
+    if not rows:
+        raise PredictError(f"no log g model at noise level {nl_text(nl)} could run on this spectrum"
+                           + (f" ({skipped[0]['model']}: {skipped[0]['why']})" if skipped else ""))
+    best = max(rows, key=lambda r: (r["test_r2"] if r["test_r2"] is not None else -9))
+    floor = best["test_rmse"] or 0.0
+    spread = best["uncertainty"] if np.isfinite(best["uncertainty"]) else 0.0
+    rec = {"model": best["model"], "value": best["value"], "uncertainty": max(spread, floor),
+           "why": f"best test R² at noise level {nl_text(nl)} ({best['test_r2']:.3f}); error bar = the larger of its "
+                  f"{best['uncertainty_kind']} ({spread:.3f}) and its test RMSE ({floor:.3f})"}
+    other_best = {}
+    for k in ("teff", "mh"):
+        cands = [r for r in others if r["target"] == k]
+        scored = [r for r in cands if r["test_r2"] is not None]
+        pick = max(scored, key=lambda r: r["test_r2"]) if scored else (cands[0] if cands else None)
+        if pick:
+            other_best[k] = {"model": pick["model"], "value": pick["value"], "uncertainty": pick["uncertainty"],
+                             "scored": pick["test_r2"] is not None}
+    ood = _ood_words(prep, 0, ref, rec["value"], ds)
+    miss = _missing_ranges(prep.wave, covered)
+    out = {
+        "file": item.name, "format": item.fmt, "notes": list(item.notes), "dataset": ds.name,
+        "dataset_fingerprint": ds.fingerprint,
+        "coverage": {"fraction": float(covered.mean()), "missing_pixels": int((~covered).sum()),
+                     "missing_ranges_A": miss, "grid": [float(prep.wave[0]), float(prep.wave[-1])],
+                     "upload_range_A": [float(item.wave[0]), float(item.wave[-1])],
+                     "statement": _coverage_words(covered, prep.wave, miss)},
+        "snr": {"value": float(prep.snr[0]), "how": prep.snr_how},
+        "noise_level": {"value": nl, "how": prep.noise_how, "levels": levels,
+                        "training_snr_range": [float(np.percentile(ref.snr, SNR_PCT[0])),
+                                               float(np.percentile(ref.snr, SNR_PCT[1]))]},
+        "normalisation": {"scale": float(prep.scale[0]), "how": prep.scale_how, "mode": normalise,
+                          "fitted": bool(prep.fitted[0]), "level_rms": ref.scale_rms},
+        "logg": rows, "recommended": rec, "other_labels": others, "other_best": other_best,
+        "skipped": skipped, "ood": ood, "truth": item.truth,
+        "seconds": None,
+        "_grid": {"wave": prep.wave, "flux": prep.flux[0], "error": prep.error[0], "covered": covered},
+        "_saliency": _saliency_of(entries, best, f, e, prep.covered[:1]),
+    }
+    out["seconds"] = round(time.perf_counter() - t0, 4)
+    return out
+
+
+def _missing_ranges(wave, covered) -> list[list[float]]:
+    m = np.concatenate([[False], ~covered, [False]]).astype(np.int8)
+    d = np.diff(m)
+    s, e = np.nonzero(d == 1)[0], np.nonzero(d == -1)[0] - 1
+    return [[round(float(wave[a]), 2), round(float(wave[b]), 2)] for a, b in zip(s, e)]
+
+
+def _coverage_words(covered, wave, miss) -> str:
+    if covered.all():
+        return f"covers the whole model grid ({wave[0]:.0f}-{wave[-1]:.0f} Å)"
+    parts = ", ".join(f"{a:.0f} Å" if round(a) == round(b) else f"{a:.0f}-{b:.0f} Å" for a, b in miss[:4]) \
+        + (f" and {len(miss) - 4} more" if len(miss) > 4 else "")
+    frac = 100 * (1 - covered.mean())
+    s = (f"{frac:.2g}% of the model grid is missing ({int((~covered).sum()):,} of "
+         f"{covered.size:,} pixels: {parts}); those pixels were filled with the training spectra's PCA "
+         f"reconstruction of the rest")
+    ca = (wave >= CA_TRIPLET[0]) & (wave <= CA_TRIPLET[1])
+    if (~covered[ca]).any():
+        s += f"; the Ca II triplet region ({CA_TRIPLET[0]:.0f}-{CA_TRIPLET[1]:.0f} Å), where most log g information is, is " \
+             f"{100 * (~covered[ca]).mean():.0f}% missing"
+    return s
+
+
+def _ood_words(prep: Prepared, i: int, ref: Reference, logg: float, ds: Dataset) -> dict:
+    flags = []
+    dist_pct = _pct(ref.ref_dist, float(prep.dist[i]))
+    chi_pct = _pct(ref.ref_chi2, float(prep.chi2[i]))
+    if np.isfinite(dist_pct) and dist_pct > OOD_PCT:
+        flags.append(f"its shape is unlike the training spectra: farther from them (PCA distance) than "
+                     f"{min(dist_pct, 100):.1f}% of the validation spectra")
+    if np.isfinite(chi_pct) and chi_pct > OOD_PCT:
+        flags.append(f"it has features the training spectra do not have: its residual from the training-spectra "
+                     f"reconstruction (χ²/pixel {prep.chi2[i]:.2g}) exceeds {min(chi_pct, 100):.1f}% of the validation spectra's")
+    lo, hi = np.percentile(ref.snr, SNR_PCT[0]), np.percentile(ref.snr, SNR_PCT[1])
+    s = float(prep.snr[i])
+    if s < lo or s > hi:
+        flags.append(f"its S/N ({s:.0f}) is outside the training range at noise level {nl_text(ref.noise_level)} "
+                     f"({lo:.0f}-{hi:.0f}, 1st-99th percentile)")
+    cov = float(prep.covered[i].mean())
+    if 1.0 - cov > OOD_MISSING:
+        flags.append(f"{100 * (1 - cov):.0f}% of the wavelength grid is not covered")
+    if prep.coarse > COARSE_FACTOR:
+        flags.append(f"its pixels are {prep.coarse:.1f}x wider than the model grid's: lines are smeared")
+    lo_g, hi_g = ds.labels[:, 1].min(), ds.labels[:, 1].max()
+    if not (lo_g - 0.1 <= logg <= hi_g + 0.1):
+        flags.append(f"the recommended log g ({logg:.2f}) is outside the training range ({lo_g:.1f}-{hi_g:.1f})")
+    if flags:
+        verdict = "unusual: treat the prediction as an extrapolation"
+    else:
+        verdict = (f"typical of the training spectra (PCA distance at the {ordinal(dist_pct)} percentile of the validation "
+                   f"spectra, S/N inside the training range)")
+    return {"in_distribution": not flags, "verdict": verdict, "flags": flags, "pca_distance": float(prep.dist[i]),
+            "pca_distance_percentile": dist_pct, "residual_chi2": float(prep.chi2[i]),
+            "residual_percentile": chi_pct}
+
+
+# --------------------------------------------------------------------------- many spectra
+def predict_batch(batch: Batch, ds: Dataset, noise: str | float = "auto", chunk: int = 4096,
+                  normalise: str = "auto", all_models: bool = False, progress=None):
+    """One row per spectrum: S/N, noise level, every model's log g, the recommended value with its test RMSE
+    as error bar, OOD flags, and the true labels when the file has them. No MC re-draws (the error bar is the
+    recommended model's test RMSE). Returns (DataFrame, summary dict)."""
+    with _one_blas_thread():
+        return _predict_batch(batch, ds, noise, chunk, normalise, all_models, progress)
+
+
+def _predict_batch(batch: Batch, ds: Dataset, noise, chunk: int, normalise: str, all_models: bool, progress):
+    import pandas as pd
+    t0 = time.perf_counter()
+    entries = trained_models(ds)
+    levels = _noise_levels(ds, entries)
+    if not levels:
+        raise PredictError(f"no trained models for data set {ds.name!r} yet: train some on the Training page or with "
+                           f"`python -m core train --suite report --dataset {ds.name}`")
+    if noise not in (None, "auto") and float(noise) not in levels:
+        raise PredictError(f"no models trained at noise level {float(noise):g} for {ds.name!r}; trained levels: "
+                           f"{', '.join(f'{x:g}' for x in levels)}")
+    n_all = batch.flux.shape[0]
+    skipped: dict[str, str] = {e.label: e.why for e in entries if not e.usable}
+    frames = []
+    for i0 in range(0, n_all, chunk):
+        sl = slice(i0, i0 + chunk)
+        prep = prepare(ds, batch.wave, batch.flux[sl], None if batch.error is None else batch.error[sl],
+                       batch.name, noise, levels, normalise)
+        n = prep.flux.shape[0]
+        cols: dict[str, np.ndarray] = {
+            "spectrum": np.arange(i0, i0 + n), "snr": prep.snr, "noise_level": prep.noise_level,
+            "coverage": prep.covered.mean(axis=1), "scale": prep.scale,
+            "logg": np.full(n, np.nan), "logg_err": np.full(n, np.nan), "recommended_model": np.full(n, "", object),
+            "pca_distance_pct": np.full(n, np.nan), "ood": np.full(n, "", object)}
+        for level in np.unique(prep.noise_level):
+            sel = prep.noise_level == level
+            ref = reference(ds, float(level))
+            best_r2 = -np.inf
+            for en in entries:
+                if not en.usable or en.noise_level != level:
+                    continue
+                model = load(en)
+                if model.per_spectrum_fit and n_all > BATCH_SLOW_MAX and not all_models:
+                    skipped[en.label] = (f"a per-spectrum fit (slow); skipped for batches over {BATCH_SLOW_MAX} "
+                                         f"spectra (CLI: --all-models)")
+                    continue
+                view = build_view(en, prep.flux[sel], prep.error[sel], prep.covered[sel], model)
+                try:
+                    if model.fits_all_labels:
+                        lab = np.concatenate([model.label_fit(View(view.x[j:j + 256], view.y[j:j + 256],
+                                                                   view.index[j:j + 256], view.channels,
+                                                                   view.wave))[0]
+                                              for j in range(0, len(view.x), 256)])
+                        preds = {"logg": lab[:, 1], "teff": lab[:, 0], "mh": lab[:, 2]}
+                    else:
+                        preds = {en.target: _run_model(en, view)[0]}
+                except Exception as ex:  # noqa: BLE001 - one broken model must not stop the batch
+                    skipped[en.label] = f"failed: {type(ex).__name__}: {str(ex)[:100]}"
+                    continue
+                for target, v in preds.items():
+                    col = f"{target} [{en.label}]" + ("" if target == en.target else " (by-product)")
+                    cols.setdefault(col, np.full(n, np.nan))[sel] = v
+                r2 = en.metrics.get("r2")
+                if en.target == "logg" and r2 is not None and r2 > best_r2:
+                    best_r2 = r2
+                    cols["logg"][sel] = preds["logg"]
+                    cols["logg_err"][sel] = en.metrics.get("rmse", np.nan)
+                    cols["recommended_model"][sel] = en.label
+            lo, hi = np.percentile(ref.snr, SNR_PCT[0]), np.percentile(ref.snr, SNR_PCT[1])
+            dpct = np.searchsorted(ref.ref_dist, prep.dist[sel], side="right") / max(1, ref.ref_dist.size) * 100
+            cpct = np.searchsorted(ref.ref_chi2, prep.chi2[sel], side="right") / max(1, ref.ref_chi2.size) * 100
+            words = []
+            for d, c, snr_i in zip(dpct, cpct, prep.snr[sel]):
+                w = (["shape unlike the training spectra (PCA distance)"] if d > OOD_PCT else []) \
+                    + (["features the training spectra lack (PCA residual)"] if c > OOD_PCT else []) \
+                    + (["S/N outside the training range"] if snr_i < lo or snr_i > hi else []) \
+                    + (["partial wavelength coverage"] if 1 - prep.covered[0].mean() > OOD_MISSING else [])
+                words.append("; ".join(w))
+            cols["ood"][sel] = words
+            cols["pca_distance_pct"][sel] = dpct
+        if batch.labels is not None:
+            for j, k in enumerate(LABELS):
+                cols[f"true_{k}"] = batch.labels[sl, j]
+        frames.append(pd.DataFrame(cols))
+        if progress:
+            progress(min(1.0, (i0 + n) / n_all), f"{i0 + n:,} of {n_all:,} spectra")
+    df = pd.concat(frames, ignore_index=True)
+    dt = time.perf_counter() - t0
+    summary = {"file": batch.name, "format": batch.fmt, "notes": batch.notes, "dataset": ds.name,
+               "spectra": int(len(df)), "seconds": round(dt, 3), "spectra_per_s": round(len(df) / max(dt, 1e-9), 1),
+               "flagged": int((df["ood"] != "").sum()),
+               "noise_levels": {nl_text(k): int(v) for k, v in df["noise_level"].value_counts().sort_index().items()},
+               "skipped": [{"model": k, "why": v} for k, v in skipped.items()],
+               "error_bar": "the recommended model's test RMSE at that noise level (no MC re-draws in batch mode)"}
+    if batch.labels is not None and df["logg"].notna().any():
+        r = df["logg"] - df["true_logg"]
+        summary["rmse_vs_true_logg"] = float(np.sqrt(np.nanmean(r ** 2)))
+    return df, summary
+
+

@@ -1,0 +1,99 @@
+"""Which trained runs can answer an upload: `trained_models(ds)` reads the registry (never writes),
+`load(entry)` loads a run's model once per process."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from core import config
+from core.data import Dataset
+from core.predict.channels import formable
+
+
+# --------------------------------------------------------------------------- trained models
+@dataclass
+class Entry:
+    """One finished run that Predict can use."""
+    run_id: str
+    spec: dict
+    metrics: dict
+    artifact: Path
+    label: str
+    usable: bool
+    why: str = ""
+
+    @property
+    def noise_level(self) -> float:
+        return float(self.spec["noise_level"])
+
+    @property
+    def target(self) -> str:
+        return self.spec.get("target", "logg")
+
+
+
+
+
+def trained_models(ds: Dataset) -> list[Entry]:
+    """Finished runs of this data set (same fingerprint, artifact in place), read from the registry
+    without writing to it. Entries whose inputs cannot be formed from a spectrum are kept with usable=False."""
+    from core.engine import registry, suites
+    if not config.registry_path().exists():
+        return []
+    con = registry.connect()
+    try:
+        rows = registry.runs(con, status="done", dataset=ds.name)
+    finally:
+        con.close()
+    out = []
+    for r in rows:
+        if r.get("dataset_fp") != ds.fingerprint or not r.get("artifact_path"):
+            continue
+        art = Path(r["artifact_path"])
+        if not (art / "run.json").exists():
+            continue
+        spec, inputs = r["spec"], r["spec"].get("inputs", "flux")
+        label = suites.row_label(spec)
+        if inputs == "meta":
+            usable, why = False, "needs Teff and [M/H] as inputs, which a spectrum does not give"
+        elif formable(inputs):
+            usable, why = True, ""
+        elif inputs == "flux_clean":
+            usable, why = False, "was trained on noise-free flux, which an observed spectrum is not"
+        else:
+            usable, why = False, f"an ablation model (inputs '{inputs}') that only makes sense on the data set"
+        out.append(Entry(r["run_id"], spec, r.get("metrics") or {}, art, label, usable, why))
+    # tell apart runs with the same label (profiles, seeds)
+    seen: dict[tuple, list[Entry]] = {}
+    for e in out:
+        seen.setdefault((e.label, e.noise_level, e.target), []).append(e)
+    for group in seen.values():
+        if len(group) > 1:
+            for e in group:
+                e.label += f" ({e.spec.get('profile')}, seed {e.spec.get('seed')})"
+    out.sort(key=lambda e: (e.noise_level, e.target != "logg", -(e.metrics.get("r2") or -9)))
+    return out
+
+
+_CACHE: dict = {}
+_LOCK = threading.Lock()
+
+
+def _cached(key, make):
+    with _LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+    val = make()
+    with _LOCK:
+        if len(_CACHE) > 64:
+            _CACHE.clear()
+        _CACHE[key] = val
+    return val
+
+
+def load(entry: Entry):
+    """The fitted model of a run, loaded once per process (keyed by its artifact's run.json mtime)."""
+    from core.engine.train import load_model
+    key = ("model", str(entry.artifact), (entry.artifact / "run.json").stat().st_mtime_ns)
+    return _cached(key, lambda: load_model(entry.artifact))
