@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # as `data build` does (core/data.py), before torch loads
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # as `data build` does (core/data/), before torch loads
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 ARTIFACTS = Path("/tmp/bench_artifacts")

@@ -3,7 +3,7 @@
     python docs/make_figures.py          # writes docs/figures/*.png (about 30 s on a laptop CPU)
 
 Needs matplotlib (requirements.txt, '# docs figures'). Every figure is drawn from
-core/simulate.py as it is now, so re-run this after changing the physics.
+core/physics/simulate.py as it is now, so re-run this after changing the physics.
 """
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ most families, so that nothing outside models/ asks what kind of model it holds:
     inputs, param_defaults, hyper_params      what it reads and which parameters it takes
     requires(spec) / dependency_runs() / attach()   runs it needs (an encoder before its probes)
     differentiable, forward_tensor, pixel_importance(), spectrum_saliency(view)   why it answers
+    run_metrics()                             numbers of its own for the run's metrics
     per_spectrum_fit, fits_all_labels, label_fit(view), input_error(error, covered)   how Predict runs it
 
 `inputs` (a key of core.data.INPUTS) names what the view must contain; the engine builds
@@ -111,6 +112,16 @@ class Model:
 
     def attach(self, name: str, model: "Model") -> None:  # pragma: no cover - only families with dependency_runs
         raise NotImplementedError
+
+    # numbers a fitted model records beside its metrics when the attribute exists (the CNNs'
+    # receptive fields, Ridge's chosen alpha); a family adds more in extra_metrics_ (a dict)
+    RUN_ATTRIBUTES = ("receptive_field_px", "first_layer_rf_px", "alpha_")
+
+    def run_metrics(self) -> dict:
+        """The model's own numbers for its run's metrics (after predict on the test split)."""
+        out = {a.rstrip("_"): float(getattr(self, a)) for a in self.RUN_ATTRIBUTES if hasattr(self, a)}
+        extra = getattr(self, "extra_metrics_", None)
+        return out | ({k: float(v) for k, v in extra.items()} if isinstance(extra, dict) else {})
 
     # -- explanation and Predict ------------------------------------------------------------
     def pixel_importance(self) -> np.ndarray | None:

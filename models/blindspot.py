@@ -31,7 +31,7 @@ the mean squared difference between the prediction and the NOISY standardised fl
 pixels only. Since the noise of pixel i is independent of everything the network sees when i is
 masked, the minimiser is E[flux_i | neighbourhood]: the clean flux (Noise2Self). Labels never
 touch this training; the validation loss (for early stopping) is the same masked loss with a fixed
-mask. The shared trainer (core.trainer.fit_torch) runs it unchanged: the training module returns,
+mask. The shared trainer (models.trainer.fit_torch) runs it unchanged: the training module returns,
 per spectrum, the root of its masked MSE and the target is 0, so fit_torch's mean squared error is
 exactly the masked MSE.
 
@@ -157,7 +157,7 @@ class BlindSpotNet(nn.Module):
         p = z.shape[-1]
         return self.decode(self.encode(self._pad(inp)))[:, :p] + inp[:, 0], mask
 
-    # -- training objective (used by core.trainer.fit_torch)
+    # -- training objective (used by models.trainer.fit_torch)
     def forward(self, x):
         """Per spectrum: sqrt of the masked MSE between prediction and noisy standardised flux.
         Training: a random grid offset per spectrum; evaluation: offset = row % stride (fixed)."""
@@ -355,7 +355,7 @@ class HeadNet(nn.Module):
 
 
 class Pool(nn.Module):
-    """A pooling of core.latent as a torch module (global_mean, global_max, seg_mean_K, flat)."""
+    """A pooling of core.analysis.latent as a torch module (global_mean, global_max, seg_mean_K, flat)."""
 
     def __init__(self, pooling: str):
         super().__init__()

@@ -201,16 +201,6 @@ class DilatedCNNModel(TorchModel):
         self.first_layer_rf_px = net.first_layer_rf_px
         return net
 
-    @property
-    def info_(self) -> dict:
-        """Run facts the registry may record beside the metrics."""
-        if self.module_ is None:
-            return {}
-        return {"receptive_field_px": self.receptive_field_px, "first_layer_rf_px": self.first_layer_rf_px,
-                "dilation": self.arch_["dilation"], "kernel": self.arch_["kernel"],
-                "channels": self.arch_["channels"]}
-
-
 class MultiScaleCNNModel(DilatedCNNModel):
     """Block 1 = parallel full-resolution branches at dilation 1, 2, 4 (param branches), concatenated."""
     hyper_params = ("branches",)

@@ -194,10 +194,6 @@ class GlobalFeatures:
             parts.append(np.stack(ews, axis=1))
         return np.concatenate(parts, axis=1).astype(np.float32)
 
-    def fit_transform(self, train_flux, wave):
-        return self.fit(train_flux, wave).transform(train_flux)
-
-    # ------------------------------------------------------------------ saving
     def to_arrays(self, prefix: str = "gf_") -> dict[str, np.ndarray]:
         return {f"{prefix}groups": np.array(self.groups, dtype="U2"),
                 f"{prefix}config": np.array([self.n_pca, self.n_bands, self.max_pca_rows, self.seed], np.int64),

@@ -1,6 +1,6 @@
 """Two-tower fusion of the global tower and the local tower (the report's open question 1).
 
-    global tower  GlobalFeatures (core/features.py: 126 columns, PCA fitted on train), standardised
+    global tower  GlobalFeatures (models/features.py: 126 columns, PCA fitted on train), standardised
                   -> Linear(126, 128) -> GELU -> Dropout -> Linear(128, 32) -> GELU        = g (32)
     local tower   the top-K windows of models/windows.py (Ridge fitted on train, alpha on val,
                   K centres by `criterion` on train with the minimum separation) -> the shared

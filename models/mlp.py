@@ -3,13 +3,13 @@
     mlp           every pixel of every channel (per-pixel standardised on the train split)
                   -> Linear(C*P, hidden) -> GELU -> Dropout -> Linear(hidden, hidden) -> GELU -> Linear(hidden, 1)
     residual_mlp  Linear(C*P, hidden) -> n_blocks x [x + Linear(GELU(Linear(LayerNorm(x))))] -> LayerNorm -> Linear(hidden, 1)
-    global_mlp    the group's "global tower": GlobalFeatures (core/features.py, 126 columns in
+    global_mlp    the group's "global tower": GlobalFeatures (models/features.py, 126 columns in
                   groups F0-F3, PCA fitted on the train split) standardised on the train split
                   -> Linear(126, 256) -> GELU -> Dropout -> Linear(256, 64) -> GELU -> Linear(64, 1)
                   (49,025 parameters with all four groups: the report's 49 k). Param
                   drop_groups=["F3"] (any of F0-F3) leaves a group out, for the ablation suite.
 
-All three train with core.trainer.fit_torch (AdamW, early stopping on val, seeded).
+All three train with models.trainer.fit_torch (AdamW, early stopping on val, seeded).
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ features, so nothing is re-implemented:
     ridge      models.linear.RidgeModel (standardised features, alpha on validation)
     lightgbm   models.gbdt.LightGBMModel, 15 leaves, learning rate 0.1, feature fraction 0.5,
                rounds = half the profile's lgbm_rounds (75 quick and default, 750 full), early stopping
-    mlp        models.mlp.MLPModel, hidden 128, depth 2, dropout 0.1 (core.trainer.fit_torch)
+    mlp        models.mlp.MLPModel, hidden 128, depth 2, dropout 0.1 (models.trainer.fit_torch)
 Below SMALL_FIT_ROWS labelled spectra a probe is fitted on one thread (BLAS, OpenMP, torch): these
 are small fits, and with two threads they spend more time synchronising than computing - on a
 shared 2-core CPU a 2100 x 1536 Ridge took 24 s on two BLAS threads and 2.2 s on one. Results do

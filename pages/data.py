@@ -1,6 +1,6 @@
 """The Data page: what is in the active data set, and how log g shows in a spectrum.
 
-Thin: every number comes from core/appstate.py helpers; this file only draws.
+Thin: every number comes from pages/_ui/appstate.py helpers; this file only draws.
 """
 import altair as alt
 import numpy as np

@@ -1,4 +1,4 @@
-"""Digest: the group's meeting report written from the registry (core/digest.py), in English or
+"""Digest: the group's meeting report written from the registry (core/analysis/digest.py), in English or
 Chinese, downloadable as Markdown. Every number of ours carries the id of its run."""
 from __future__ import annotations
 
@@ -17,6 +17,6 @@ lang = c1.radio("Language", ["en", "zh"], format_func=lambda x: {"en": "English"
 since = c2.date_input("Mark questions answered since", value=_dt.date.today() - _dt.timedelta(days=7))
 md = digest.build(profile, ds.name, since=since.isoformat(), lang=lang)
 st.download_button("Download Markdown", md.encode(), f"digest_{ds.name}_{lang}.md", "text/markdown")
-st.caption("Verdicts come from the rules written next to each hypothesis in core/digest.py; a hypothesis whose "
+st.caption("Verdicts come from the rules written next to each hypothesis in core/analysis/digest.py; a hypothesis whose "
            "runs are missing reads 'not run'.")
 st.markdown(md)

@@ -1,5 +1,5 @@
 """Error versus flux: the ablation matrix (input x model x noise), the residual analysis, and a
-plain-language verdict computed from the numbers (core/ablation.py holds the rules)."""
+plain-language verdict computed from the numbers (core/analysis/ablation.py holds the rules)."""
 from __future__ import annotations
 
 import altair as alt

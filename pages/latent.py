@@ -1,5 +1,5 @@
 """Latent: what the self-supervised blind-spot encoder's latent knows about Teff, log g and [M/H].
-The encoder's denoising, the layer x pooling grid of probe R² (core/latent.py runs and reads it),
+The encoder's denoising, the layer x pooling grid of probe R² (core/analysis/latent.py runs and reads it),
 probe R² against the number of labelled spectra, the frozen and fine-tuned heads against the best
 probe, and a PCA of the latent coloured by each label."""
 from __future__ import annotations

@@ -2,7 +2,7 @@
 from every trained model, with an uncertainty per model, a recommended value and an
 out-of-distribution check. An HDF5 file of many spectra gives a table to download as CSV.
 
-Thin: reading, resampling, normalising and predicting are core/predict.py; this file only draws.
+Thin: reading, resampling, normalising and predicting are core/predict/; this file only draws.
 """
 import altair as alt
 import numpy as np

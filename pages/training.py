@@ -15,7 +15,7 @@ st.caption("Runs go to a background worker; this page stays responsive, and a re
            "sees the same queue. Finished runs are cached by spec: launching them again costs nothing.")
 
 c1, c2, c3 = st.columns([2, 2, 1])
-suite_name = c1.selectbox("Suite", list(suites.SUITES), help="Named lists of specs (core/suites.py)")
+suite_name = c1.selectbox("Suite", list(suites.SUITES), help="Named lists of specs (core/engine/suites/)")
 profile = c3.selectbox("Profile", list(config.PROFILES), index=list(config.PROFILES).index(st.session_state.get("profile", "quick")))
 all_specs = suites.suite(suite_name, profile, ds.name)
 models = sorted({s["model"] for s in all_specs})

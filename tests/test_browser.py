@@ -71,7 +71,7 @@ def server(tiny_dataset, artifacts_dir, tmp_path_factory):
 
 
 def _stop_worker(artifacts_dir) -> None:
-    """A page may start the background training worker (core/jobs.py, its own session so that it
+    """A page may start the background training worker (core/engine/jobs.py, its own session so that it
     survives the app); stop the one this test's app started, by the pid in its lock file."""
     lock = artifacts_dir / "worker.lock"
     try:

@@ -1,4 +1,4 @@
-"""Data sets (core/data.py): deterministic views, noise statistics, splits, the grid's label
+"""Data sets (core/data/): deterministic views, noise statistics, splits, the grid's label
 independence, chunked reads, and the HDF5 import with its one-line error messages."""
 from __future__ import annotations
 

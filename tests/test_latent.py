@@ -3,22 +3,21 @@ latent suite fills every (layer, pooling, probe, label) cell, and the frozen hea
 encoder's weights alone."""
 from __future__ import annotations
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import pytest
+import torch
 
-from core import config, data  # noqa: E402
+from core import config, data
 from core.analysis import latent
 from core.engine import executor, suites, train
 from core.engine.suites import latent as suite_latent
 from models import blindspot, latent_features, probes
-from models.blindspot import BlindSpotNet  # first: core.trainer sets OMP_WAIT_POLICY before torch loads
+from models.blindspot import BlindSpotNet
 
 DS = "latent-test"
 N = 400
 TINY_PLAN = {
     "encoders": (("flux", 1.0),),
-    "encoder_params": {"epochs": 10},
     "grid": (("flux", 1.0, ("enc_pre_latent", "enc_last"), probes.PROBES, None),),
     "sweep": (("flux", 1.0),), "sweep_extractions": (suite_latent.TEAM_BEST,), "sweep_labels": ("logg",),
     "heads": (("flux", 1.0),),
@@ -34,6 +33,7 @@ def ds(artifacts_dir):
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(config.PROFILES, "quick", {**config.PROFILES["quick"], "epochs": 3, "lgbm_rounds": 40, "patience": 2})
         mp.setitem(suite_latent.PLAN, "quick", TINY_PLAN)
+        mp.setattr(blindspot, "ENCODER_PARAMS", {"epochs": 10})   # the encoder every probe reads
         latent.clear_memo()
         yield DS
     latent.clear_memo()

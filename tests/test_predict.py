@@ -1,4 +1,4 @@
-"""Predict (core/predict.py, pages/predict.py, `python -m core predict`): every upload format, every bad
+"""Predict (core/predict/, pages/predict.py, `python -m core predict`): every upload format, every bad
 input, flux-conserving resampling, normalisation, the example path, batch prediction, the CLI and the page.
 
 One small data set ('pred-test', 400 spectra) with Ridge at both noise levels, LightGBM (30 rounds) and

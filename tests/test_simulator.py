@@ -1,4 +1,4 @@
-"""Physics tests of the built-in simulator (core/simulate.py).
+"""Physics tests of the built-in simulator (core/physics/simulate.py).
 
 Each test asserts a property a real spectrum has (or a numerical property the physics relies
 on), so it fails if the model breaks: no shape-only checks. Equivalent widths are measured on

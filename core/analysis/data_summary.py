@@ -156,7 +156,7 @@ def strong_lines(window: tuple[float, float]) -> pd.DataFrame:
 
 def stale_simulator(ds: data.Dataset) -> str | None:
     """A one-line warning when a built-in data set was simulated by another simulator version
-    than the one in core/simulate.py now (its spectra no longer match the live simulator)."""
+    than the one in core/physics/simulate.py now (its spectra no longer match the live simulator)."""
     if ds.attrs.get("source") != "simulator":
         return None
     from core.physics import simulate

@@ -11,23 +11,8 @@ import pandas as pd
 from core import config
 from core.engine.suites.latent import PLAN, _n_pix, _probe_spec, grid_cells, suite_specs
 from models import latent_features as lf
-from models.blindspot import LAYERS
-from models.latent_features import POOLINGS, canonical_pooling, layer_shape, pooled_dim, valid_pooling
 
 _ENCODERS: dict[str, object] = {}
-
-
-def extraction_cells(enc_model, layers=LAYERS) -> pd.DataFrame:
-    """Every (layer, pooling) cell: its dimension, whether it applies and the pooling it runs."""
-    rows = []
-    for layer in layers:
-        shape = layer_shape(enc_model, layer)
-        for p in POOLINGS:
-            ok = valid_pooling(shape, p)
-            rows.append({"layer": layer, "pooling": p, "shape": f"{shape[0]} x {shape[1]}", "valid": ok,
-                         "dims": pooled_dim(*shape, p) if ok else None,
-                         "runs_as": canonical_pooling(shape, p) if ok else None})
-    return pd.DataFrame(rows)
 
 
 def encoder_by_run(run_id: str):

@@ -41,7 +41,7 @@ def run_saliency(result, ds, n_stars: int = SALIENCY_STARS) -> dict:
     spec = result.spec
     out: dict = {}
     t0 = time.perf_counter()
-    if getattr(model, "differentiable", False):
+    if model.differentiable:
         view = ds.view("test", spec["noise_level"], spec["inputs"], seed=spec["seed"], limit=n_stars)
         x = torch.as_tensor(view.x)
         f = model.forward_tensor
@@ -61,8 +61,8 @@ def run_saliency(result, ds, n_stars: int = SALIENCY_STARS) -> dict:
             sel = (y >= lo) & (y <= hi)
             per_bin.append(np.abs(gxi[sel]).sum(1).mean(0) if sel.any() else np.zeros(x.shape[-1]))
         out["gxi_bins"] = np.stack(per_bin)
-    elif hasattr(model, "pixel_importance"):
-        out["importance"] = np.asarray(model.pixel_importance(), dtype=np.float64)
+    elif (importance := model.pixel_importance()) is not None:
+        out["importance"] = np.asarray(importance, dtype=np.float64)
     else:
         raise ValueError(f"no saliency for {spec['model']!r}: its inputs (global features) are computed outside "
                          "torch, so there is no gradient to follow")

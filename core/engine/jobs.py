@@ -3,7 +3,7 @@
 A job is a list of specs with a state: queued -> running -> done | failed | cancelled,
 or 'interrupted' when its worker died. The worker (`python -m core worker`) takes jobs
 one at a time, runs their specs through the same engine as the CLI (core.engine.executor.run_many on
-job_workers() processes, or core.train.run one spec at a time where that is 1), and writes
+job_workers() processes, or core.engine.train.run one spec at a time where that is 1), and writes
 progress and a log as it goes. At most one worker runs per artifacts folder:
 it holds an exclusive flock on artifacts/worker.lock, which the OS releases when the
 process dies, so a crashed worker never holds the lock forever.
@@ -45,7 +45,6 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 """
-ACTIVE = ("queued", "running")
 
 
 class JobCancelled(Exception):
@@ -72,6 +71,13 @@ def check_token(token: str | None) -> None:
 def specs_key(specs: list[dict]) -> str:
     canon = sorted(json.dumps({k: v for k, v in s.items() if k != "suite"}, sort_keys=True) for s in specs)
     return hashlib.sha256("\n".join(canon).encode()).hexdigest()[:16]
+
+
+def registry_is_empty(con=None) -> bool:
+    """No run has been recorded and no job queued here yet (the dashboard's first start)."""
+    con = con or connect()
+    return not (con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+                or con.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
 
 
 def log_path(job_id: int) -> Path:

@@ -7,10 +7,10 @@ OpenMP, torch), speaking one JSON line per spec over its stdin/stdout; its log g
 (Not multiprocessing: its spawn start method re-runs the parent's __main__ in every child, and
 in a Streamlit or pytest process that is not a script to run again.)
 
-A worker runs core.train.run with WAIT_FOR_OTHERS off: a spec that another process is fitting,
+A worker runs core.engine.train.run with WAIT_FOR_OTHERS off: a spec that another process is fitting,
 or that needs a run another process is fitting (a latent probe and its encoder), comes back
 "busy" and is handed out again after other work, so no worker sits waiting and no spec is
-fitted twice (core.registry.claim_run).
+fitted twice (core.engine.registry.claim_run).
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ class Stopped(Exception):
 
 def run_pool(specs: list[dict], force: bool, log, keep_going: bool, workers: int, label,
              should_stop=None, on_update=None) -> list:
-    """Fit specs on `workers` processes; results (core.train.Result or Exception) in spec order.
+    """Fit specs on `workers` processes; results (core.engine.train.Result or Exception) in spec order.
     label(i) is the log prefix of spec i. A caller that watches (a dashboard job) passes
     should_stop() -> bool and on_update(n_finished, [indices being fitted]); both are called at
     least every half second. should_stop() True ends the workers and raises Stopped."""

@@ -155,18 +155,6 @@ def claim_run(con, run_id: str, spec: dict, dataset_fp: str, code_version: str, 
     return True, prev
 
 
-def release_run(con, run_id: str, prev: dict | None) -> None:
-    """Undo claim_run: the row as it was before (deleted if there was none)."""
-    with transaction(con):
-        if prev is None:
-            con.execute("DELETE FROM runs WHERE run_id=? AND pid=?", (run_id, os.getpid()))
-        else:
-            status = "interrupted" if prev["status"] == "running" else prev["status"]
-            con.execute("UPDATE runs SET status=?, pid=?, error=?, progress=?, updated=? WHERE run_id=? AND pid=?",
-                        (status, prev.get("pid"), prev.get("error"), prev.get("progress"), now(), run_id,
-                         os.getpid()))
-
-
 def progress(con, run_id: str, **info) -> None:
     with transaction(con):
         con.execute("UPDATE runs SET progress=?, updated=? WHERE run_id=?", (json.dumps(info), now(), run_id))

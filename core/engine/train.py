@@ -202,11 +202,7 @@ def run(spec: dict, force: bool = False, log=print, con=None, on_progress=None) 
         metrics["n_params"] = int(model.n_params)
         metrics["n_train"] = int(len(train.y))
         metrics["n_test"] = int(len(y))
-        for attr in ("receptive_field_px", "first_layer_rf_px", "alpha_"):
-            if hasattr(model, attr):
-                metrics[attr.rstrip("_")] = float(getattr(model, attr))
-        if isinstance(getattr(model, "extra_metrics_", None), dict):  # a model's own extra numbers
-            metrics.update({k: float(v) for k, v in model.extra_metrics_.items()})
+        metrics.update({k: float(v) for k, v in model.run_metrics().items()})   # the model's own numbers
         timings = {"data_s": round(t_data, 3), "fit_s": round(t_fit, 3), "predict_s": round(t_pred, 3),
                    "device": device}
         tmp.mkdir(parents=True)

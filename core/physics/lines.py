@@ -14,7 +14,7 @@ Columns of a stellar line:
                         (Na I, K I, Fe I, ...): ratio ~ A * 10^((chi_ion - chi_exc - 0.754) theta)
            "majority" - dominant ion or neutral majority species (Ca II, O I):
                         ratio ~ A * 10^(-(chi_exc + 0.754) theta) / P_e, times the effective
-                        g^-MAJORITY_G_EXTRA of core/simulate.py
+                        g^-MAJORITY_G_EXTRA of core/physics/simulate.py
            "hydrogen" - H I Paschen lines: ratio ~ 10^(-(12.09 + 0.754) theta) / P_e (no metal
                         abundance, no extra gravity term), Stark damping
   chi_exc  excitation potential of the lower level (eV)
@@ -23,7 +23,7 @@ Columns of a stellar line:
   gamma    Lorentzian half width (A) of the collisional damping in the Sun
   mass     atomic mass (amu), for the thermal Doppler width
   alpha    1 for alpha elements (O, Mg, Si, Ca, Ti): their abundance follows [alpha/M] too
-  strong   how the simulator samples the line (core/simulate.py, Simulator._build_plan):
+  strong   how the simulator samples the line (core/physics/simulate.py, Simulator._build_plan):
            1 - strong line, wings evaluated out to +-256 px (CaT, Paschen, Na I, K I, Mg I, O I)
            2 - named metal line, wings out to +-48 px
            0 - weak forest line, wings out to +-12 px

@@ -1,5 +1,5 @@
 """Streamlit widgets for the job queue, shared by the Training page and the 'retrain this'
-button of every result page. The logic (queue, worker, token) is in core/jobs.py."""
+button of every result page. The logic (queue, worker, token) is in core/engine/jobs.py."""
 from __future__ import annotations
 
 import os
@@ -89,7 +89,7 @@ def first_start_runs(dataset: str | None) -> int | None:
     if os.environ.get("LOGG_FIRST_START", "1") == "0":  # the test suite turns the automatic first run off
         return None
     con = jobs.connect()
-    if con.execute("SELECT COUNT(*) FROM runs").fetchone()[0] or con.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]:
+    if not jobs.registry_is_empty(con):
         return None
     specs = suites.suite("report", "quick", dataset)
     jid, _ = jobs.submit(specs, label="first start: report suite, quick", token=os.environ.get("LOGG_ADMIN_TOKEN"), con=con)
