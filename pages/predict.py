@@ -18,19 +18,27 @@ BLUE, GREY, RED, SHADE = "#1f5f99", "#8a94a3", "#b8432f", "#e3c9c4"
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _predict_bytes(data: bytes, name: str, ds_name: str, fingerprint: str, runs: tuple, noise, normalise: str):
+def _predict_bytes(data: bytes, name: str, ds_name: str, fingerprint: str, runs: tuple, noise, normalise: str,
+                   research: bool = False, medium: str = "auto", rv="auto"):
     """Read and predict an upload (cached per file content, data set, trained runs and options)."""
     ds = appstate.load_dataset(ds_name)
     item = P.read_bytes(data, name)
     if isinstance(item, P.Batch):
-        return "batch", P.predict_batch(item, ds, noise, normalise=normalise)
-    return "single", P.predict(item, ds, noise, normalise=normalise)
+        return "batch", P.predict_batch(item, ds, noise, normalise=normalise, research=research)
+    return "single", P.predict(item, ds, noise, normalise=normalise, research=research, medium=medium, rv=rv)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _predict_example(k: int, level: float, ds_name: str, fingerprint: str, runs: tuple, noise, normalise: str):
+def _predict_example(k: int, level: float, ds_name: str, fingerprint: str, runs: tuple, noise, normalise: str,
+                     research: bool = False, shift_kms: float = 0.0, rv="auto"):
     ds = appstate.load_dataset(ds_name)
-    return P.predict(P.example(ds, k, level), ds, noise, normalise=normalise)
+    item = P.example(ds, k, level)
+    if shift_kms:   # the example star moved to a radial velocity, to see the correction at work
+        from core.predict.frame import doppler
+        item.wave = item.wave * doppler(shift_kms)
+        item.name += f", moved to {shift_kms:+.0f} km/s"
+        item.rv = None                       # unknown to Predict: measured and removed
+    return P.predict(item, ds, noise, normalise=normalise, research=research, rv=rv)
 
 
 def _nl(x) -> str:
@@ -86,6 +94,12 @@ def show_single(r: dict, ds) -> None:
     st.caption(f"Read as {r['format']}." + "".join(f" {n[0].upper()}{n[1:]}." for n in r["notes"]))
     rec = r["recommended"]
     truth = r.get("truth")
+    if not rec.get("agree", True):
+        st.error(f"**No single answer**: {rec['verdict']}. The value below is the best predictor's at this S/N; "
+                 f"read it with the others in the table.", icon=":material/error:")
+    if rec.get("outside_grid"):
+        st.warning("**Outside the training grid**: the recommended log g is outside the log g range the models "
+                   "were trained on; it is an extrapolation.", icon=":material/warning:")
     cols = st.columns(5 if truth else 4)
     cols[0].metric("recommended log g [dex]", f"{rec['value']:.2f} ± {rec['uncertainty']:.2f}",
                    help=f"{rec['model']}: {rec['why']}")
@@ -116,19 +130,33 @@ def show_single(r: dict, ds) -> None:
                    icon=":material/warning:")
     if r["coverage"]["missing_pixels"]:
         st.info(f"Coverage: {r['coverage']['statement']}.", icon=":material/info:")
+    fr = r.get("frame")
+    if fr:
+        v = fr["rv"]
+        rv_words = (f"radial velocity **{v['value']:+.1f}" + (f" ± {v['sigma']:.1f}" if v.get("sigma") is not None else "")
+                    + f" km/s**, shifted to rest ({v['how']})" if v["applied"] else f"radial velocity: {v['how']}")
+        st.caption(f"Frame: wavelengths {fr['medium_how']}" + (f" ({fr['medium_source']})" if fr.get("medium_source")
+                                                                else "") + f"; {rv_words}.")
 
     st.markdown(f"**log g from every model trained at noise level {P.nl_text(r['noise_level']['value'])}**")
     tab = pd.DataFrame([{"model": x["model"], "log g [dex]": x["value"], "± [dex]": x["uncertainty"],
-                         "uncertainty kind": x["uncertainty_kind"], "test RMSE [dex]": x["test_rmse"],
-                         "test R²": x["test_r2"], "inputs": x["inputs"],
-                         "": "recommended" if x["model"] == rec["model"] else ""} for x in r["logg"]])
+                         "test RMSE at this S/N [dex]": x.get("test_rmse_at_snr"), "test RMSE [dex]": x["test_rmse"],
+                         "test R²": x["test_r2"], "uncertainty kind": x["uncertainty_kind"], "inputs": x["inputs"],
+                         "": "recommended" if x["model"] == rec["model"] else
+                         ("research: never recommended" if x.get("role") == "research" else "")} for x in r["logg"]])
     st.dataframe(tab, hide_index=True, width="stretch", column_config={
         "log g [dex]": st.column_config.NumberColumn(format="%.2f"), "± [dex]": st.column_config.NumberColumn(format="%.2f"),
+        "test RMSE at this S/N [dex]": st.column_config.NumberColumn(format="%.3f"),
         "test RMSE [dex]": st.column_config.NumberColumn(format="%.3f"), "test R²": st.column_config.NumberColumn(format="%.3f")})
     notes = ["± is each model's own uncertainty for this spectrum: for Ridge and LightGBM the spread of its predictions "
              "over re-draws of the input noise (and of the fitted continuum level, when it was fitted); for the Cannon "
              "the formal 1σ of its χ² fit. None includes the model's systematic error, which the test RMSE measures; "
-             "the recommended error bar is the larger of the two."]
+             "the recommended error bar is the larger of the two. The recommendation goes to the report suite's "
+             "predictor with the lowest test RMSE on test stars of this spectrum's S/N (one quartile of the test "
+             "split)."]
+    if r.get("research_hidden"):
+        notes.append(f"{r['research_hidden']} research runs (ablation controls, sweep variants, latent probes, metadata "
+                     f"baselines, the physics ceiling) do not answer for uploads: tick **research models** to list them.")
     notes += [f"Not used: {s['model']}: {s['why']}." for s in r["skipped"]]
     st.caption(" ".join(notes))
     if r["other_labels"]:
@@ -217,11 +245,13 @@ st.caption(f"Upload a spectrum and read its log g from every model trained on **
 
 entries = P.trained_models(ds)
 usable = [e for e in entries if e.usable]
-if not usable:
-    st.info(f"No trained models for **{ds.name}** yet. Train some on the Training page, or run "
-            f"`python -m core train --suite report --dataset {ds.name}`.", icon=":material/model_training:")
+predictors = [e for e in usable if e.role == "predictor"]
+if not predictors:
+    st.info(f"No predictors for **{ds.name}** yet: an upload is answered by the report suite's methods. Train them on "
+            f"the Training page, or run `python -m core train --suite report --dataset {ds.name}`.",
+            icon=":material/model_training:")
     st.stop()
-levels = sorted({e.noise_level for e in usable})
+levels = sorted({e.noise_level for e in predictors})
 runs = tuple(sorted(e.run_id for e in usable))
 
 left, right = st.columns([3, 2], gap="large")
@@ -234,13 +264,15 @@ with left:
              f"the unit in the header. At most {P.upload_limit_mb():g} MB.")
 with right:
     test_n = int(ds.splits["test"].size)
-    a, b = st.columns(2)
+    a, b, c = st.columns(3)
     k = a.number_input(f"Test star (0-{max(test_n - 1, 0)})", 0, max(test_n - 1, 0), 0, key="predict_example_star")
     ex_level = b.selectbox("its noise level", levels, index=0, key="predict_example_level", format_func=P.nl_text)
+    shift = c.number_input("moved to [km/s]", -600, 600, 0, step=50, key="predict_example_rv",
+                           help="Give the example star a radial velocity, to see it measured and removed.")
     st.button("Use an example", on_click=_on_example, key="predict_example_btn", icon=":material/science:",
               help="Loads that test spectrum of the active data set (as the models were scored on it) and shows its "
                    "true labels beside the prediction.", disabled=test_n == 0)
-o1, o2 = st.columns(2)
+o1, o2, o3, o4 = st.columns([2, 2, 2, 1.4])
 noise = o1.selectbox("Models of noise level", ["auto", *levels], format_func=_nl, key="predict_noise",
                      help="auto picks the trained noise level whose training spectra have the S/N nearest this "
                           "spectrum's; or pick one.")
@@ -248,6 +280,13 @@ normalise = o2.selectbox("Normalisation", list(P.NORMALISE), key="predict_normal
                          format_func=lambda m: {"auto": "auto", "fit": "fit the continuum level",
                                                 "as-is": "as uploaded"}[m],
                          help=" · ".join(f"{k}: {v}" for k, v in P.NORMALISE.items()))
+medium = o3.selectbox("Wavelengths", ["auto", "air", "vacuum"], key="predict_medium",
+                      format_func=lambda m: {"auto": "auto (from the file)", "air": "air", "vacuum": "vacuum"}[m],
+                      help="auto reads the file's header or column names (SDSS and LAMOST publish vacuum wavelengths); "
+                           "vacuum is converted to the models' air grid by the IAU formula (Morton 2000).")
+research = o4.toggle("research models", key="predict_research",
+                     help="Also list ablation controls, sweep variants, latent probes and the physics ceiling. They "
+                          "are research results on the simulator, never recommended for an upload.")
 
 source = st.session_state.get("predict_source")
 if source == "upload" and up is None:
@@ -266,10 +305,11 @@ with appstate.friendly_errors("The prediction"):
                 # an example comes normalised from the data set: 'auto' keeps it exactly as the models saw it
                 norm = "as-is" if normalise == "auto" else normalise
                 kind, res = "single", _predict_example(int(k), float(ex_level), ds.name, ds.fingerprint, runs,
-                                                       noise, norm)
+                                                       noise, norm, research, float(shift))
             else:
                 data = up.getvalue()
-                kind, res = _predict_bytes(data, up.name, ds.name, ds.fingerprint, runs, noise, normalise)
+                kind, res = _predict_bytes(data, up.name, ds.name, ds.fingerprint, runs, noise, normalise, research,
+                                           medium)
     except P.PredictError as e:
         st.error(appstate.one_line(e), icon=":material/error:")
         st.stop()

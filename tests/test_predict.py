@@ -1,8 +1,9 @@
 """Predict (core/predict/, pages/predict.py, `python -m core predict`): every upload format, every bad
 input, flux-conserving resampling, normalisation, the example path, batch prediction, the CLI and the page.
 
-One small data set ('pred-test', 400 spectra) with Ridge at both noise levels, LightGBM (30 rounds) and
-the Cannon at noise 0.1 is built and fitted once for the module (about 30 s on 2 cores).
+One small data set ('pred-test', 400 spectra) with Ridge at both noise levels, LightGBM (30 rounds: not
+the report's LightGBM, so a research run) and the Cannon at noise 0.1 is built and fitted once for the
+module (about 30 s on 2 cores).
 """
 from __future__ import annotations
 
@@ -181,9 +182,13 @@ def test_hdf5_batch_gives_a_csv_table(trained):
     df, summary = P.predict_batch(batch, ds)
     assert len(df) == len(v.y) and summary["spectra"] == len(v.y)
     for col in ("spectrum", "snr", "noise_level", "logg", "logg_err", "recommended_model", "ood", "true_logg",
-                "logg [Ridge]", "logg [lightgbm(rounds=30)]", "logg [Cannon (quadratic)]"):
+                "logg [Ridge]", "logg [Cannon (quadratic)]"):
         assert col in df.columns, col
+    # LightGBM with 30 rounds is not the report's LightGBM: a research run, listed only when asked for
+    assert "logg [lightgbm(rounds=30)]" not in df.columns and summary["research_hidden"] >= 1
+    assert "logg [lightgbm(rounds=30)]" in P.predict_batch(batch, ds, research=True)[0].columns
     assert df["logg"].notna().all()
+    assert set(df["recommended_model"]) <= {"Ridge", "Cannon (quadratic)"}
     # the scaled flux is normalised back: the batch RMSE is near the runs' own test RMSE
     assert summary["rmse_vs_true_logg"] < 1.5 * max(r.metrics["rmse"] for r in runs.values()) + 0.1
     text = df.to_csv(index=False)
@@ -389,15 +394,21 @@ def test_out_of_distribution_partial_coverage_and_in_distribution(trained, star)
 
 def test_models_side_by_side_with_uncertainty_kinds_and_other_labels(trained, star):
     ds, runs = trained
-    r = P.predict(star, ds, noise=0.1)
+    r = P.predict(star, ds, noise=0.1, research=True)
     by = {x["name"]: x for x in r["logg"]}
     assert set(by) == {"ridge", "lightgbm", "cannon"}
+    assert by["lightgbm"]["role"] == "research" and by["ridge"]["role"] == "predictor"
     assert by["ridge"]["uncertainty_kind"].startswith("input-noise MC spread")
     assert by["cannon"]["uncertainty_kind"].startswith("formal χ² 1σ")
     assert all(x["uncertainty"] > 0 and x["test_rmse"] > 0 for x in r["logg"])
-    best = max(r["logg"], key=lambda x: x["test_r2"])
-    assert r["recommended"]["model"] == best["model"]
-    assert r["recommended"]["uncertainty"] >= best["test_rmse"]
+    # the recommendation: the predictor with the lowest test RMSE at this spectrum's S/N, never a research run
+    preds = [x for x in r["logg"] if x["role"] == "predictor"]
+    best = min(preds, key=lambda x: x["test_rmse_at_snr"])
+    assert r["recommended"]["model"] == best["model"] != by["lightgbm"]["model"]
+    assert r["recommended"]["uncertainty"] >= best["test_rmse_at_snr"]
+    lo, hi = best["snr_bin"]
+    assert best["test_stars_at_snr"] > 0 and (lo <= r["snr"]["value"] <= hi or best["snr_bin"][0] == min(
+        x["snr_bin"][0] for x in preds))
     assert {x["target"] for x in r["other_labels"]} == {"teff", "mh"}
     assert abs(r["other_best"]["teff"]["value"] - star.truth["teff"]) < 800
     json.loads(P.to_json(r))
@@ -461,7 +472,8 @@ def test_page_example_button_shows_predictions(trained):
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     table = at.dataframe[0].value
-    assert {"Ridge", "lightgbm(rounds=30)", "Cannon (quadratic)"} <= set(table["model"])
+    assert {"Ridge", "Cannon (quadratic)"} <= set(table["model"])
+    assert "lightgbm(rounds=30)" not in set(table["model"])          # a research run: hidden by default
     assert "recommended" in set(table[""])
     metrics = {m.label: m.value for m in at.metric}
     assert "recommended log g [dex]" in metrics and "true log g [dex]" in metrics
@@ -489,7 +501,10 @@ def test_page_uploads_fits_junk_and_hdf5(trained, star):
     assert not at.exception and not at.error, [x.value for x in at.error]
     assert at.subheader[0].value == "star.fits"
     assert "FITS 1-D image" in at.caption[1].value
-    assert len(at.dataframe[0].value) == 3
+    assert len(at.dataframe[0].value) == 2                       # the two predictors; the research LightGBM hidden
+    at.toggle(key="predict_research").set_value(True).run()
+    assert len(at.dataframe[0].value) == 3 and not at.exception
+    at.toggle(key="predict_research").set_value(False).run()
     at.file_uploader(key="predict_upload").set_value(("junk.fits", b"\x00\x01junk" * 300, "application/fits")).run()
     assert not at.exception
     assert len(at.error) == 1 and one_line(at.error[0].value) and "junk.fits" in at.error[0].value

@@ -44,6 +44,14 @@ def add_parser(subparsers) -> None:
                         "spectra; fit: always fit it; as-is: use the flux as uploaded")
     p.add_argument("--all-models", action="store_true",
                    help=f"HDF5 batch: also run slow per-spectrum fitters (the Cannon) on more than {BATCH_SLOW_MAX} spectra")
+    p.add_argument("--research", action="store_true",
+                   help="also list the research models (ablation controls, sweep variants, latent probes, the physics "
+                        "ceiling); they are never recommended")
+    p.add_argument("--medium", default="auto", choices=["auto", "air", "vacuum"],
+                   help="the file's wavelengths: auto (from its header or column names; unknown = the models' own, air) "
+                        "or say air / vacuum")
+    p.add_argument("--rv", default="auto",
+                   help="radial velocity: auto (measure by cross-correlation and shift to rest), none, or km/s")
     p.add_argument("--out", help="HDF5 batch: write the table here as CSV (default: print it)")
     p.add_argument("--max-mb", type=float, default=None,
                    help="size limit in MB (default: server.maxUploadSize of .streamlit/config.toml; 0 = none)")
@@ -70,7 +78,8 @@ def cmd_predict(a) -> int:
         raise PredictError(f"data set {name!r} not found; build or import it first")
     ds = Dataset(name)
     if isinstance(item, Batch):
-        df, summary = predict_batch(item, ds, noise, normalise=a.normalise, all_models=a.all_models)
+        df, summary = predict_batch(item, ds, noise, normalise=a.normalise, all_models=a.all_models,
+                                    research=a.research)
         if a.out:
             df.to_csv(a.out, index=False)
             summary["csv"] = str(a.out)
@@ -84,6 +93,6 @@ def cmd_predict(a) -> int:
                   + (f"; RMSE vs the file's log g {summary['rmse_vs_true_logg']:.3f}" if "rmse_vs_true_logg" in summary else "")
                   + (f"; written to {a.out}" if a.out else ""), sys.stderr)
         return 0
-    r = predict(item, ds, noise, normalise=a.normalise)
+    r = predict(item, ds, noise, normalise=a.normalise, research=a.research, medium=a.medium, rv=a.rv)
     _emit(to_json(r) if a.json else text_report(r))
     return 0

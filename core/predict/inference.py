@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from core.data import LABELS, Dataset, View
+from core.predict import frame
 from core.predict.inventory import Entry, load, trained_models
 from core.predict.prepare import Prepared, _noise_levels, build_view, prepare
 from core.predict.reference import Reference, _pct, reference
@@ -20,6 +21,7 @@ from core.predict.settings import (
     SNR_PCT,
     UNCERTAINTY_KINDS,
 )
+from core.predict.skill import skill
 from core.predict.spectra import Batch, PredictError, Spectrum
 from core.predict.words import nl_text, ordinal
 
@@ -60,7 +62,8 @@ def example(ds: Dataset, k: int = 0, noise_level: float = 0.1, seed: int = 0) ->
                     name=f"example: test star {k} of {ds.name} at noise level {nl_text(noise_level)}",
                     fmt="a test spectrum of the active data set, with the noise draw the models were scored on",
                     truth={"teff": float(t[0]), "logg": float(t[1]), "mh": float(t[2]), "row": int(rows[0]),
-                           "noise_level": float(noise_level)})
+                           "noise_level": float(noise_level)},
+                    rv=0.0, rv_how="a test star of the data set: at rest, not measured")
 
 
 def _one_blas_thread():
@@ -76,27 +79,66 @@ def _one_blas_thread():
 
 
 def predict(item: Spectrum, ds: Dataset, noise: str | float = "auto", mc: int = MC_DRAWS, seed: int = 0,
-            normalise: str = "auto") -> dict:
+            normalise: str = "auto", research: bool = False, medium: str = "auto", rv: str | float = "auto") -> dict:
     """Everything the Predict page and the CLI show for one spectrum, as a JSON-able dict (plus the
-    arrays for the plot under the key '_grid', which to_json drops)."""
+    arrays for the plot under the key '_grid', which to_json drops). Only the report suite's methods
+    on flux or flux + error answer; research=True adds every other usable run (ablation controls,
+    sweeps, latent probes, the physics ceiling) to the table, never to the recommendation.
+    medium: 'auto' (what the file says; unknown is taken as the data set's) | 'air' | 'vacuum'.
+    rv: 'auto' (measure the radial velocity and shift to rest) | 'none' | a known velocity in km/s."""
     with _one_blas_thread():
-        return _predict(item, ds, noise, mc, seed, normalise)
+        return _predict(item, ds, noise, mc, seed, normalise, research, medium, rv)
 
 
-def _predict(item: Spectrum, ds: Dataset, noise, mc: int, seed: int, normalise: str) -> dict:
+def rest_frame(item: Spectrum, ds: Dataset, medium: str = "auto", rv: str | float = "auto") -> tuple[np.ndarray, dict]:
+    """The upload's wavelengths in the data set's medium and at rest, and what was done to them."""
+    target = str(ds.attrs.get("wavelength_medium") or "air")
+    if medium not in ("auto", *frame.MEDIA):
+        raise PredictError(f"medium must be auto, air or vacuum, got {medium!r}")
+    declared = item.medium if medium == "auto" else medium
+    how_m = item.medium_how if medium == "auto" else "chosen by the user"
+    try:
+        wave, words = frame.to_medium(item.wave, declared, target)
+    except ValueError as e:
+        raise PredictError(str(e)) from None
+    info = {"medium": declared, "medium_source": how_m, "medium_how": words, "grid_medium": target}
+    if rv in (None, "none"):
+        info["rv"] = {"value": 0.0, "sigma": None, "applied": False, "how": "not corrected (asked so)"}
+        return wave, info
+    if rv == "auto" and item.rv is not None:
+        info["rv"] = {"value": float(item.rv), "sigma": None, "applied": bool(item.rv), "how": item.rv_how}
+        return (wave / frame.doppler(item.rv) if item.rv else wave), info
+    if rv != "auto":
+        try:
+            v = float(rv)
+        except (TypeError, ValueError):
+            raise PredictError(f"rv must be auto, none or a velocity in km/s, got {rv!r}") from None
+        info["rv"] = {"value": v, "sigma": None, "applied": True, "how": "given by the user"}
+        return wave / frame.doppler(v), info
+    ref = reference(ds, 1.0)   # the template: the mean training flux and its components (noise-free)
+    r = frame.estimate_rv(wave, item.flux, item.error, ds.wave, ref.mu, ref.comps)
+    info["rv"] = {"value": r["value"], "measured": r.get("measured"), "sigma": r["sigma"], "applied": r["ok"],
+                  "peak": r["peak"], "how": r["how"]}
+    return (wave / frame.doppler(r["value"]) if r["ok"] else wave), info
+
+
+def _predict(item: Spectrum, ds: Dataset, noise, mc: int, seed: int, normalise: str, research: bool = False,
+             medium: str = "auto", rv: str | float = "auto") -> dict:
     t0 = time.perf_counter()
     entries = trained_models(ds)
-    usable = [e for e in entries if e.usable]
+    usable = [e for e in entries if e.usable and (research or e.role == "predictor")]
     levels = _noise_levels(ds, entries)
-    if not usable:
-        raise PredictError(f"no trained models for data set {ds.name!r} yet: train some on the Training page or with "
+    if not usable or not levels:
+        raise PredictError(f"no predictors for data set {ds.name!r} yet (an upload is answered by the report suite's "
+                           f"methods): train them on the Training page or with "
                            f"`python -m core train --suite report --dataset {ds.name}`")
     if noise not in (None, "auto"):
         noise = float(noise)
         if noise not in levels:
             raise PredictError(f"no models trained at noise level {noise:g} for {ds.name!r}; trained levels: "
                                f"{', '.join(f'{x:g}' for x in levels)}")
-    prep = prepare(ds, item.wave, item.flux, item.error, item.name, noise, levels, normalise)
+    wave, frame_info = rest_frame(item, ds, medium, rv)
+    prep = prepare(ds, wave, item.flux, item.error, item.name, noise, levels, normalise)
     nl = float(prep.noise_level[0])
     ref = reference(ds, nl)
     covered = prep.covered[0]
@@ -109,9 +151,12 @@ def _predict(item: Spectrum, ds: Dataset, noise, mc: int, seed: int, normalise: 
     f_mc = np.vstack([f, (f + e * z) * lvl])
     e_mc = np.repeat(e, 1 + len(z), axis=0)
     cov_mc = np.repeat(prep.covered[:1], 1 + len(z), axis=0)
-    rows, others, skipped = [], [], []
+    rows, others, skipped, hidden = [], [], [], 0
     for en in entries:
         if en.noise_level != nl:
+            continue
+        if en.role != "predictor" and not research:   # unusable runs are research results too
+            hidden += 1
             continue
         if not en.usable:
             skipped.append({"model": en.label, "why": en.why})
@@ -142,24 +187,26 @@ def _predict(item: Spectrum, ds: Dataset, noise, mc: int, seed: int, normalise: 
         for target, (value, sig, kind) in preds.items():
             by_product = target != en.target
             value, sig = float(value), float(sig)
+            sk = None if by_product else skill(en, ds)
+            b = None if sk is None else int(sk.bin_of(prep.snr[0]))
             row = {"model": en.label, "name": en.spec["model"], "inputs": en.spec.get("inputs"), "target": target,
-                   "noise_level": nl, "value": value, "uncertainty": sig, "uncertainty_kind": kind,
+                   "role": en.role, "noise_level": nl, "value": value, "uncertainty": sig, "uncertainty_kind": kind,
                    "test_rmse": None if by_product else en.metrics.get("rmse"),
-                   "test_r2": None if by_product else en.metrics.get("r2"), "run_id": en.run_id,
+                   "test_r2": None if by_product else en.metrics.get("r2"),
+                   "test_rmse_at_snr": None if b is None else float(sk.rmse[b]),
+                   "test_bias_at_snr": None if b is None else float(sk.bias[b]),
+                   "test_stars_at_snr": None if b is None else int(sk.n[b]),
+                   "snr_bin": None if b is None else [float(sk.edges[b]), float(sk.edges[b + 1])],
+                   "run_id": en.run_id,
                    "note": "fitted jointly with log g; not scored on the test split" if by_product else ""}
             (rows if target == "logg" else others).append(row)
     if not rows:
         raise PredictError(f"no log g model at noise level {nl_text(nl)} could run on this spectrum"
                            + (f" ({skipped[0]['model']}: {skipped[0]['why']})" if skipped else ""))
-    best = max(rows, key=lambda r: (r["test_r2"] if r["test_r2"] is not None else -9))
-    floor = best["test_rmse"] or 0.0
-    spread = best["uncertainty"] if np.isfinite(best["uncertainty"]) else 0.0
-    rec = {"model": best["model"], "value": best["value"], "uncertainty": max(spread, floor),
-           "why": f"best test R² at noise level {nl_text(nl)} ({best['test_r2']:.3f}); error bar = the larger of its "
-                  f"{best['uncertainty_kind']} ({spread:.3f}) and its test RMSE ({floor:.3f})"}
+    rec, best = recommend(rows, ds, nl)
     other_best = {}
     for k in ("teff", "mh"):
-        cands = [r for r in others if r["target"] == k]
+        cands = [r for r in others if r["target"] == k and r["role"] == "predictor"]
         scored = [r for r in cands if r["test_r2"] is not None]
         pick = max(scored, key=lambda r: r["test_r2"]) if scored else (cands[0] if cands else None)
         if pick:
@@ -169,7 +216,7 @@ def _predict(item: Spectrum, ds: Dataset, noise, mc: int, seed: int, normalise: 
     miss = _missing_ranges(prep.wave, covered)
     out = {
         "file": item.name, "format": item.fmt, "notes": list(item.notes), "dataset": ds.name,
-        "dataset_fingerprint": ds.fingerprint,
+        "dataset_fingerprint": ds.fingerprint, "frame": frame_info,
         "coverage": {"fraction": float(covered.mean()), "missing_pixels": int((~covered).sum()),
                      "missing_ranges_A": miss, "grid": [float(prep.wave[0]), float(prep.wave[-1])],
                      "upload_range_A": [float(item.wave[0]), float(item.wave[-1])],
@@ -181,13 +228,64 @@ def _predict(item: Spectrum, ds: Dataset, noise, mc: int, seed: int, normalise: 
         "normalisation": {"scale": float(prep.scale[0]), "how": prep.scale_how, "mode": normalise,
                           "fitted": bool(prep.fitted[0]), "level_rms": ref.scale_rms},
         "logg": rows, "recommended": rec, "other_labels": others, "other_best": other_best,
-        "skipped": skipped, "ood": ood, "truth": item.truth,
+        "skipped": skipped, "research_hidden": hidden, "research_shown": bool(research), "ood": ood,
+        "truth": item.truth,
         "seconds": None,
         "_grid": {"wave": prep.wave, "flux": prep.flux[0], "error": prep.error[0], "covered": covered},
         "_saliency": _saliency_of(entries, best, f, e, prep.covered[:1]),
     }
     out["seconds"] = round(time.perf_counter() - t0, 4)
     return out
+
+
+DISAGREE_Z = 2.0   # two predictors disagree when their values differ by more than this many combined errors
+
+
+def recommend(rows: list[dict], ds: Dataset, nl: float) -> tuple[dict, dict]:
+    """The recommended log g and the row it comes from. Only predictors (the report suite's methods)
+    are candidates; the one with the lowest test RMSE for test stars of this spectrum's S/N wins, its
+    error bar is the larger of its own spread and that RMSE. When the next-best predictors disagree
+    with it by more than DISAGREE_Z combined errors the answer says so; outside the training grid's
+    log g range it says that too."""
+    cands = [r for r in rows if r["role"] == "predictor" and r["test_r2"] is not None]
+    if not cands:
+        raise PredictError(f"no predictor at noise level {nl_text(nl)}: only the report suite's methods on flux or "
+                           f"flux + error answer for an upload (train them with `python -m core train --suite report`)")
+
+    def err(r):
+        spread = r["uncertainty"] if np.isfinite(r["uncertainty"]) else 0.0
+        floor = r["test_rmse_at_snr"] if r["test_rmse_at_snr"] is not None else (r["test_rmse"] or 0.0)
+        return max(spread, floor), spread, floor
+
+    ranked = sorted(cands, key=lambda r: (r["test_rmse_at_snr"] if r["test_rmse_at_snr"] is not None
+                                          else (r["test_rmse"] or 9.0)))
+    best = ranked[0]
+    u, spread, floor = err(best)
+    lo_s, hi_s = best["snr_bin"] or (np.nan, np.nan)
+    where = (f"test stars of S/N {lo_s:.0f}-{hi_s:.0f} ({best['test_stars_at_snr']} stars)" if best["snr_bin"]
+             else "all test stars")
+    rec = {"model": best["model"], "value": best["value"], "uncertainty": u, "agree": True, "outside_grid": False,
+           "why": f"lowest test RMSE among the report's predictors on {where} at noise level {nl_text(nl)} "
+                  f"({floor:.3f} dex); error bar = the larger of its {best['uncertainty_kind']} ({spread:.3f}) "
+                  f"and that RMSE"}
+    disagree = []
+    for r in ranked[1:4]:
+        ur = err(r)[0]
+        z = abs(r["value"] - best["value"]) / max(np.hypot(u, ur), 1e-9)
+        if z > DISAGREE_Z:
+            disagree.append({"model": r["model"], "value": r["value"], "uncertainty": ur, "z": float(z)})
+    if disagree:
+        rec["agree"] = False
+        rec["disagreement"] = disagree
+        rec["verdict"] = ("the predictors disagree beyond their errors: " + "; ".join(
+            [f"{best['model']} {best['value']:.2f} ± {u:.2f}"]
+            + [f"{d['model']} {d['value']:.2f} ± {d['uncertainty']:.2f}" for d in disagree])
+            + ": no single value can be trusted")
+    lo_g, hi_g = float(ds.labels[:, 1].min()), float(ds.labels[:, 1].max())
+    if not (lo_g <= best["value"] <= hi_g):
+        rec["outside_grid"] = True
+        rec["why"] += f"; {best['value']:.2f} is outside the training grid (log g {lo_g:.1f}-{hi_g:.1f})"
+    return rec, best
 
 
 def _missing_ranges(wave, covered) -> list[list[float]]:
@@ -248,15 +346,17 @@ def _ood_words(prep: Prepared, i: int, ref: Reference, logg: float, ds: Dataset)
 
 # --------------------------------------------------------------------------- many spectra
 def predict_batch(batch: Batch, ds: Dataset, noise: str | float = "auto", chunk: int = 4096,
-                  normalise: str = "auto", all_models: bool = False, progress=None):
-    """One row per spectrum: S/N, noise level, every model's log g, the recommended value with its test RMSE
-    as error bar, OOD flags, and the true labels when the file has them. No MC re-draws (the error bar is the
-    recommended model's test RMSE). Returns (DataFrame, summary dict)."""
+                  normalise: str = "auto", all_models: bool = False, progress=None, research: bool = False):
+    """One row per spectrum: S/N, noise level, every predictor's log g, the recommended value (the
+    predictor with the lowest test RMSE at that spectrum's S/N) with that RMSE as error bar, OOD flags,
+    and the true labels when the file has them. No MC re-draws. research=True adds the research models'
+    columns (never recommended). Returns (DataFrame, summary dict)."""
     with _one_blas_thread():
-        return _predict_batch(batch, ds, noise, chunk, normalise, all_models, progress)
+        return _predict_batch(batch, ds, noise, chunk, normalise, all_models, progress, research)
 
 
-def _predict_batch(batch: Batch, ds: Dataset, noise, chunk: int, normalise: str, all_models: bool, progress):
+def _predict_batch(batch: Batch, ds: Dataset, noise, chunk: int, normalise: str, all_models: bool, progress,
+                   research: bool = False):
     import pandas as pd
     t0 = time.perf_counter()
     entries = trained_models(ds)
@@ -268,7 +368,8 @@ def _predict_batch(batch: Batch, ds: Dataset, noise, chunk: int, normalise: str,
         raise PredictError(f"no models trained at noise level {float(noise):g} for {ds.name!r}; trained levels: "
                            f"{', '.join(f'{x:g}' for x in levels)}")
     n_all = batch.flux.shape[0]
-    skipped: dict[str, str] = {e.label: e.why for e in entries if not e.usable}
+    skipped: dict[str, str] = {e.label: e.why for e in entries if not e.usable and research}
+    hidden = sum(e.role != "predictor" for e in entries) if not research else 0
     frames = []
     for i0 in range(0, n_all, chunk):
         sl = slice(i0, i0 + chunk)
@@ -283,9 +384,9 @@ def _predict_batch(batch: Batch, ds: Dataset, noise, chunk: int, normalise: str,
         for level in np.unique(prep.noise_level):
             sel = prep.noise_level == level
             ref = reference(ds, float(level))
-            best_r2 = -np.inf
+            best_rmse = np.full(int(sel.sum()), np.inf)
             for en in entries:
-                if not en.usable or en.noise_level != level:
+                if not en.usable or en.noise_level != level or (en.role != "predictor" and not research):
                     continue
                 model = load(en)
                 if model.per_spectrum_fit and n_all > BATCH_SLOW_MAX and not all_models:
@@ -308,12 +409,15 @@ def _predict_batch(batch: Batch, ds: Dataset, noise, chunk: int, normalise: str,
                 for target, v in preds.items():
                     col = f"{target} [{en.label}]" + ("" if target == en.target else " (by-product)")
                     cols.setdefault(col, np.full(n, np.nan))[sel] = v
-                r2 = en.metrics.get("r2")
-                if en.target == "logg" and r2 is not None and r2 > best_r2:
-                    best_r2 = r2
-                    cols["logg"][sel] = preds["logg"]
-                    cols["logg_err"][sel] = en.metrics.get("rmse", np.nan)
-                    cols["recommended_model"][sel] = en.label
+                sk = skill(en, ds) if en.role == "predictor" and en.target == "logg" else None
+                if sk is not None:   # per spectrum: the predictor with the lowest test RMSE at its S/N
+                    rm = sk.rmse[sk.bin_of(prep.snr[sel])]
+                    win = np.isfinite(rm) & (rm < best_rmse)
+                    best_rmse[win] = rm[win]
+                    for col, val in (("logg", preds["logg"]), ("logg_err", rm), ("recommended_model", en.label)):
+                        cur = cols[col][sel]
+                        cur[win] = val[win] if isinstance(val, np.ndarray) else val
+                        cols[col][sel] = cur
             lo, hi = np.percentile(ref.snr, SNR_PCT[0]), np.percentile(ref.snr, SNR_PCT[1])
             dpct = np.searchsorted(ref.ref_dist, prep.dist[sel], side="right") / max(1, ref.ref_dist.size) * 100
             cpct = np.searchsorted(ref.ref_chi2, prep.chi2[sel], side="right") / max(1, ref.ref_chi2.size) * 100
@@ -338,8 +442,9 @@ def _predict_batch(batch: Batch, ds: Dataset, noise, chunk: int, normalise: str,
                "spectra": int(len(df)), "seconds": round(dt, 3), "spectra_per_s": round(len(df) / max(dt, 1e-9), 1),
                "flagged": int((df["ood"] != "").sum()),
                "noise_levels": {nl_text(k): int(v) for k, v in df["noise_level"].value_counts().sort_index().items()},
-               "skipped": [{"model": k, "why": v} for k, v in skipped.items()],
-               "error_bar": "the recommended model's test RMSE at that noise level (no MC re-draws in batch mode)"}
+               "skipped": [{"model": k, "why": v} for k, v in skipped.items()], "research_hidden": int(hidden),
+               "error_bar": "the recommended model's test RMSE for test stars of that spectrum's S/N at that noise "
+                            "level (no MC re-draws in batch mode)"}
     if batch.labels is not None and df["logg"].notna().any():
         r = df["logg"] - df["true_logg"]
         summary["rmse_vs_true_logg"] = float(np.sqrt(np.nanmean(r ** 2)))

@@ -2,6 +2,7 @@
 `load(entry)` loads a run's model once per process."""
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,10 @@ class Entry:
     label: str
     usable: bool
     why: str = ""
+    # 'predictor': a method of the report suite on inputs a real spectrum has; it may answer and be
+    # recommended. 'research': formable, but an ablation control, a sweep variant, a latent probe or
+    # the physics ceiling: shown only when asked for (research=True), never recommended.
+    role: str = "research"
 
     @property
     def noise_level(self) -> float:
@@ -57,13 +62,14 @@ def trained_models(ds: Dataset) -> list[Entry]:
         label = suites.row_label(spec)
         if inputs == "meta":
             usable, why = False, "needs Teff and [M/H] as inputs, which a spectrum does not give"
-        elif formable(inputs):
-            usable, why = True, ""
         elif inputs == "flux_clean":
             usable, why = False, "was trained on noise-free flux, which an observed spectrum is not"
+        elif formable(inputs):
+            usable, why = True, ""
         else:
             usable, why = False, f"an ablation model (inputs '{inputs}') that only makes sense on the data set"
-        out.append(Entry(r["run_id"], spec, r.get("metrics") or {}, art, label, usable, why))
+        role = "predictor" if usable and _is_predictor(spec, ds.name) else "research"
+        out.append(Entry(r["run_id"], spec, r.get("metrics") or {}, art, label, usable, why, role))
     # tell apart runs with the same label (profiles, seeds)
     seen: dict[tuple, list[Entry]] = {}
     for e in out:
@@ -74,6 +80,30 @@ def trained_models(ds: Dataset) -> list[Entry]:
                 e.label += f" ({e.spec.get('profile')}, seed {e.spec.get('seed')})"
     out.sort(key=lambda e: (e.noise_level, e.target != "logg", -(e.metrics.get("r2") or -9)))
     return out
+
+
+PREDICTOR_INPUTS = ("flux", "flux+error")   # what a real spectrum has: its flux, and its pipeline's error
+
+
+def _spec_key(s: dict) -> tuple:
+    return (s["model"], json.dumps(s.get("params") or {}, sort_keys=True), s.get("inputs"), s.get("target", "logg"),
+            s.get("profile"))
+
+
+def _is_predictor(spec: dict, dataset: str) -> bool:
+    """A method of the report suite (its profile's parameters) on flux or flux + error: the models that
+    answer for an upload. Everything else a registry holds is a research result."""
+    from core.engine import suites
+    from core.engine.spec import normalise_spec
+    if spec.get("inputs") not in PREDICTOR_INPUTS or spec.get("target", "logg") != "logg":
+        return False
+    prof = spec.get("profile", "quick")
+    keys = _cached(("report-keys", prof, dataset),
+                   lambda: {_spec_key(normalise_spec(s)) for s in suites.suite("report", prof, dataset)})
+    try:
+        return _spec_key(normalise_spec(spec)) in keys
+    except ValueError:   # a model family that no longer exists
+        return False
 
 
 _CACHE: dict = {}

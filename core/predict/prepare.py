@@ -38,7 +38,8 @@ class Prepared:
 
 
 def _noise_levels(ds: Dataset, entries: list[Entry]) -> list[float]:
-    return sorted({e.noise_level for e in entries if e.usable})
+    """The noise levels an upload can be answered at: those with a predictor (Entry.role)."""
+    return sorted({e.noise_level for e in entries if e.usable and e.role == "predictor"})
 
 
 def choose_noise(snr: np.ndarray, levels: list[float], ds: Dataset) -> np.ndarray:

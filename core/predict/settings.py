@@ -19,7 +19,8 @@ OOD_MISSING = 0.05          # more than this fraction of the grid missing: flagg
 CA_TRIPLET = (8480.0, 8680.0)
 
 WAVE_NAMES = ("wavelength", "wave", "lambda", "lam", "wl", "wavelen", "wavelengths", "loglam", "log_lambda",
-              "log_wave", "lambda_air", "lambda_vac", "wave_air", "wave_vac")
+              "log_wave", "lambda_air", "lambda_vac", "lambda_vacuum", "wave_air", "wave_vac", "wave_vacuum",
+              "wavelength_air", "wavelength_vac", "wavelength_vacuum", "air_wavelength", "vacuum_wavelength", "awav")
 FLUX_NAMES = ("flux", "f", "fl", "flux_density", "fluxes", "spec", "spectrum", "intensity", "norm_flux",
               "normalized_flux", "normalised_flux")
 ERR_NAMES = ("error", "err", "sigma", "flux_err", "flux_error", "fluxerr", "e_flux", "eflux", "uncertainty",

@@ -24,6 +24,10 @@ class Spectrum:
     fmt: str = ""
     notes: list[str] = field(default_factory=list)
     truth: dict | None = None          # true labels (the example path)
+    medium: str | None = None          # 'air' | 'vacuum' as the file states it, None when it does not
+    medium_how: str = ""               # what said so (a column name, a header keyword, a survey convention)
+    rv: float | None = None            # km/s, when known (a test star of the data set is at rest: 0)
+    rv_how: str = ""
 
 
 @dataclass

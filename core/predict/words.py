@@ -45,6 +45,14 @@ def text_report(r: dict) -> str:
     L += [f"  note: {n}" for n in r["notes"]]
     L.append(f"data set: {r['dataset']} (fingerprint {r['dataset_fingerprint']})")
     L.append(f"coverage: {r['coverage']['statement']}")
+    fr = r.get("frame")
+    if fr:
+        L.append(f"wavelengths: {fr['medium_how']}" + (f" ({fr['medium_source']})" if fr.get("medium_source") else ""))
+        v = fr["rv"]
+        if v["applied"]:
+            L.append(f"radial velocity: {_pm(v['value'], v['sigma'], '+.1f')} km/s, shifted to rest ({v['how']})")
+        else:
+            L.append(f"radial velocity: {v['how']}")
     L.append(f"S/N: {r['snr']['value']:.1f} ({r['snr']['how']})")
     nlv = r["noise_level"]
     L.append(f"noise level: {nl_text(nlv['value'])} ({nlv['how']}; training S/N there "
@@ -59,9 +67,16 @@ def text_report(r: dict) -> str:
                  f"{(x['test_rmse'] or float('nan')):9.3f}  {(x['test_r2'] or float('nan')):7.3f}  {x['uncertainty_kind']}")
     for s in r["skipped"]:
         L.append(f"  skipped {s['model']}: {s['why']}")
+    if r.get("research_hidden"):
+        L.append(f"  ({r['research_hidden']} research runs - ablation controls, sweep variants, latent probes, metadata "
+                 f"baselines, the physics ceiling - do not answer for uploads; --research lists them)")
     rec = r["recommended"]
     L.append("")
     L.append(f"recommended: log g = {rec['value']:.2f} ± {rec['uncertainty']:.2f} dex  [{rec['model']}: {rec['why']}]")
+    if not rec.get("agree", True):
+        L.append(f"WARNING: {rec['verdict']}")
+    if rec.get("outside_grid"):
+        L.append("WARNING: the recommended value is outside the training grid: an extrapolation")
     for k, v in r["other_best"].items():
         name = {"teff": "Teff", "mh": "[M/H]"}[k]
         fmt = ".0f" if k == "teff" else "+.2f"

@@ -30,7 +30,7 @@ def _norm_name(name: str) -> tuple[str, str | None]:
         unit = m.group(1).strip() or None
         s = s[:m.start()].strip()
     else:
-        m = re.match(r"^(.*?)[_\-\s]+(angstroms?|aa|ang|nm|um|µm|μm|microns?)$", s)
+        m = re.match(r"^(.*?)[_\-\s]+(angstroms?|aa|ang|a|å|nm|um|µm|μm|microns?)$", s)
         if m:
             s, unit = m.group(1), m.group(2)
     s = re.sub(r"[\s\-]+", "_", s.strip())
@@ -67,6 +67,17 @@ class _Columns:
     wave_kind: str            # 'linear' | 'log10'
     unit: str | None          # declared unit of the wavelength
     rows: np.ndarray | None = None  # file line numbers of the data rows (text)
+    medium: tuple[str, str] | None = None   # ('air' | 'vacuum', why) when the file says
+
+
+def medium_of_name(name: str) -> tuple[str, str] | None:
+    """'lambda_vac', 'wave_vacuum' -> vacuum; 'lambda_air', 'AWAV' -> air; else None."""
+    s = str(name).lower()
+    if "vac" in s:
+        return "vacuum", f"the wavelength column is named {name!r}"
+    if "air" in s or s.startswith("awav"):
+        return "air", f"the wavelength column is named {name!r}"
+    return None
 
 
 def _columns_from_names(names: list[str], get, what: str, units: list[str | None] | None = None) -> _Columns:
@@ -89,7 +100,7 @@ def _columns_from_names(names: list[str], get, what: str, units: list[str | None
             err, kind = get(i), kind_
             break
     wave_kind = "log10" if base[iw] in ("loglam", "log_lambda", "log_wave") else "linear"
-    return _Columns(get(iw), get(iflux), err, kind, wave_kind, declared[iw])
+    return _Columns(get(iw), get(iflux), err, kind, wave_kind, declared[iw], medium=medium_of_name(names[iw]))
 
 
 def _is_number(tok: str) -> bool:
@@ -180,7 +191,8 @@ def _finish(c: _Columns, name: str, fmt: str) -> Spectrum:
     err = None if err is None else err[keep]
     if wave.size < MIN_POINTS:
         raise PredictError(f"{name}: only {wave.size} usable points after masking; at least {MIN_POINTS} are needed")
-    return Spectrum(wave, flux, err, name=name, fmt=fmt, notes=notes)
+    medium, how = c.medium or (None, "")
+    return Spectrum(wave, flux, err, name=name, fmt=fmt, notes=notes, medium=medium, medium_how=how)
 
 
 def check_units(wave: np.ndarray, grid: np.ndarray, name: str) -> None:

@@ -34,7 +34,10 @@ def _read_fits(data: bytes, name: str) -> Spectrum:
                                f"{str(e).splitlines()[0][:100] if str(e) else ''})") from None
         with hdul:
             try:
-                return _fits_spectrum(hdul, name)
+                sp = _fits_spectrum(hdul, name)
+                if sp.medium is None:
+                    sp.medium, sp.medium_how = fits_medium(hdul) or (None, "")
+                return sp
             except PredictError:
                 raise
             except Exception as e:  # noqa: BLE001
@@ -82,6 +85,36 @@ def _fits_spectrum(hdul, name: str) -> Spectrum:
                            f"FITS 1-D image ({flux.size:,} pixels, {how})" + (f" + {kind} extension" if kind else ""))
     raise PredictError(f"{name}: no spectrum in this FITS file: expected a 1-D image with CRVAL1/CDELT1 or a "
                        f"binary table with wavelength and flux columns")
+
+
+# surveys whose spectra are published with vacuum wavelengths (TELESCOP / ORIGIN / TELESCOPE header values)
+VACUUM_SURVEYS = ("SDSS", "LAMOST", "BOSS", "EBOSS", "APOGEE", "DESI")
+
+
+def fits_medium(hdul) -> tuple[str, str] | None:
+    """('air' | 'vacuum', why) from the headers: VACUUM, AIRORVAC, CTYPE1 (FITS WCS paper III: 'WAVE'
+    is vacuum, 'AWAV' air) or a survey that publishes vacuum wavelengths; None when nothing says."""
+    for h in hdul:
+        hd = h.header
+        for key in ("VACUUM", "VAC"):
+            if key in hd and isinstance(hd[key], (bool, int)):
+                return ("vacuum" if hd[key] else "air"), f"header {key} = {hd[key]}"
+        if "AIRORVAC" in hd:
+            v = str(hd["AIRORVAC"]).strip().lower()
+            if v.startswith("vac") or v.startswith("air"):
+                return ("vacuum" if v.startswith("vac") else "air"), f"header AIRORVAC = {hd['AIRORVAC']!r}"
+        ctype = str(hd.get("CTYPE1", "")).strip().upper()
+        if ctype.startswith("AWAV"):
+            return "air", f"header CTYPE1 = {ctype!r} (air wavelengths, FITS WCS)"
+        if ctype.startswith("WAVE"):
+            return "vacuum", f"header CTYPE1 = {ctype!r} (vacuum wavelengths, FITS WCS)"
+    for h in hdul:
+        for key in ("TELESCOP", "ORIGIN", "TELESCOPE", "SURVEY"):
+            v = str(h.header.get(key, "")).upper()
+            hit = next((s for s in VACUUM_SURVEYS if s in v), None)
+            if hit:
+                return "vacuum", f"{hit} publishes vacuum wavelengths (header {key} = {h.header[key]!r})"
+    return None
 
 
 def _fits_error_hdu(by_name: dict, n: int, name: str):

@@ -1,0 +1,157 @@
+"""A log g you can trust (#15): only the report suite's predictors answer for an upload, the
+recommendation is chosen at the spectrum's S/N and says when it is outside the grid or when the
+predictors disagree, vacuum wavelengths are converted and a radial velocity is measured and removed.
+
+One data set ('trust-test', 600 spectra) with Ridge and the Cannon (report methods) and Ridge on the
+clean error alone and on the pipeline-like error (error-vs-flux ablation runs, which score well on
+the simulator and mean nothing on a real pipeline's errors) at noise 0.1.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_predict import csv_bytes, fits_image_bytes
+
+from core import predict as P
+from core.predict import frame
+from core.predict.inference import recommend
+from core.predict.reference import reference
+
+DS = "trust-test"
+
+
+@pytest.fixture(scope="module")
+def trained(artifacts_dir):
+    from core import data
+    from core.engine import train
+    if DS not in data.list_datasets():
+        data.build(name=DS, n=600, seed=5)
+    base = {"dataset": DS, "profile": "quick", "seed": 0, "noise_level": 0.1}
+    runs = {}
+    for model, inputs in (("ridge", "flux"), ("cannon", "flux+error"), ("ridge", "error"),
+                          ("ridge", "error_pipeline")):
+        runs[(model, inputs)] = train.run({**base, "model": model, "inputs": inputs, "params": {}}, log=lambda m: None)
+    return data.Dataset(DS), runs
+
+
+def _moved(sp: P.Spectrum, v_kms: float) -> P.Spectrum:
+    return P.Spectrum(sp.wave * frame.doppler(v_kms), sp.flux, sp.error, name=f"moved {v_kms:+.0f}")
+
+
+def test_error_only_and_research_runs_never_answer(trained):
+    ds, runs = trained
+    err_only = runs[("ridge", "error")]
+    assert err_only.metrics["r2"] > runs[("ridge", "flux")].metrics["r2"] - 0.3   # it scores on the simulator...
+    roles = {e.run_id: e.role for e in P.trained_models(ds)}
+    assert roles[err_only.run_id] == "research" and roles[runs[("ridge", "error_pipeline")].run_id] == "research"
+    assert roles[runs[("ridge", "flux")].run_id] == "predictor" and roles[runs[("cannon", "flux+error")].run_id] \
+        == "predictor"
+    for k in range(6):
+        ex = P.example(ds, k, 0.1)
+        r = P.predict(ex, ds, noise=0.1, mc=4)
+        assert {x["name"] for x in r["logg"]} == {"ridge", "cannon"}                  # ...but never answers
+        assert all(x["inputs"] in ("flux", "flux+error") for x in r["logg"]) and r["research_hidden"] == 2
+        rr = P.predict(ex, ds, noise=0.1, mc=4, research=True)
+        assert {x["inputs"] for x in rr["logg"]} >= {"error", "error_pipeline"}
+        assert rr["recommended"]["model"] == r["recommended"]["model"]                # shown, not recommended
+        assert next(x for x in rr["logg"] if x["model"] == rr["recommended"]["model"])["role"] == "predictor"
+
+
+def test_the_recommendation_says_outside_the_grid_and_disagreement(trained):
+    ds, _ = trained
+
+    def row(model, value, rmse, unc=0.05):
+        return {"model": model, "role": "predictor", "value": value, "uncertainty": unc, "uncertainty_kind": "MC",
+                "test_r2": 0.9, "test_rmse": rmse, "test_rmse_at_snr": rmse, "test_stars_at_snr": 50,
+                "snr_bin": [10.0, 40.0]}
+
+    rec, best = recommend([row("A", 3.0, 0.2), row("B", 3.1, 0.25), row("C", 2.9, 0.3)], ds, 0.1)
+    assert rec["model"] == "A" and rec["agree"] and not rec["outside_grid"] and rec["uncertainty"] == 0.2
+    rec, _ = recommend([row("A", 7.5, 0.2), row("B", 7.4, 0.25)], ds, 0.1)
+    assert rec["outside_grid"] and "outside the training grid" in rec["why"]
+    rec, _ = recommend([row("A", 1.5, 0.2), row("B", 4.5, 0.25), row("C", 1.6, 0.3)], ds, 0.1)
+    assert not rec["agree"] and [d["model"] for d in rec["disagreement"]] == ["B"]
+    assert "disagree" in rec["verdict"] and "1.50" in rec["verdict"] and "4.50" in rec["verdict"]
+    research = row("R", 3.0, 0.01)
+    research["role"] = "research"
+    rec, _ = recommend([research, row("A", 3.2, 0.3)], ds, 0.1)
+    assert rec["model"] == "A"                                        # the better-scoring research run never wins
+    with pytest.raises(P.PredictError, match="no predictor"):
+        recommend([research], ds, 0.1)
+
+
+@pytest.mark.parametrize("v", [-300.0, -120.0, 45.0, 300.0])
+def test_a_radial_velocity_is_measured_and_removed(trained, v):
+    """A test star moved to v: its RV is recovered within 2 km/s at S/N >= 30 and its log g moves <= 0.05 dex."""
+    ds, _ = trained
+    checked = 0
+    for k in range(12):
+        ex = P.example(ds, k, 0.1)
+        if np.median(ex.flux / ex.error) < 30:
+            continue
+        at_rest = P.predict(ex, ds, noise=0.1, mc=0)
+        moved = P.predict(_moved(ex, v), ds, noise=0.1, mc=0)
+        rv = moved["frame"]["rv"]
+        assert rv["applied"] and abs(rv["value"] - v) < 2.0, (k, rv)
+        assert rv["sigma"] is not None and rv["sigma"] < 2.0
+        assert abs(moved["recommended"]["value"] - at_rest["recommended"]["value"]) <= 0.05, k
+        unshifted = P.predict(_moved(ex, v), ds, noise=0.1, mc=0, rv="none")     # what happened before
+        assert not unshifted["frame"]["rv"]["applied"]
+        checked += 1
+        if checked == 3:
+            break
+    assert checked == 3
+
+
+def test_vacuum_wavelengths_are_converted(trained):
+    ds, _ = trained
+    ex = next(e for e in (P.example(ds, k, 0.1) for k in range(20)) if np.median(e.flux / e.error) >= 30)
+    at_rest = P.predict(ex, ds, noise=0.1, mc=0)["recommended"]["value"]
+    vac = frame.air_to_vacuum(ex.wave)
+    assert 2.0 < float(np.median(vac - ex.wave)) < 2.4                      # n - 1 = 2.76e-4 near 7900 A
+    # declared by the column name: converted back to air; no velocity needed
+    item = P.read_bytes(csv_bytes(vac, ex.flux, ex.error, header=("lambda_vac", "flux", "error")), "vac.csv")
+    assert item.medium == "vacuum" and "lambda_vac" in item.medium_how
+    r = P.predict(item, ds, noise=0.1, mc=0, rv="none")
+    assert r["frame"]["medium"] == "vacuum" and "converted to air" in r["frame"]["medium_how"]
+    assert abs(r["recommended"]["value"] - at_rest) <= 0.05
+    # not declared: read as air, and the ~+82 km/s it then looks like is measured and removed
+    plain = P.read_bytes(csv_bytes(vac, ex.flux, ex.error), "plain.csv")
+    assert plain.medium is None
+    r = P.predict(plain, ds, noise=0.1, mc=0)
+    assert 75 < r["frame"]["rv"]["value"] < 90
+    assert abs(r["recommended"]["value"] - at_rest) <= 0.05
+    # the user's word beats the file's
+    r = P.predict(plain, ds, noise=0.1, mc=0, medium="vacuum", rv="none")
+    assert abs(r["recommended"]["value"] - at_rest) <= 0.05
+
+
+def test_air_vacuum_formula_and_header_conventions(trained):
+    # Ca II 8542.09 A in air is 8544.44 A in vacuum (NIST); the conversion round-trips
+    assert frame.vacuum_to_air(np.array([8544.44]))[0] == pytest.approx(8542.09, abs=0.01)
+    w = np.linspace(7000, 9000, 50)
+    assert np.allclose(frame.vacuum_to_air(frame.air_to_vacuum(w)), w, atol=1e-9)
+    ds, _ = trained
+    ex = P.example(ds, 0, 0.1)
+    step = float(np.log10(ex.wave[-1] / ex.wave[0]) / (ex.wave.size - 1))
+    wcs = {"CRVAL1": np.log10(ex.wave[0]), "CDELT1": step, "DC-FLAG": 1}
+    for extra, medium in (({"VACUUM": True}, "vacuum"), ({"AIRORVAC": "air"}, "air"),
+                          ({"TELESCOP": "SDSS 2.5-M"}, "vacuum"), ({"TELESCOP": "LAMOST"}, "vacuum"), ({}, None)):
+        sp = P.read_bytes(fits_image_bytes(ex.flux, {**wcs, **extra}, err=ex.error), "s.fits")
+        assert sp.medium == medium, extra
+    # a header with the unit after an underscore
+    sp = P.read_bytes(csv_bytes(ex.wave / 10, ex.flux, ex.error, header=("wavelength_nm", "flux", "error")), "n.csv")
+    assert sp.wave[0] == pytest.approx(ex.wave[0])
+    sp = P.read_bytes(csv_bytes(ex.wave, ex.flux, ex.error, header=("wavelength_A", "flux", "error")), "a.csv")
+    assert sp.wave[0] == pytest.approx(ex.wave[0])
+
+
+def test_a_spectrum_without_matching_lines_is_not_shifted(trained):
+    """Noise alone (no stellar lines) gives no trusted velocity: nothing is shifted, and the answer says so."""
+    ds, _ = trained
+    rng = np.random.default_rng(3)
+    w = ds.wave.astype(np.float64)
+    f = 1.0 + 0.02 * rng.standard_normal(w.size)
+    ref = reference(ds, 1.0)
+    r = frame.estimate_rv(w, f, np.full(w.size, 0.02), ds.wave, ref.mu, ref.comps)
+    assert not r["ok"] and r["value"] == 0.0 and "not applied" in r["how"]
