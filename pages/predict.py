@@ -139,11 +139,13 @@ def show_single(r: dict, ds) -> None:
                                                                 else "") + f"; {rv_words}.")
 
     st.markdown(f"**log g from every model trained at noise level {P.nl_text(r['noise_level']['value'])}**")
+    weights = {m["run_id"]: (f"recommended (weight {m['weight']:.2f})" if len(rec.get("members", [])) > 1
+                             else "recommended") for m in rec.get("members", [])}
     tab = pd.DataFrame([{"model": x["model"], "log g [dex]": x["value"], "± [dex]": x["uncertainty"],
                          "test RMSE at this S/N [dex]": x.get("test_rmse_at_snr"), "test RMSE [dex]": x["test_rmse"],
                          "test R²": x["test_r2"], "uncertainty kind": x["uncertainty_kind"], "inputs": x["inputs"],
-                         "": "recommended" if x["model"] == rec["model"] else
-                         ("research: never recommended" if x.get("role") == "research" else "")} for x in r["logg"]])
+                         "": weights.get(x["run_id"], "research: never recommended" if x.get("role") == "research"
+                                         else "")} for x in r["logg"]])
     st.dataframe(tab, hide_index=True, width="stretch", column_config={
         "log g [dex]": st.column_config.NumberColumn(format="%.2f"), "± [dex]": st.column_config.NumberColumn(format="%.2f"),
         "test RMSE at this S/N [dex]": st.column_config.NumberColumn(format="%.3f"),

@@ -53,15 +53,17 @@ def test_error_only_and_research_runs_never_answer(trained):
         assert all(x["inputs"] in ("flux", "flux+error") for x in r["logg"]) and r["research_hidden"] == 2
         rr = P.predict(ex, ds, noise=0.1, mc=4, research=True)
         assert {x["inputs"] for x in rr["logg"]} >= {"error", "error_pipeline"}
-        assert rr["recommended"]["model"] == r["recommended"]["model"]                # shown, not recommended
-        assert next(x for x in rr["logg"] if x["model"] == rr["recommended"]["model"])["role"] == "predictor"
+        assert rr["recommended"]["members"] == r["recommended"]["members"]            # shown, not recommended
+        roles_here = {x["run_id"]: x["role"] for x in rr["logg"]}
+        assert {roles_here[m["run_id"]] for m in rr["recommended"]["members"]} == {"predictor"}
 
 
 def test_the_recommendation_says_outside_the_grid_and_disagreement(trained):
     ds, _ = trained
 
     def row(model, value, rmse, unc=0.05):
-        return {"model": model, "role": "predictor", "value": value, "uncertainty": unc, "uncertainty_kind": "MC",
+        return {"model": model, "run_id": model, "role": "predictor", "value": value, "uncertainty": unc,
+                "uncertainty_kind": "MC",
                 "test_r2": 0.9, "test_rmse": rmse, "test_rmse_at_snr": rmse, "test_stars_at_snr": 50,
                 "snr_bin": [10.0, 40.0]}
 
@@ -70,14 +72,35 @@ def test_the_recommendation_says_outside_the_grid_and_disagreement(trained):
     rec, _ = recommend([row("A", 7.5, 0.2), row("B", 7.4, 0.25)], ds, 0.1)
     assert rec["outside_grid"] and "outside the training grid" in rec["why"]
     rec, _ = recommend([row("A", 1.5, 0.2), row("B", 4.5, 0.25), row("C", 1.6, 0.3)], ds, 0.1)
-    assert not rec["agree"] and [d["model"] for d in rec["disagreement"]] == ["B"]
-    assert "disagree" in rec["verdict"] and "1.50" in rec["verdict"] and "4.50" in rec["verdict"]
+    assert not rec["agree"] and {d["model"] for d in rec["disagreement"]} == {"A", "B", "C"}
+    assert "disagree" in rec["verdict"] and "B 4.50" in rec["verdict"] and ("A 1.50" in rec["verdict"] or
+                                                                            "C 1.60" in rec["verdict"])
     research = row("R", 3.0, 0.01)
     research["role"] = "research"
     rec, _ = recommend([research, row("A", 3.2, 0.3)], ds, 0.1)
     assert rec["model"] == "A"                                        # the better-scoring research run never wins
     with pytest.raises(P.PredictError, match="no predictor"):
         recommend([research], ds, 0.1)
+
+
+def test_the_recommendation_is_the_weighted_mean_of_the_best_at_this_snr(trained):
+    """Members: the predictors with the lowest test RMSE in the spectrum's S/N bin, weighted by 1/RMSE^2;
+    the error bar is at least the weighted mean's own test RMSE on the test stars of that bin."""
+    from core.predict.skill import ensemble
+    ds, _ = trained
+    ex = P.example(ds, 2, 0.1)
+    r = P.predict(ex, ds, noise=0.1, mc=8)
+    rec, rows = r["recommended"], {x["run_id"]: x for x in r["logg"]}
+    assert len(rec["members"]) == 2                      # both predictors of this registry
+    rm = [rows[m["run_id"]]["test_rmse_at_snr"] for m in rec["members"]]
+    assert rm == sorted(rm)
+    w = np.array([1 / x ** 2 for x in rm])
+    assert [m["weight"] for m in rec["members"]] == pytest.approx(list(w / w.sum()))
+    assert rec["value"] == pytest.approx(sum(m["weight"] * m["value"] for m in rec["members"]))
+    ens = ensemble([e for e in P.trained_models(ds) if e.role == "predictor" and e.noise_level == 0.1], ds,
+                   r["snr"]["value"])
+    assert rec["uncertainty"] >= ens.rmse > 0 and ens.n > 10
+    assert "weighted mean" in rec["why"] and f"{ens.n} stars" in rec["why"]
 
 
 @pytest.mark.parametrize("v", [-300.0, -120.0, 45.0, 300.0])

@@ -21,7 +21,7 @@ from core.predict.settings import (
     SNR_PCT,
     UNCERTAINTY_KINDS,
 )
-from core.predict.skill import skill
+from core.predict.skill import ensemble, skill
 from core.predict.spectra import Batch, PredictError, Spectrum
 from core.predict.words import nl_text, ordinal
 
@@ -203,7 +203,9 @@ def _predict(item: Spectrum, ds: Dataset, noise, mc: int, seed: int, normalise: 
     if not rows:
         raise PredictError(f"no log g model at noise level {nl_text(nl)} could run on this spectrum"
                            + (f" ({skipped[0]['model']}: {skipped[0]['why']})" if skipped else ""))
-    rec, best = recommend(rows, ds, nl)
+    preds_here = [en for en in entries if en.role == "predictor" and en.noise_level == nl and en.target == "logg"
+                  and any(r["run_id"] == en.run_id for r in rows)]
+    rec, best = recommend(rows, ds, nl, ensemble(preds_here, ds, float(prep.snr[0])))
     other_best = {}
     for k in ("teff", "mh"):
         cands = [r for r in others if r["target"] == k and r["role"] == "predictor"]
@@ -241,12 +243,14 @@ def _predict(item: Spectrum, ds: Dataset, noise, mc: int, seed: int, normalise: 
 DISAGREE_Z = 2.0   # two predictors disagree when their values differ by more than this many combined errors
 
 
-def recommend(rows: list[dict], ds: Dataset, nl: float) -> tuple[dict, dict]:
-    """The recommended log g and the row it comes from. Only predictors (the report suite's methods)
-    are candidates; the one with the lowest test RMSE for test stars of this spectrum's S/N wins, its
-    error bar is the larger of its own spread and that RMSE. When the next-best predictors disagree
-    with it by more than DISAGREE_Z combined errors the answer says so; outside the training grid's
-    log g range it says that too."""
+def recommend(rows: list[dict], ds: Dataset, nl: float, ens=None) -> tuple[dict, dict]:
+    """The recommended log g and the row of its leading predictor. Only predictors (the report suite's
+    methods) are candidates. With `ens` (skill.ensemble for this spectrum's S/N) the value is the
+    1/RMSE^2-weighted mean of its members, the TOP_K predictors with the lowest test RMSE on test stars
+    of this S/N, and its error bar the larger of their weighted spread and the weighted mean's own test
+    RMSE in that bin; without, the single predictor with the lowest RMSE at this S/N. When any two of the
+    four best predictors differ by more than DISAGREE_Z combined errors the answer says so; outside the
+    training grid's log g range it says that too."""
     cands = [r for r in rows if r["role"] == "predictor" and r["test_r2"] is not None]
     if not cands:
         raise PredictError(f"no predictor at noise level {nl_text(nl)}: only the report suite's methods on flux or "
@@ -260,31 +264,46 @@ def recommend(rows: list[dict], ds: Dataset, nl: float) -> tuple[dict, dict]:
     ranked = sorted(cands, key=lambda r: (r["test_rmse_at_snr"] if r["test_rmse_at_snr"] is not None
                                           else (r["test_rmse"] or 9.0)))
     best = ranked[0]
-    u, spread, floor = err(best)
-    lo_s, hi_s = best["snr_bin"] or (np.nan, np.nan)
-    where = (f"test stars of S/N {lo_s:.0f}-{hi_s:.0f} ({best['test_stars_at_snr']} stars)" if best["snr_bin"]
-             else "all test stars")
-    rec = {"model": best["model"], "value": best["value"], "uncertainty": u, "agree": True, "outside_grid": False,
-           "why": f"lowest test RMSE among the report's predictors on {where} at noise level {nl_text(nl)} "
-                  f"({floor:.3f} dex); error bar = the larger of its {best['uncertainty_kind']} ({spread:.3f}) "
-                  f"and that RMSE"}
-    disagree = []
-    for r in ranked[1:4]:
-        ur = err(r)[0]
-        z = abs(r["value"] - best["value"]) / max(np.hypot(u, ur), 1e-9)
-        if z > DISAGREE_Z:
-            disagree.append({"model": r["model"], "value": r["value"], "uncertainty": ur, "z": float(z)})
-    if disagree:
+    by_run = {r["run_id"]: r for r in cands}
+    members = [(by_run[e.run_id], float(w)) for e, w in zip(ens.members, ens.weights)] if ens is not None and \
+        all(e.run_id in by_run for e in ens.members) else []
+    if len(members) > 1:
+        value = float(sum(w * r["value"] for r, w in members))
+        spread = float(sum(w * err(r)[1] for r, w in members))
+        floor = ens.rmse
+        u = max(spread, floor)
+        names = ", ".join(f"{r['model']} ({w:.2f})" for r, w in members)
+        rec = {"model": f"weighted mean of {len(members)} predictors", "members": [
+            {"model": r["model"], "weight": w, "value": r["value"], "run_id": r["run_id"]} for r, w in members],
+            "value": value, "uncertainty": u, "agree": True, "outside_grid": False,
+            "why": f"the 1/RMSE²-weighted mean of the {len(members)} predictors with the lowest test RMSE on test "
+                   f"stars of S/N {ens.snr_range[0]:.0f}-{ens.snr_range[1]:.0f} at noise level {nl_text(nl)}: {names}; "
+                   f"error bar = the larger of their weighted spread ({spread:.3f}) and the weighted mean's test RMSE "
+                   f"on those {ens.n} stars ({floor:.3f} dex)"}
+    else:
+        u, spread, floor = err(best)
+        lo_s, hi_s = best["snr_bin"] or (np.nan, np.nan)
+        where = (f"test stars of S/N {lo_s:.0f}-{hi_s:.0f} ({best['test_stars_at_snr']} stars)" if best["snr_bin"]
+                 else "all test stars")
+        rec = {"model": best["model"], "members": [{"model": best["model"], "weight": 1.0, "value": best["value"],
+                                                    "run_id": best["run_id"]}],
+               "value": best["value"], "uncertainty": u, "agree": True, "outside_grid": False,
+               "why": f"lowest test RMSE among the report's predictors on {where} at noise level {nl_text(nl)} "
+                      f"({floor:.3f} dex); error bar = the larger of its {best['uncertainty_kind']} ({spread:.3f}) "
+                      f"and that RMSE"}
+    top = ranked[:4]
+    worst = max(((abs(a["value"] - b["value"]) / max(np.hypot(err(a)[0], err(b)[0]), 1e-9), a, b)
+                 for i, a in enumerate(top) for b in top[i + 1:]), default=None, key=lambda x: x[0])
+    if worst is not None and worst[0] > DISAGREE_Z:
         rec["agree"] = False
-        rec["disagreement"] = disagree
-        rec["verdict"] = ("the predictors disagree beyond their errors: " + "; ".join(
-            [f"{best['model']} {best['value']:.2f} ± {u:.2f}"]
-            + [f"{d['model']} {d['value']:.2f} ± {d['uncertainty']:.2f}" for d in disagree])
-            + ": no single value can be trusted")
+        rec["disagreement"] = [{"model": r["model"], "value": r["value"], "uncertainty": err(r)[0]} for r in top]
+        rec["verdict"] = (f"the predictors disagree beyond their errors ({worst[1]['model']} {worst[1]['value']:.2f} "
+                          f"± {err(worst[1])[0]:.2f} against {worst[2]['model']} {worst[2]['value']:.2f} ± "
+                          f"{err(worst[2])[0]:.2f}, {worst[0]:.1f} combined errors apart): no single value can be trusted")
     lo_g, hi_g = float(ds.labels[:, 1].min()), float(ds.labels[:, 1].max())
-    if not (lo_g <= best["value"] <= hi_g):
+    if not (lo_g <= rec["value"] <= hi_g):
         rec["outside_grid"] = True
-        rec["why"] += f"; {best['value']:.2f} is outside the training grid (log g {lo_g:.1f}-{hi_g:.1f})"
+        rec["why"] += f"; {rec['value']:.2f} is outside the training grid (log g {lo_g:.1f}-{hi_g:.1f})"
     return rec, best
 
 
@@ -345,6 +364,28 @@ def _ood_words(prep: Prepared, i: int, ref: Reference, logg: float, ds: Dataset)
 
 
 # --------------------------------------------------------------------------- many spectra
+def _recommend_batch(cols: dict, sel: np.ndarray, snr: np.ndarray, ran: dict, ds: Dataset) -> None:
+    """Per spectrum: the ensemble of its S/N bin (skill.ensemble, as for one spectrum), its value and its
+    test RMSE as the error bar; the single best predictor where no ensemble can be formed."""
+    if not ran:
+        return
+    entries = [e for e, _ in ran.values()]
+    sk = next((s for s in (skill(e, ds) for e in entries) if s is not None), None)
+    bins = sk.bin_of(snr) if sk is not None else np.zeros(len(snr), int)
+    logg, err, name = cols["logg"][sel], cols["logg_err"][sel], cols["recommended_model"][sel]
+    for b in np.unique(bins):
+        here = bins == b
+        ens = ensemble(entries, ds, float(snr[here][0]))
+        if ens is None:
+            continue
+        logg[here] = sum(w * ran[e.run_id][1][here] for e, w in zip(ens.members, ens.weights))
+        err[here] = ens.rmse
+        name[here] = ens.members[0].label if len(ens.members) == 1 else \
+            "weighted mean of " + ", ".join(e.label for e in ens.members)
+    cols["logg"][sel], cols["logg_err"][sel], cols["recommended_model"][sel] = logg, err, name
+
+
+
 def predict_batch(batch: Batch, ds: Dataset, noise: str | float = "auto", chunk: int = 4096,
                   normalise: str = "auto", all_models: bool = False, progress=None, research: bool = False):
     """One row per spectrum: S/N, noise level, every predictor's log g, the recommended value (the
@@ -384,7 +425,7 @@ def _predict_batch(batch: Batch, ds: Dataset, noise, chunk: int, normalise: str,
         for level in np.unique(prep.noise_level):
             sel = prep.noise_level == level
             ref = reference(ds, float(level))
-            best_rmse = np.full(int(sel.sum()), np.inf)
+            ran: dict[str, tuple] = {}          # run id -> (entry, its log g for these spectra)
             for en in entries:
                 if not en.usable or en.noise_level != level or (en.role != "predictor" and not research):
                     continue
@@ -409,15 +450,9 @@ def _predict_batch(batch: Batch, ds: Dataset, noise, chunk: int, normalise: str,
                 for target, v in preds.items():
                     col = f"{target} [{en.label}]" + ("" if target == en.target else " (by-product)")
                     cols.setdefault(col, np.full(n, np.nan))[sel] = v
-                sk = skill(en, ds) if en.role == "predictor" and en.target == "logg" else None
-                if sk is not None:   # per spectrum: the predictor with the lowest test RMSE at its S/N
-                    rm = sk.rmse[sk.bin_of(prep.snr[sel])]
-                    win = np.isfinite(rm) & (rm < best_rmse)
-                    best_rmse[win] = rm[win]
-                    for col, val in (("logg", preds["logg"]), ("logg_err", rm), ("recommended_model", en.label)):
-                        cur = cols[col][sel]
-                        cur[win] = val[win] if isinstance(val, np.ndarray) else val
-                        cols[col][sel] = cur
+                if en.role == "predictor" and en.target == "logg":
+                    ran[en.run_id] = (en, preds["logg"])
+            _recommend_batch(cols, sel, prep.snr[sel], ran, ds)
             lo, hi = np.percentile(ref.snr, SNR_PCT[0]), np.percentile(ref.snr, SNR_PCT[1])
             dpct = np.searchsorted(ref.ref_dist, prep.dist[sel], side="right") / max(1, ref.ref_dist.size) * 100
             cpct = np.searchsorted(ref.ref_chi2, prep.chi2[sel], side="right") / max(1, ref.ref_chi2.size) * 100
@@ -443,8 +478,9 @@ def _predict_batch(batch: Batch, ds: Dataset, noise, chunk: int, normalise: str,
                "flagged": int((df["ood"] != "").sum()),
                "noise_levels": {nl_text(k): int(v) for k, v in df["noise_level"].value_counts().sort_index().items()},
                "skipped": [{"model": k, "why": v} for k, v in skipped.items()], "research_hidden": int(hidden),
-               "error_bar": "the recommended model's test RMSE for test stars of that spectrum's S/N at that noise "
-                            "level (no MC re-draws in batch mode)"}
+               "error_bar": "the test RMSE of the recommendation (the weighted mean of the best predictors at that "
+                            "spectrum's S/N) on test stars of that S/N at that noise level (no MC re-draws in batch "
+                            "mode)"}
     if batch.labels is not None and df["logg"].notna().any():
         r = df["logg"] - df["true_logg"]
         summary["rmse_vs_true_logg"] = float(np.sqrt(np.nanmean(r ** 2)))

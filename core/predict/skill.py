@@ -59,3 +59,64 @@ def skill(entry: Entry, ds: Dataset) -> Skill | None:
         return Skill(edges, rmse, bias, n)
     key = ("skill", entry.run_id, str(entry.artifact), ds.fingerprint)
     return _cached(key, make)
+
+
+TOP_K = 3    # predictors averaged into the recommended value
+
+
+@dataclass
+class Ensemble:
+    """The recommended combination for one S/N bin: the TOP_K predictors with the lowest test RMSE in
+    that bin, weighted by 1 / RMSE^2, and the test RMSE and bias of that weighted mean in the bin."""
+    members: list            # Entry
+    weights: np.ndarray
+    rmse: float
+    bias: float
+    n: int
+    snr_range: tuple[float, float]
+
+
+def _test_predictions(entry: Entry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def make():
+        with np.load(entry.artifact / "predictions.npz", allow_pickle=False) as z:
+            return z["index"], z["y_true"], z["y_pred"]
+    return _cached(("test-pred", entry.run_id, str(entry.artifact)), make)
+
+
+def _aligned(index: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """values (given per test row `index`) at the rows `wanted` (all of which are in index)."""
+    order = np.argsort(index)
+    return values[order][np.searchsorted(index[order], wanted)]
+
+
+def ensemble(entries: list[Entry], ds: Dataset, snr: float) -> Ensemble | None:
+    """The ensemble for a spectrum of this S/N from these predictors (all at one noise level, log g)."""
+    scored = [(e, skill(e, ds)) for e in entries]
+    scored = [(e, s) for e, s in scored if s is not None]
+    if not scored:
+        return None
+    b = int(scored[0][1].bin_of(snr))
+    scored = [(e, s) for e, s in scored if np.isfinite(s.rmse[b])]
+    if not scored:
+        return None
+    scored.sort(key=lambda es: es[1].rmse[b])
+    top = scored[:TOP_K]
+    key = ("ensemble", tuple(e.run_id for e, _ in top), b, ds.fingerprint)
+
+    def make():
+        w = np.array([1.0 / max(s.rmse[b], 1e-6) ** 2 for _, s in top])
+        w /= w.sum()
+        preds = [_test_predictions(e) for e, _ in top]
+        common = preds[0][0]
+        for idx, _, _ in preds[1:]:
+            common = np.intersect1d(common, idx)
+        p = sum(wi * _aligned(idx, yp, common) for wi, (idx, _, yp) in zip(w, preds))
+        y = _aligned(preds[0][0], preds[0][1], common)
+        rows, snr_all = test_snr(ds, top[0][0].noise_level)
+        sel = top[0][1].bin_of(snr_all[np.searchsorted(rows, common)]) == b
+        r = (p - y)[sel]
+        edges = top[0][1].edges
+        nan = float("nan")
+        return Ensemble([e for e, _ in top], w, float(np.sqrt(np.mean(r ** 2))) if r.size else nan,
+                        float(np.mean(r)) if r.size else nan, int(r.size), (float(edges[b]), float(edges[b + 1])))
+    return _cached(key, make)
