@@ -178,3 +178,85 @@ def test_a_spectrum_without_matching_lines_is_not_shifted(trained):
     ref = reference(ds, 1.0)
     r = frame.estimate_rv(w, f, np.full(w.size, 0.02), ds.wave, ref.mu, ref.comps)
     assert not r["ok"] and r["value"] == 0.0 and "not applied" in r["how"]
+
+
+def test_survey_layouts_lamost_rows_apogee_rows_and_wave_log(trained, tmp_path):
+    """Files written here in the layouts of LAMOST DR<=7 (a 5-row image: flux, ivar, wavelength, andmask,
+    ormask), APOGEE apStar (one row per visit after the combined spectrum; H band, so refused for coverage
+    with its range named) and a FITS WCS 'WAVE-LOG' axis with CRVAL1 in Angstrom."""
+    from astropy.io import fits
+    ds, _ = trained
+    ex = P.example(ds, 1, 0.1)
+    at_rest = P.predict(ex, ds, noise=0.1, mc=0)["recommended"]["value"]
+    img = np.vstack([ex.flux * 300, 1 / (ex.error * 300) ** 2, frame.air_to_vacuum(ex.wave),
+                     np.zeros_like(ex.wave), np.zeros_like(ex.wave)]).astype(np.float32)
+    h = fits.PrimaryHDU(img)
+    h.header["TELESCOP"] = "LAMOST"
+    path = tmp_path / "spec-lamost.fits"
+    h.writeto(path)
+    sp = P.read_file(path)
+    assert "LAMOST DR<=7 layout" in sp.fmt and sp.medium == "vacuum" and "LAMOST" in sp.medium_how
+    assert abs(P.predict(sp, ds, noise=0.1, mc=0)["recommended"]["value"] - at_rest) <= 0.05
+    # APOGEE apStar: 3 rows (combined + 2 visits), log10 wavelengths 15140-16960 A
+    n = 8575
+    ap = fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.ones((3, n), np.float32)),
+                       fits.ImageHDU(np.full((3, n), 0.01, np.float32))])
+    ap[1].header.update({"CRVAL1": 4.179, "CDELT1": 6e-6, "CRPIX1": 1, "CTYPE1": "LOG-LINEAR", "DC-FLAG": 1})
+    path = tmp_path / "apStar.fits"
+    ap.writeto(path)
+    sp = P.read_file(path)
+    assert "first of 3 rows" in sp.fmt and sp.error is not None and 15000 < sp.wave[0] < 15200
+    with pytest.raises(P.PredictError, match=r"wavelengths 151\d\d\.\d-1\d{4}\.\d Å do not overlap the models' grid"):
+        P.predict(sp, ds)
+    # WAVE-LOG with CRVAL1 in Angstrom (read as linear before: log g off by over a dex)
+    step = float(np.log(ex.wave[-1] / ex.wave[0]) / (ex.wave.size - 1))
+    wl = fits.PrimaryHDU(ex.flux.astype(np.float32))
+    wl.header.update({"CTYPE1": "AWAV-LOG", "CRVAL1": float(ex.wave[0]), "CDELT1": step * float(ex.wave[0]),
+                      "CRPIX1": 1})
+    path = tmp_path / "wavelog.fits"
+    wl.writeto(path)
+    sp = P.read_file(path)
+    assert sp.wave == pytest.approx(ex.wave, rel=1e-6) and sp.medium == "air"
+
+
+def _planck(w, t_k):
+    return 1.0 / (w ** 5 * (np.exp(1.4388e8 / (w * t_k)) - 1.0))
+
+
+def _lines(w, centers, depth, width):
+    f = np.ones_like(w)
+    for c in centers:
+        f *= 1.0 - depth * np.exp(-0.5 * ((w - c) / width) ** 2)
+    return f
+
+
+PASCHEN = (8862.78, 8750.47, 8665.02, 8598.39, 8545.38, 8502.48, 8467.25, 8437.95, 8413.32, 8392.40)
+
+
+@pytest.mark.parametrize("kind", ["white dwarf", "B star", "L dwarf", "featureless"])
+@pytest.mark.parametrize("snr", [30, 100])
+def test_objects_unlike_the_training_stars_are_flagged(trained, kind, snr):
+    """A white dwarf (12,000 K blackbody, Paschen lines 40 A wide), a B star (20,000 K, narrow Paschen), an
+    L dwarf (1,800 K, molecular bands, K I) and a featureless spectrum: each is flagged."""
+    ds, _ = trained
+    w = ds.wave.astype(np.float64)
+    f = {"white dwarf": _planck(w, 12000) * _lines(w, PASCHEN, 0.5, 40.0),
+         "B star": _planck(w, 20000) * _lines(w, PASCHEN, 0.35, 8.0),
+         "L dwarf": _planck(w, 1800) * np.where((w > 7600) & (w < 7700), 0.3, 1.0) * np.where(w > 8400, 0.6, 1.0)
+         * _lines(w, (7665.0, 7699.0), 0.4, 3.0),
+         "featureless": np.ones_like(w)}[kind]
+    f = f / f.mean()
+    e = np.full_like(f, 1.0 / snr)
+    r = P.predict(P.Spectrum(w, f + e * np.random.default_rng(1).standard_normal(w.size), e, name=kind), ds, mc=0)
+    assert not r["ood"]["in_distribution"], (kind, snr, r["ood"])
+
+
+def test_test_stars_are_rarely_flagged(trained):
+    ds, _ = trained
+    n = int(ds.splits["test"].size)
+    flagged = 0
+    for k in range(n):
+        ex = P.example(ds, k, 0.1)
+        ex.rv = None                                         # as an upload: the velocity is measured
+        flagged += not P.predict(ex, ds, noise=0.1, mc=0)["ood"]["in_distribution"]
+    assert flagged <= max(2, 0.08 * n), (flagged, n)

@@ -22,9 +22,10 @@ from __future__ import annotations
 import numpy as np
 
 C_KMS = 299792.458
-VMAX = 800.0          # km/s searched either side of zero
+VMAX = 1500.0         # km/s searched either side of zero (halo stars reach +-600, hypervelocity stars more)
 MIN_PEAK = 0.3        # without an error column: the correlation peak below which the velocity is not trusted
 MAX_SIGMA = 5.0       # km/s: a velocity measured worse than this is not applied
+REST_KMS = 1.0        # km/s: a velocity this small (or within 2 sigma of zero) is taken as rest
 NOISE_DRAWS = 8
 MATCH_ITER = 2        # refinements of the template into the star's own best match
 CONT_CHUNK_A = 60.0   # continuum: 90th percentile of the flux in chunks this wide, interpolated

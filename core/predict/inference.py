@@ -117,9 +117,15 @@ def rest_frame(item: Spectrum, ds: Dataset, medium: str = "auto", rv: str | floa
         return wave / frame.doppler(v), info
     ref = reference(ds, 1.0)   # the template: the mean training flux and its components (noise-free)
     r = frame.estimate_rv(wave, item.flux, item.error, ds.wave, ref.mu, ref.comps)
-    info["rv"] = {"value": r["value"], "measured": r.get("measured"), "sigma": r["sigma"], "applied": r["ok"],
-                  "peak": r["peak"], "how": r["how"]}
-    return (wave / frame.doppler(r["value"]) if r["ok"] else wave), info
+    # a velocity consistent with rest (within 2 sigma, or under 1 km/s) is not applied: resampling by a
+    # shift of a few hundredths of a pixel changes log g by nothing, but adds residuals at high S/N
+    at_rest = r["ok"] and abs(r["value"]) <= max(frame.REST_KMS, 2.0 * (r["sigma"] or 0.0))
+    applied = r["ok"] and not at_rest
+    how = (f"{r['value']:+.2f}" + (f" ± {r['sigma']:.2f}" if r["sigma"] is not None else "")
+           + " km/s: consistent with rest, not applied; " + r["how"]) if at_rest else r["how"]
+    info["rv"] = {"value": r["value"] if applied else 0.0, "measured": r.get("measured"), "sigma": r["sigma"],
+                  "applied": applied, "peak": r["peak"], "how": how, "trusted": r["ok"]}
+    return (wave / frame.doppler(r["value"]) if applied else wave), info
 
 
 def _predict(item: Spectrum, ds: Dataset, noise, mc: int, seed: int, normalise: str, research: bool = False,
@@ -214,7 +220,7 @@ def _predict(item: Spectrum, ds: Dataset, noise, mc: int, seed: int, normalise: 
         if pick:
             other_best[k] = {"model": pick["model"], "value": pick["value"], "uncertainty": pick["uncertainty"],
                              "scored": pick["test_r2"] is not None}
-    ood = _ood_words(prep, 0, ref, rec["value"], ds)
+    ood = _ood_words(prep, 0, ref, rec["value"], ds, frame_info.get("rv"))
     miss = _missing_ranges(prep.wave, covered)
     out = {
         "file": item.name, "format": item.fmt, "notes": list(item.notes), "dataset": ds.name,
@@ -330,7 +336,10 @@ def _coverage_words(covered, wave, miss) -> str:
     return s
 
 
-def _ood_words(prep: Prepared, i: int, ref: Reference, logg: float, ds: Dataset) -> dict:
+RV_SNR_MIN = 20.0   # at or above this S/N a star's radial velocity is always measurable (benchmarks: 100 %)
+
+
+def _ood_words(prep: Prepared, i: int, ref: Reference, logg: float, ds: Dataset, rv: dict | None = None) -> dict:
     flags = []
     dist_pct = _pct(ref.ref_dist, float(prep.dist[i]))
     chi_pct = _pct(ref.ref_chi2, float(prep.chi2[i]))
@@ -350,6 +359,10 @@ def _ood_words(prep: Prepared, i: int, ref: Reference, logg: float, ds: Dataset)
         flags.append(f"{100 * (1 - cov):.0f}% of the wavelength grid is not covered")
     if prep.coarse > COARSE_FACTOR:
         flags.append(f"its pixels are {prep.coarse:.1f}x wider than the model grid's: lines are smeared")
+    if rv is not None and rv.get("measured") is not None and not rv.get("trusted", True) \
+            and float(prep.snr[i]) >= RV_SNR_MIN:
+        flags.append(f"its lines do not match the training spectra's: at S/N {float(prep.snr[i]):.0f} no radial "
+                     f"velocity could be measured against them (correlation peak {rv.get('peak') or 0:.2f})")
     lo_g, hi_g = ds.labels[:, 1].min(), ds.labels[:, 1].max()
     if not (lo_g - 0.1 <= logg <= hi_g + 0.1):
         flags.append(f"the recommended log g ({logg:.2f}) is outside the training range ({lo_g:.1f}-{hi_g:.1f})")

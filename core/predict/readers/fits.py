@@ -75,16 +75,47 @@ def _fits_spectrum(hdul, name: str) -> Spectrum:
         unit = wh.header.get("BUNIT") or wh.header.get("CUNIT1")
         return _finish(_Columns(wave, flux, err, kind, "linear", unit), name, "FITS image extensions FLUX, "
                        + wh.name + (f", {kind.upper()}" if kind else ""))
-    # 3) a 1-D image with a wavelength solution in its header
+    # 3) a LAMOST DR<=7 image: rows flux, ivar, wavelength, andmask, ormask
+    for h in hdul:
+        if h.is_image and h.data is not None and h.data.ndim == 2 and 3 <= h.data.shape[0] <= 5 \
+                and _looks_like_wavelength(h.data[2]):
+            d = np.asarray(h.data, np.float64)
+            return _finish(_Columns(d[2], d[0], d[1], "ivar", "linear", None), name,
+                           f"FITS image of {d.shape[0]} rows in the LAMOST DR<=7 layout (flux, ivar, wavelength"
+                           + (", masks)" if d.shape[0] > 3 else ")"))
+    # 4) a 1-D image with a wavelength solution in its header (of a multi-row image such as APOGEE's
+    #    apStar, the first row: the combined spectrum)
     for h in hdul:
         if h.is_image and h.data is not None and h.data.size > 1:
-            flux = _squeeze(h.data, name)
+            rows = ""
+            if np.squeeze(h.data).ndim == 2:
+                rows = f"; the first of {np.squeeze(h.data).shape[0]} rows (a combined spectrum)"
+                flux = _num(np.squeeze(h.data)[0], name)
+            else:
+                flux = _squeeze(h.data, name)
             wave, unit, how = _fits_wcs(h.header, flux.size, name)
             err, kind = _fits_error_hdu(by_name, flux.size, name)
+            if err is None and rows:
+                err, kind = _first_row_error(hdul, flux.size, name)
             return _finish(_Columns(wave, flux, err, kind, "linear", unit), name,
-                           f"FITS 1-D image ({flux.size:,} pixels, {how})" + (f" + {kind} extension" if kind else ""))
+                           f"FITS {'' if rows else '1-D '}image ({flux.size:,} pixels, {how}{rows})"
+                           + (f" + {kind} extension" if kind else ""))
     raise PredictError(f"{name}: no spectrum in this FITS file: expected a 1-D image with CRVAL1/CDELT1 or a "
                        f"binary table with wavelength and flux columns")
+
+
+def _looks_like_wavelength(row) -> bool:
+    r = np.asarray(row, np.float64)
+    return bool(r.size > 10 and np.all(np.isfinite(r)) and np.all(np.diff(r) > 0) and 3000 <= r[0] and r[-1] <= 60000)
+
+
+def _first_row_error(hdul, n: int, name: str):
+    """APOGEE apStar: HDU 2 holds the errors, one row per spectrum of HDU 1."""
+    for h in hdul[2:3]:
+        if h.is_image and h.data is not None and np.squeeze(h.data).shape[-1] == n:
+            e = np.squeeze(h.data)
+            return _num(e[0] if e.ndim == 2 else e, name), "error"
+    return None, None
 
 
 # surveys whose spectra are published with vacuum wavelengths (TELESCOP / ORIGIN / TELESCOPE header values)
@@ -145,6 +176,9 @@ def _fits_wcs(h, n: int, name: str):
         return 10.0 ** x, h.get("CUNIT1"), "log-linear, DC-FLAG = 1"
     if "LOG" in ctype and float(h["CRVAL1"]) < 10:
         return 10.0 ** x, h.get("CUNIT1"), f"log-linear, CTYPE1 = {ctype}"
+    if ctype.endswith("-LOG"):   # FITS WCS paper III: lambda = CRVAL1 exp(CDELT1 (p - CRPIX1) / CRVAL1)
+        c = float(h["CRVAL1"])
+        return c * np.exp(float(step) * (pix + 1.0 - crpix) / c), h.get("CUNIT1"), f"logarithmic, CTYPE1 = {ctype}"
     return x, h.get("CUNIT1"), "linear, CRVAL1/CDELT1"
 
 
