@@ -100,12 +100,12 @@ def show_single(r: dict, ds) -> None:
     if rec.get("outside_grid"):
         st.warning("**Outside the training grid**: the recommended log g is outside the log g range the models "
                    "were trained on; it is an extrapolation.", icon=":material/warning:")
-    cols = st.columns(5 if truth else 4)
+    cols = st.columns([1.55, 0.85, 1.0, 1.3, 0.9] if truth else [1.6, 1.1, 1.3, 1])
     cols[0].metric("recommended log g [dex]", f"{rec['value']:.2f} ± {rec['uncertainty']:.2f}",
                    help=f"{rec['model']}: {rec['why']}")
     i = 1
     if truth:
-        cols[1].metric("true log g [dex]", f"{truth['logg']:.2f}", delta=f"{rec['value'] - truth['logg']:+.2f} predicted − true",
+        cols[1].metric("true log g [dex]", f"{truth['logg']:.2f}", delta=f"{rec['value'] - truth['logg']:+.2f} off",
                        delta_color="off", delta_arrow="off")
         i = 2
     ob = r["other_best"]
@@ -116,7 +116,7 @@ def show_single(r: dict, ds) -> None:
                        help=(f"{ob['mh']['model']}" + ("" if ob["mh"]["scored"] else ": fitted jointly with log g, "
                                                        "not scored on the test split")) if "mh" in ob else "no [M/H] model")
     cols[i + 2].metric("S/N per pixel", f"{r['snr']['value']:.0f}", help=r["snr"]["how"],
-                       delta=f"→ models of noise level {P.nl_text(r['noise_level']['value'])}", delta_color="off",
+                       delta=f"→ level {P.nl_text(r['noise_level']['value'])} models", delta_color="off",
                        delta_arrow="off")
     st.caption(f"Recommended: **{rec['model']}**, {rec['why']}."
                + (f" True labels of this test star: Teff {truth['teff']:.0f} K, [M/H] {truth['mh']:+.2f} dex."
@@ -153,9 +153,9 @@ def show_single(r: dict, ds) -> None:
     notes = ["± is each model's own uncertainty for this spectrum: for Ridge and LightGBM the spread of its predictions "
              "over re-draws of the input noise (and of the fitted continuum level, when it was fitted); for the Cannon "
              "the formal 1σ of its χ² fit. None includes the model's systematic error, which the test RMSE measures; "
-             "the recommended error bar is the larger of the two. The recommendation goes to the report suite's "
-             "predictor with the lowest test RMSE on test stars of this spectrum's S/N (one quartile of the test "
-             "split)."]
+             "the recommended error bar is the larger of the two. The recommendation is the 1/RMSE²-weighted mean of "
+             "the three report-suite predictors with the lowest test RMSE on test stars of this spectrum's S/N (one "
+             "quartile of the test split), its floor that mean's own test RMSE there."]
     if r.get("research_hidden"):
         notes.append(f"{r['research_hidden']} research runs (ablation controls, sweep variants, latent probes, metadata "
                      f"baselines, the physics ceiling) do not answer for uploads: tick **research models** to list them.")
@@ -274,7 +274,7 @@ with right:
     st.button("Use an example", on_click=_on_example, key="predict_example_btn", icon=":material/science:",
               help="Loads that test spectrum of the active data set (as the models were scored on it) and shows its "
                    "true labels beside the prediction.", disabled=test_n == 0)
-o1, o2, o3, o4 = st.columns([2, 2, 2, 1.4])
+o1, o2, o3, o4 = st.columns([1.8, 1.5, 1.7, 1.5])
 noise = o1.selectbox("Models of noise level", ["auto", *levels], format_func=_nl, key="predict_noise",
                      help="auto picks the trained noise level whose training spectra have the S/N nearest this "
                           "spectrum's; or pick one.")
