@@ -136,7 +136,8 @@ def show_single(r: dict, ds) -> None:
         rv_words = (f"radial velocity **{v['value']:+.1f}" + (f" ± {v['sigma']:.1f}" if v.get("sigma") is not None else "")
                     + f" km/s**, shifted to rest ({v['how']})" if v["applied"] else f"radial velocity: {v['how']}")
         st.caption(f"Frame: wavelengths {fr['medium_how']}" + (f" ({fr['medium_source']})" if fr.get("medium_source")
-                                                                else "") + f"; {rv_words}.")
+                                                                else "") + f"; {rv_words}"
+                   + (f"; resolution: {fr['resolution']['how']}" if fr.get("resolution") else "") + ".")
 
     st.markdown(f"**log g from every model trained at noise level {P.nl_text(r['noise_level']['value'])}**")
     weights = {m["run_id"]: (f"recommended (weight {m['weight']:.2f})" if len(rec.get("members", [])) > 1

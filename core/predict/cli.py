@@ -52,6 +52,9 @@ def add_parser(subparsers) -> None:
                         "or say air / vacuum")
     p.add_argument("--rv", default="auto",
                    help="radial velocity: auto (measure by cross-correlation and shift to rest), none, or km/s")
+    p.add_argument("--resolution", default="auto", choices=["auto", "as-is"],
+                   help="auto: measure the line width; a sharper spectrum is degraded to the training resolution, "
+                        "a broader one flagged; as-is: leave it")
     p.add_argument("--out", help="HDF5 batch: write the table here as CSV (default: print it)")
     p.add_argument("--max-mb", type=float, default=None,
                    help="size limit in MB (default: server.maxUploadSize of .streamlit/config.toml; 0 = none)")
@@ -93,6 +96,7 @@ def cmd_predict(a) -> int:
                   + (f"; RMSE vs the file's log g {summary['rmse_vs_true_logg']:.3f}" if "rmse_vs_true_logg" in summary else "")
                   + (f"; written to {a.out}" if a.out else ""), sys.stderr)
         return 0
-    r = predict(item, ds, noise, normalise=a.normalise, research=a.research, medium=a.medium, rv=a.rv)
+    r = predict(item, ds, noise, normalise=a.normalise, research=a.research, medium=a.medium, rv=a.rv,
+                resolution=a.resolution)
     _emit(to_json(r) if a.json else text_report(r))
     return 0

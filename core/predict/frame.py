@@ -172,3 +172,68 @@ def estimate_rv(wave: np.ndarray, flux: np.ndarray, error: np.ndarray | None, te
                + f" km/s with a correlation peak of {peak:.2f}, too uncertain to shift the spectrum by (1σ over "
                f"{MAX_SIGMA:g} km/s, a weak peak, or at the edge of ±{VMAX:.0f} km/s)")
     return {"ok": ok, "value": v if ok else 0.0, "measured": v, "sigma": sigma, "peak": peak, "how": how}
+
+
+def _hwhm(v: np.ndarray, c: np.ndarray) -> float:
+    """Half width at half maximum of a correlation peak sampled at velocities v (peak in the middle)."""
+    i0 = int(np.argmax(c))
+    half = 0.5 * c[i0]
+    left = next((i for i in range(i0, 0, -1) if c[i - 1] < half), None)
+    right = next((i for i in range(i0, c.size - 1) if c[i + 1] < half), None)
+    if left is None or right is None:
+        return float("nan")
+    vl = np.interp(half, [c[left - 1], c[left]], [v[left - 1], v[left]])
+    vr = np.interp(half, [c[right + 1], c[right]], [v[right + 1], v[right]])
+    return 0.5 * float(vr - vl)
+
+
+def line_broadening(wave: np.ndarray, flux: np.ndarray, v_kms: float, template_wave: np.ndarray,
+                    template_flux: np.ndarray, components: np.ndarray | None = None) -> dict:
+    """The Gaussian width (km/s) of the upload's lines and of the training spectra's, from the width of
+    the cross-correlation peak against the star's matched training template and of that template's own
+    autocorrelation: sigma_ccf^2 = sigma_upload^2 + sigma_template^2, sigma_auto^2 = 2 sigma_template^2.
+    A ratio well above 1: a lower resolution than the models' (or fast rotation, or a galaxy's velocity
+    dispersion); well below 1: a higher resolution."""
+    wave, flux = np.asarray(wave, np.float64), np.asarray(flux, np.float64)
+    tw, tf = np.asarray(template_wave, np.float64), np.asarray(template_flux, np.float64)
+    step = float(np.median(np.diff(np.log(tw))))
+    lo, hi = max(wave[0], tw[0]), min(wave[-1], tw[-1])
+    glog = np.arange(np.log(lo), np.log(hi), step)
+    gw = np.exp(glog)
+    tmpl = _matched_template(wave, flux, v_kms, tw, tf, components) if components is not None else tf
+    tdepth = _depth(tw, tmpl)
+    up = _depth(gw, np.interp(gw, wave, flux))
+    dv = (np.exp(step) - 1.0) * C_KMS
+    lags = np.arange(-16, 16.01, 0.5) * dv
+    c_up = _ccf(up, np.log(tw), tdepth, glog, v_kms + lags)
+    own = _depth(gw, np.interp(gw, tw, tmpl))
+    c_t = _ccf(own, np.log(tw), tdepth, glog, lags)
+    s_ccf, s_auto = _hwhm(lags, c_up) / 1.1774, _hwhm(lags, c_t) / 1.1774
+    s_t = s_auto / np.sqrt(2.0)
+    s_up = float(np.sqrt(max(s_ccf ** 2 - s_t ** 2, 0.0))) if np.isfinite(s_ccf) else float("nan")
+    return {"sigma_upload_kms": s_up, "sigma_training_kms": float(s_t),
+            "ratio": float(s_up / s_t) if s_t > 0 and np.isfinite(s_up) else float("nan")}
+
+
+BROADER = 1.12    # upload / training line-width ratio above which the upload is flagged (R=5000 test stars: <= 1.08)
+NARROWER = 0.93   # ... below which it is degraded to the training resolution (R=10,000 simulated: <= 0.92)
+
+
+def degrade(wave: np.ndarray, flux: np.ndarray, error: np.ndarray | None, sigma_kms: float):
+    """The spectrum convolved with a Gaussian of sigma_kms (on a log-lambda grid at its own median step);
+    the error propagated as sqrt(conv(error^2, kernel^2)). Returns (wave, flux, error)."""
+    lw = np.log(np.asarray(wave, np.float64))
+    step = float(np.median(np.diff(lw)))
+    g = np.arange(lw[0], lw[-1], step)
+    f = np.interp(g, lw, flux)
+    sig = sigma_kms / C_KMS / step
+    x = np.arange(-int(np.ceil(4 * sig)), int(np.ceil(4 * sig)) + 1)
+    k = np.exp(-0.5 * (x / sig) ** 2)
+    k /= k.sum()
+    pad = x.size // 2
+    fc = np.convolve(np.pad(f, pad, mode="edge"), k, mode="valid")
+    ec = None
+    if error is not None:
+        e2 = np.interp(g, lw, np.asarray(error, np.float64) ** 2)
+        ec = np.sqrt(np.convolve(np.pad(e2, pad, mode="edge"), k ** 2, mode="valid"))
+    return np.exp(g), fc, ec

@@ -63,7 +63,7 @@ def example(ds: Dataset, k: int = 0, noise_level: float = 0.1, seed: int = 0) ->
                     fmt="a test spectrum of the active data set, with the noise draw the models were scored on",
                     truth={"teff": float(t[0]), "logg": float(t[1]), "mh": float(t[2]), "row": int(rows[0]),
                            "noise_level": float(noise_level)},
-                    rv=0.0, rv_how="a test star of the data set: at rest, not measured")
+                    rv=0.0, rv_how="a test star of the data set: at rest, not measured", native=True)
 
 
 def _one_blas_thread():
@@ -79,19 +79,63 @@ def _one_blas_thread():
 
 
 def predict(item: Spectrum, ds: Dataset, noise: str | float = "auto", mc: int = MC_DRAWS, seed: int = 0,
-            normalise: str = "auto", research: bool = False, medium: str = "auto", rv: str | float = "auto") -> dict:
+            normalise: str = "auto", research: bool = False, medium: str = "auto", rv: str | float = "auto",
+            resolution: str = "auto") -> dict:
     """Everything the Predict page and the CLI show for one spectrum, as a JSON-able dict (plus the
     arrays for the plot under the key '_grid', which to_json drops). Only the report suite's methods
     on flux or flux + error answer; research=True adds every other usable run (ablation controls,
     sweeps, latent probes, the physics ceiling) to the table, never to the recommendation.
     medium: 'auto' (what the file says; unknown is taken as the data set's) | 'air' | 'vacuum'.
-    rv: 'auto' (measure the radial velocity and shift to rest) | 'none' | a known velocity in km/s."""
+    rv: 'auto' (measure the radial velocity and shift to rest) | 'none' | a known velocity in km/s.
+    resolution: 'auto' (measure the line width; degrade a sharper spectrum to the training resolution,
+    flag a broader one) | 'as-is'."""
     with _one_blas_thread():
-        return _predict(item, ds, noise, mc, seed, normalise, research, medium, rv)
+        return _predict(item, ds, noise, mc, seed, normalise, research, medium, rv, resolution)
 
 
 def rest_frame(item: Spectrum, ds: Dataset, medium: str = "auto", rv: str | float = "auto") -> tuple[np.ndarray, dict]:
     """The upload's wavelengths in the data set's medium and at rest, and what was done to them."""
+    wave, info = _rest_wave(item, ds, medium, rv)
+    return wave, info
+
+
+def matched_resolution(item: Spectrum, wave: np.ndarray, ds: Dataset, info: dict, mode: str = "auto"):
+    """(wave, flux, error) at the training spectra's resolution: an upload whose lines are narrower than
+    theirs (frame.line_broadening) is convolved down to it; broader lines are reported (and flagged out
+    of distribution), they cannot be sharpened."""
+    if mode not in ("auto", "as-is"):
+        raise PredictError(f"resolution must be auto or as-is, got {mode!r}")
+    snr = float(np.median(item.flux / item.error)) if item.error is not None else 0.0
+    if mode == "as-is":
+        info["resolution"] = {"ratio": float("nan"), "how": "kept as uploaded (asked so)"}
+        return wave, item.flux, item.error
+    if item.native or snr < RV_SNR_MIN:
+        info["resolution"] = {"ratio": float("nan"), "how": "a spectrum of the data set: at its resolution"
+                              if item.native else f"line width not measured (S/N {snr:.0f} < {RV_SNR_MIN:.0f}, or no "
+                              f"error column)"}
+        return wave, item.flux, item.error
+    ref = reference(ds, 1.0)
+    try:
+        b = frame.line_broadening(wave, item.flux, 0.0, ds.wave, ref.mu, ref.comps)
+    except Exception:  # noqa: BLE001 - a width that cannot be measured leaves the spectrum as it is
+        b = {"ratio": float("nan")}
+    info["resolution"] = b
+    r = b.get("ratio", float("nan"))
+    if np.isfinite(r) and r < frame.NARROWER:
+        k = float(np.sqrt(b["sigma_training_kms"] ** 2 - b["sigma_upload_kms"] ** 2))
+        b["how"] = (f"lines narrower than the training spectra's (σ {b['sigma_upload_kms']:.0f} against "
+                    f"{b['sigma_training_kms']:.0f} km/s: a higher resolution): degraded to theirs with a Gaussian "
+                    f"of σ {k:.0f} km/s")
+        b["degraded_kms"] = k
+        return frame.degrade(wave, item.flux, item.error, k)
+    b["how"] = ("lines as broad as the training spectra's" if np.isfinite(r) and r <= frame.BROADER else
+                f"lines broader than the training spectra's (σ {b.get('sigma_upload_kms', float('nan')):.0f} against "
+                f"{b.get('sigma_training_kms', float('nan')):.0f} km/s): a lower resolution than theirs, fast "
+                f"rotation or a galaxy's velocity dispersion" if np.isfinite(r) else "line width not measured")
+    return wave, item.flux, item.error
+
+
+def _rest_wave(item: Spectrum, ds: Dataset, medium: str = "auto", rv: str | float = "auto") -> tuple[np.ndarray, dict]:
     target = str(ds.attrs.get("wavelength_medium") or "air")
     if medium not in ("auto", *frame.MEDIA):
         raise PredictError(f"medium must be auto, air or vacuum, got {medium!r}")
@@ -129,7 +173,7 @@ def rest_frame(item: Spectrum, ds: Dataset, medium: str = "auto", rv: str | floa
 
 
 def _predict(item: Spectrum, ds: Dataset, noise, mc: int, seed: int, normalise: str, research: bool = False,
-             medium: str = "auto", rv: str | float = "auto") -> dict:
+             medium: str = "auto", rv: str | float = "auto", resolution: str = "auto") -> dict:
     t0 = time.perf_counter()
     entries = trained_models(ds)
     usable = [e for e in entries if e.usable and (research or e.role == "predictor")]
@@ -144,7 +188,8 @@ def _predict(item: Spectrum, ds: Dataset, noise, mc: int, seed: int, normalise: 
             raise PredictError(f"no models trained at noise level {noise:g} for {ds.name!r}; trained levels: "
                                f"{', '.join(f'{x:g}' for x in levels)}")
     wave, frame_info = rest_frame(item, ds, medium, rv)
-    prep = prepare(ds, wave, item.flux, item.error, item.name, noise, levels, normalise)
+    wave, flux, error = matched_resolution(item, wave, ds, frame_info, resolution)
+    prep = prepare(ds, wave, flux, error, item.name, noise, levels, normalise)
     nl = float(prep.noise_level[0])
     ref = reference(ds, nl)
     covered = prep.covered[0]
@@ -220,7 +265,8 @@ def _predict(item: Spectrum, ds: Dataset, noise, mc: int, seed: int, normalise: 
         if pick:
             other_best[k] = {"model": pick["model"], "value": pick["value"], "uncertainty": pick["uncertainty"],
                              "scored": pick["test_r2"] is not None}
-    ood = _ood_words(prep, 0, ref, rec["value"], ds, frame_info.get("rv"))
+    ood = _ood_words(prep, 0, ref, rec["value"], ds, {**frame_info.get("rv", {}),
+                                                      "_resolution": frame_info.get("resolution")})
     miss = _missing_ranges(prep.wave, covered)
     out = {
         "file": item.name, "format": item.fmt, "notes": list(item.notes), "dataset": ds.name,
@@ -363,6 +409,11 @@ def _ood_words(prep: Prepared, i: int, ref: Reference, logg: float, ds: Dataset,
             and float(prep.snr[i]) >= RV_SNR_MIN:
         flags.append(f"its lines do not match the training spectra's: at S/N {float(prep.snr[i]):.0f} no radial "
                      f"velocity could be measured against them (correlation peak {rv.get('peak') or 0:.2f})")
+    res = (rv or {}).get("_resolution") or {}
+    if np.isfinite(res.get("ratio", np.nan)) and res["ratio"] > frame.BROADER and float(prep.snr[i]) >= RV_SNR_MIN:
+        flags.append(f"its lines are broader than the training spectra's (σ {res['sigma_upload_kms']:.0f} against "
+                     f"{res['sigma_training_kms']:.0f} km/s): a lower resolution than the models', fast rotation or a "
+                     f"galaxy's velocity dispersion; log g from broadened lines is biased")
     lo_g, hi_g = ds.labels[:, 1].min(), ds.labels[:, 1].max()
     if not (lo_g - 0.1 <= logg <= hi_g + 0.1):
         flags.append(f"the recommended log g ({logg:.2f}) is outside the training range ({lo_g:.1f}-{hi_g:.1f})")

@@ -28,6 +28,7 @@ class Spectrum:
     medium_how: str = ""               # what said so (a column name, a header keyword, a survey convention)
     rv: float | None = None            # km/s, when known (a test star of the data set is at rest: 0)
     rv_how: str = ""
+    native: bool = False               # a spectrum of the data set itself (at its resolution and in its frame)
 
 
 @dataclass

@@ -53,6 +53,8 @@ def text_report(r: dict) -> str:
             L.append(f"radial velocity: {_pm(v['value'], v['sigma'], '+.1f')} km/s, shifted to rest ({v['how']})")
         else:
             L.append(f"radial velocity: {v['how']}")
+        if fr.get("resolution"):
+            L.append(f"resolution: {fr['resolution']['how']}")
     L.append(f"S/N: {r['snr']['value']:.1f} ({r['snr']['how']})")
     nlv = r["noise_level"]
     L.append(f"noise level: {nl_text(nlv['value'])} ({nlv['how']}; training S/N there "
