@@ -19,18 +19,19 @@ BLUE, GREY, RED, SHADE = "#1f5f99", "#8a94a3", "#b8432f", "#e3c9c4"
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _predict_bytes(data: bytes, name: str, ds_name: str, fingerprint: str, runs: tuple, noise, normalise: str,
-                   research: bool = False, medium: str = "auto", rv="auto"):
+                   research: bool = False, medium: str = "auto", rv="auto", physics: bool = False):
     """Read and predict an upload (cached per file content, data set, trained runs and options)."""
     ds = appstate.load_dataset(ds_name)
     item = P.read_bytes(data, name)
     if isinstance(item, P.Batch):
         return "batch", P.predict_batch(item, ds, noise, normalise=normalise, research=research)
-    return "single", P.predict(item, ds, noise, normalise=normalise, research=research, medium=medium, rv=rv)
+    return "single", P.predict(item, ds, noise, normalise=normalise, research=research, medium=medium, rv=rv,
+                               physics=physics)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _predict_example(k: int, level: float, ds_name: str, fingerprint: str, runs: tuple, noise, normalise: str,
-                     research: bool = False, shift_kms: float = 0.0, rv="auto"):
+                     research: bool = False, shift_kms: float = 0.0, rv="auto", physics: bool = False):
     ds = appstate.load_dataset(ds_name)
     item = P.example(ds, k, level)
     if shift_kms:   # the example star moved to a radial velocity, to see the correction at work
@@ -38,7 +39,7 @@ def _predict_example(k: int, level: float, ds_name: str, fingerprint: str, runs:
         item.wave = item.wave * doppler(shift_kms)
         item.name += f", moved to {shift_kms:+.0f} km/s"
         item.rv = None                       # unknown to Predict: measured and removed
-    return P.predict(item, ds, noise, normalise=normalise, research=research, rv=rv)
+    return P.predict(item, ds, noise, normalise=normalise, research=research, rv=rv, physics=physics)
 
 
 def _nl(x) -> str:
@@ -64,7 +65,43 @@ def spectrum_chart(r: dict, window) -> alt.LayerChart:
     layers.append(alt.Chart(df).mark_line(color=BLUE, strokeWidth=0.8, clip=True).encode(
         x=x, y="flux:Q", tooltip=[alt.Tooltip("wave:Q", format=".2f", title="λ [Å]"), alt.Tooltip("flux:Q", format=".4f")]))
     title = f"{r['file']} on the model grid ({len(g['wave']):,} pixels, normalised as in training)"
-    return alt.layer(*layers, title=title).properties(height=300)
+    if g.get("fit") is None:
+        return alt.layer(*layers, title=title).properties(height=300)
+    fit = pd.DataFrame({"wave": g["wave"], "fit": g["fit"], "resid": (g["flux"] - g["fit"]) / g["error"]})
+    fit = fit[(fit.wave >= window[0]) & (fit.wave <= window[1])]
+    layers.append(alt.Chart(fit.assign(what="simulator's best fit")).mark_line(strokeWidth=0.9, clip=True).encode(
+        x=x, y="fit:Q", color=alt.Color("what:N", scale=alt.Scale(range=[RED]), legend=alt.Legend(
+            title=None, orient="bottom-right"))))
+    resid = alt.Chart(fit).mark_line(color=GREY, strokeWidth=0.7, clip=True).encode(
+        x=x, y=alt.Y("resid:Q", title="(flux − fit) / σ")).properties(height=110)
+    return alt.vconcat(alt.layer(*layers).properties(height=300), resid, title=title)
+
+
+def kiel_chart(r: dict, ds) -> alt.LayerChart:
+    """The star on the Kiel diagram over the training grid: the simulator fit's Teff and log g with its 1σ
+    ellipse, and the recommended log g with its error bar at that Teff."""
+    pf, rec = r["physics_fit"], r["recommended"]
+    grid = pd.DataFrame({"teff": ds.labels[:, 0], "logg": ds.labels[:, 1]}).sample(
+        n=min(1500, len(ds.labels)), random_state=0)
+    cov = np.array(pf["cov"])[:2, :2]
+    w, v = np.linalg.eigh(cov)
+    a = np.linspace(0, 2 * np.pi, 90)
+    ell = (v @ (np.sqrt(np.clip(w, 0, None))[:, None] * np.vstack([np.cos(a), np.sin(a)]))).T + [pf["teff"], pf["logg"]]
+    ex = alt.X("teff:Q", title="Teff [K]", scale=alt.Scale(reverse=True, zero=False))
+    ey = alt.Y("logg:Q", title="log g [dex]", scale=alt.Scale(reverse=True, zero=False))
+    base = alt.Chart(grid).mark_circle(size=6, color="#c9ced6", opacity=0.6).encode(x=ex, y=ey)
+    ring = alt.Chart(pd.DataFrame({"teff": ell[:, 0], "logg": ell[:, 1], "i": np.arange(len(ell))})).mark_line(
+        color=RED).encode(x=ex, y=ey, order="i:Q")
+    pts = pd.DataFrame({"teff": [pf["teff"]] * 2, "logg": [pf["logg"], rec["value"]],
+                        "what": ["simulator fit (1σ ellipse)", "recommended log g (±)"],
+                        "lo": [np.nan, rec["value"] - rec["uncertainty"]], "hi": [np.nan, rec["value"] + rec["uncertainty"]]})
+    dots = alt.Chart(pts).mark_point(filled=True, size=60).encode(
+        x=ex, y=ey, color=alt.Color("what:N", scale=alt.Scale(range=[BLUE, RED]), legend=alt.Legend(
+            title=None, orient="bottom-left")), tooltip=["what", alt.Tooltip("teff:Q", format=".0f"),
+                                                         alt.Tooltip("logg:Q", format=".2f")])
+    bar = alt.Chart(pts.dropna()).mark_rule(color=BLUE).encode(x="teff:Q", y="lo:Q", y2="hi:Q")
+    return alt.layer(base, ring, bar, dots, title="The star on the Kiel diagram, over the training grid").properties(
+        height=320)
 
 
 def saliency_chart(r: dict, window):
@@ -177,6 +214,13 @@ def show_single(r: dict, ds) -> None:
                f"({r['normalisation']['how']}); band: ±1σ"
                + ("; shaded: pixels the upload does not cover, filled with the training spectra's reconstruction."
                   if r["coverage"]["missing_pixels"] else "."))
+    if r.get("physics_fit"):
+        pf = r["physics_fit"]
+        st.caption(f"Red: the simulator's best fit (Teff {pf['teff']:.0f} ± {pf['sigma']['teff']:.0f} K, log g "
+                   f"{pf['logg']:.2f} ± {pf['sigma']['logg']:.2f}, [M/H] {pf['mh']:+.2f} ± {pf['sigma']['mh']:.2f}; "
+                   f"reduced χ² {pf['chi2']:.2f} with a {100 * pf['model_floor']:.0f} % model error, flagged above "
+                   f"{pf['chi2_flag']:g}); below, its residuals in units of the error.")
+        st.altair_chart(kiel_chart(r, ds), width="stretch")
     sal = saliency_chart(r, zooms[zoom])
     if sal is not None:
         st.altair_chart(sal, width="stretch")
@@ -290,6 +334,10 @@ medium = o3.selectbox("Wavelengths", ["auto", "air", "vacuum"], key="predict_med
 research = o4.toggle("research models", key="predict_research",
                      help="Also list ablation controls, sweep variants, latent probes and the physics ceiling. They "
                           "are research results on the simulator, never recommended for an upload.")
+physics = o4.toggle("physics fit", key="predict_physics",
+                    help="Also fit the simulator to the spectrum (about 1 s): its labels with their errors, the fit "
+                         "and its residuals under the spectrum, the star on the Kiel diagram, and a flag when the "
+                         "simulator cannot fit it.")
 
 source = st.session_state.get("predict_source")
 if source == "upload" and up is None:
@@ -308,11 +356,11 @@ with appstate.friendly_errors("The prediction"):
                 # an example comes normalised from the data set: 'auto' keeps it exactly as the models saw it
                 norm = "as-is" if normalise == "auto" else normalise
                 kind, res = "single", _predict_example(int(k), float(ex_level), ds.name, ds.fingerprint, runs,
-                                                       noise, norm, research, float(shift))
+                                                       noise, norm, research, float(shift), physics=physics)
             else:
                 data = up.getvalue()
                 kind, res = _predict_bytes(data, up.name, ds.name, ds.fingerprint, runs, noise, normalise, research,
-                                           medium)
+                                           medium, physics=physics)
     except P.PredictError as e:
         st.error(appstate.one_line(e), icon=":material/error:")
         st.stop()

@@ -304,3 +304,42 @@ def test_a_sharper_spectrum_is_degraded_and_a_broader_one_flagged(trained, other
     assert sum("broader" in " ".join(x["ood"]["flags"]) for x in broad) >= 7
     sharp_ok = [P.predict(s, ds, noise=0.1, mc=0, rv="none") for s in spectra[5000.0]]
     assert sum(not x["ood"]["in_distribution"] for x in sharp_ok) <= 1
+
+
+def test_the_physics_fit_places_the_star_and_flags_what_it_cannot_fit(trained):
+    """The simulator fitted to a test star: labels near the truth within their errors, reduced chi^2 near
+    1 or below (a 2 % model error is included); a white dwarf-like spectrum gets the fit's own flag."""
+    import json
+    ds, _ = trained
+    for k in (0, 3):
+        ex = P.example(ds, k, 0.1)
+        r = P.predict(ex, ds, noise=0.1, mc=0, physics=True)
+        pf = r["physics_fit"]
+        assert pf["chi2"] < 1.3 and r["_grid"]["fit"].shape == ex.flux.shape
+        assert abs(pf["teff"] - ex.truth["teff"]) < 3 * pf["sigma"]["teff"] + 50
+        assert abs(pf["logg"] - ex.truth["logg"]) < 3 * pf["sigma"]["logg"] + 0.1
+        assert "physics_fit" in json.loads(P.to_json(r)) and "physics fit" in P.text_report(r)
+    assert P.predict(P.example(ds, 0, 0.1), ds, noise=0.1, mc=0)["physics_fit"] is None      # opt-in
+    w = ds.wave.astype(np.float64)
+    f = _planck(w, 12000) * _lines(w, PASCHEN, 0.5, 40.0)
+    f = f / f.mean()
+    e = np.full_like(f, 0.01)
+    r = P.predict(P.Spectrum(w, f + e * np.random.default_rng(2).standard_normal(w.size), e), ds, mc=0,
+                  physics=True)
+    assert r["physics_fit"]["chi2"] > 10 and any("simulator cannot fit" in x for x in r["ood"]["flags"])
+
+
+def test_page_physics_fit_shows_the_fit_and_the_kiel_diagram(trained):
+    import json
+
+    from conftest import ROOT
+    from streamlit.testing.v1 import AppTest
+    at = AppTest.from_file(str(ROOT / "pages" / "predict.py"), default_timeout=120)
+    at.session_state["dataset"] = DS
+    at.run()
+    at.toggle(key="predict_physics").set_value(True).run()
+    at.button(key="predict_example_btn").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    titles = json.dumps([json.loads(c.proto.spec).get("title") for c in at.get("vega_lite_chart")])
+    assert "Kiel diagram" in titles
+    assert any("simulator's best fit" in c.value for c in at.caption)

@@ -55,6 +55,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--resolution", default="auto", choices=["auto", "as-is"],
                    help="auto: measure the line width; a sharper spectrum is degraded to the training resolution, "
                         "a broader one flagged; as-is: leave it")
+    p.add_argument("--physics", action="store_true",
+                   help="also fit the simulator to the spectrum: its labels with errors, the fit's reduced chi^2 and "
+                        "a flag when the simulator cannot fit it (about 1 s more)")
     p.add_argument("--out", help="HDF5 batch: write the table here as CSV (default: print it)")
     p.add_argument("--max-mb", type=float, default=None,
                    help="size limit in MB (default: server.maxUploadSize of .streamlit/config.toml; 0 = none)")
@@ -97,6 +100,6 @@ def cmd_predict(a) -> int:
                   + (f"; written to {a.out}" if a.out else ""), sys.stderr)
         return 0
     r = predict(item, ds, noise, normalise=a.normalise, research=a.research, medium=a.medium, rv=a.rv,
-                resolution=a.resolution)
+                resolution=a.resolution, physics=a.physics)
     _emit(to_json(r) if a.json else text_report(r))
     return 0

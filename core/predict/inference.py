@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from core.data import LABELS, Dataset, View
-from core.predict import frame
+from core.predict import frame, physics_check
 from core.predict.inventory import Entry, load, trained_models
 from core.predict.prepare import Prepared, _noise_levels, build_view, prepare
 from core.predict.reference import Reference, _pct, reference
@@ -80,7 +80,7 @@ def _one_blas_thread():
 
 def predict(item: Spectrum, ds: Dataset, noise: str | float = "auto", mc: int = MC_DRAWS, seed: int = 0,
             normalise: str = "auto", research: bool = False, medium: str = "auto", rv: str | float = "auto",
-            resolution: str = "auto") -> dict:
+            resolution: str = "auto", physics: bool = False) -> dict:
     """Everything the Predict page and the CLI show for one spectrum, as a JSON-able dict (plus the
     arrays for the plot under the key '_grid', which to_json drops). Only the report suite's methods
     on flux or flux + error answer; research=True adds every other usable run (ablation controls,
@@ -88,9 +88,11 @@ def predict(item: Spectrum, ds: Dataset, noise: str | float = "auto", mc: int = 
     medium: 'auto' (what the file says; unknown is taken as the data set's) | 'air' | 'vacuum'.
     rv: 'auto' (measure the radial velocity and shift to rest) | 'none' | a known velocity in km/s.
     resolution: 'auto' (measure the line width; degrade a sharper spectrum to the training resolution,
-    flag a broader one) | 'as-is'."""
+    flag a broader one) | 'as-is'.
+    physics: also fit the simulator to the spectrum (physics_check: its labels with their covariance, the
+    model spectrum and its reduced chi^2, an out-of-distribution flag); about 1 s a spectrum on 2 cores."""
     with _one_blas_thread():
-        return _predict(item, ds, noise, mc, seed, normalise, research, medium, rv, resolution)
+        return _predict(item, ds, noise, mc, seed, normalise, research, medium, rv, resolution, physics)
 
 
 def rest_frame(item: Spectrum, ds: Dataset, medium: str = "auto", rv: str | float = "auto") -> tuple[np.ndarray, dict]:
@@ -173,7 +175,7 @@ def _rest_wave(item: Spectrum, ds: Dataset, medium: str = "auto", rv: str | floa
 
 
 def _predict(item: Spectrum, ds: Dataset, noise, mc: int, seed: int, normalise: str, research: bool = False,
-             medium: str = "auto", rv: str | float = "auto", resolution: str = "auto") -> dict:
+             medium: str = "auto", rv: str | float = "auto", resolution: str = "auto", physics: bool = False) -> dict:
     t0 = time.perf_counter()
     entries = trained_models(ds)
     usable = [e for e in entries if e.usable and (research or e.role == "predictor")]
@@ -265,8 +267,9 @@ def _predict(item: Spectrum, ds: Dataset, noise, mc: int, seed: int, normalise: 
         if pick:
             other_best[k] = {"model": pick["model"], "value": pick["value"], "uncertainty": pick["uncertainty"],
                              "scored": pick["test_r2"] is not None}
+    phys = _physics_fit(ds, f[0], e[0], covered, rec, other_best) if physics else None
     ood = _ood_words(prep, 0, ref, rec["value"], ds, {**frame_info.get("rv", {}),
-                                                      "_resolution": frame_info.get("resolution")})
+                                                      "_resolution": frame_info.get("resolution"), "_physics": phys})
     miss = _missing_ranges(prep.wave, covered)
     out = {
         "file": item.name, "format": item.fmt, "notes": list(item.notes), "dataset": ds.name,
@@ -285,7 +288,9 @@ def _predict(item: Spectrum, ds: Dataset, noise, mc: int, seed: int, normalise: 
         "skipped": skipped, "research_hidden": hidden, "research_shown": bool(research), "ood": ood,
         "truth": item.truth,
         "seconds": None,
-        "_grid": {"wave": prep.wave, "flux": prep.flux[0], "error": prep.error[0], "covered": covered},
+        "physics_fit": None if phys is None else {k: v for k, v in phys.items() if k != "model"},
+        "_grid": {"wave": prep.wave, "flux": prep.flux[0], "error": prep.error[0], "covered": covered,
+                  "fit": None if phys is None else phys["model"]},
         "_saliency": _saliency_of(entries, best, f, e, prep.covered[:1]),
     }
     out["seconds"] = round(time.perf_counter() - t0, 4)
@@ -359,6 +364,27 @@ def recommend(rows: list[dict], ds: Dataset, nl: float, ens=None) -> tuple[dict,
     return rec, best
 
 
+def _physics_fit(ds: Dataset, f: np.ndarray, e: np.ndarray, covered: np.ndarray, rec: dict, other_best: dict):
+    """The simulator's best fit to the prepared spectrum (physics_check), started from the recommended log g
+    and the predictors' Teff and [M/H] (the training medians where there are none); None for an imported data
+    set or when the fit fails (the answer then goes without it)."""
+    if not physics_check.available(ds):
+        return None
+    med = np.median(ds.labels, axis=0)
+    lo, hi = ds.labels.min(axis=0), ds.labels.max(axis=0)
+    start = np.clip([other_best.get("teff", {}).get("value", med[0]), rec["value"],
+                     other_best.get("mh", {}).get("value", med[2])], lo, hi)
+    try:
+        r = physics_check.fit(f, e, covered, start=start[None, :])
+    except Exception:  # noqa: BLE001 - the physics check is a second opinion, never a failure of the answer
+        return None
+    sig = np.sqrt(np.clip(np.diag(r["cov"][0]), 0, None))
+    return {"teff": float(r["labels"][0, 0]), "logg": float(r["labels"][0, 1]), "mh": float(r["labels"][0, 2]),
+            "sigma": {k: float(s) for k, s in zip(LABELS, sig)}, "cov": r["cov"][0].tolist(),
+            "chi2": float(r["chi2"][0]), "model_floor": physics_check.MODEL_FLOOR,
+            "chi2_flag": physics_check.CHI2_FLAG, "model": r["model"][0]}
+
+
 def _missing_ranges(wave, covered) -> list[list[float]]:
     m = np.concatenate([[False], ~covered, [False]]).astype(np.int8)
     d = np.diff(m)
@@ -409,6 +435,10 @@ def _ood_words(prep: Prepared, i: int, ref: Reference, logg: float, ds: Dataset,
             and float(prep.snr[i]) >= RV_SNR_MIN:
         flags.append(f"its lines do not match the training spectra's: at S/N {float(prep.snr[i]):.0f} no radial "
                      f"velocity could be measured against them (correlation peak {rv.get('peak') or 0:.2f})")
+    phys = (rv or {}).get("_physics")
+    if phys is not None and phys["chi2"] > phys["chi2_flag"]:
+        flags.append(f"the simulator cannot fit it: its best fit has a reduced χ² of {phys['chi2']:.1f} with a "
+                     f"{100 * phys['model_floor']:.0f} % model error (test stars: under 1.1)")
     res = (rv or {}).get("_resolution") or {}
     if np.isfinite(res.get("ratio", np.nan)) and res["ratio"] > frame.BROADER and float(prep.snr[i]) >= RV_SNR_MIN:
         flags.append(f"its lines are broader than the training spectra's (σ {res['sigma_upload_kms']:.0f} against "

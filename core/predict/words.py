@@ -88,6 +88,12 @@ def text_report(r: dict) -> str:
         t = r["truth"]
         L.append(f"true labels: Teff {t['teff']:.0f} K, log g {t['logg']:.2f}, [M/H] {t['mh']:+.2f} "
                  f"(recommended - true log g = {rec['value'] - t['logg']:+.2f})")
+    pf = r.get("physics_fit")
+    if pf:
+        s = pf["sigma"]
+        L.append(f"physics fit (the simulator, {100 * pf['model_floor']:.0f} % model error): Teff {pf['teff']:.0f} ± "
+                 f"{s['teff']:.0f} K, log g {pf['logg']:.2f} ± {s['logg']:.2f}, [M/H] {pf['mh']:+.2f} ± {s['mh']:.2f}; "
+                 f"reduced χ² {pf['chi2']:.2f}")
     L.append("")
     L.append(f"out-of-distribution check: {r['ood']['verdict']}")
     L += [f"  - {f}" for f in r["ood"]["flags"]]
