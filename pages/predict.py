@@ -65,16 +65,25 @@ def spectrum_chart(r: dict, window) -> alt.LayerChart:
     layers.append(alt.Chart(df).mark_line(color=BLUE, strokeWidth=0.8, clip=True).encode(
         x=x, y="flux:Q", tooltip=[alt.Tooltip("wave:Q", format=".2f", title="λ [Å]"), alt.Tooltip("flux:Q", format=".4f")]))
     title = f"{r['file']} on the model grid ({len(g['wave']):,} pixels, normalised as in training)"
-    if g.get("fit") is None:
-        return alt.layer(*layers, title=title).properties(height=300)
+    if g.get("fit") is not None:
+        fit = _fit_frame(g, window)
+        layers.append(alt.Chart(fit).mark_line(color=RED, strokeWidth=0.9, clip=True).encode(
+            x=x, y="fit:Q", tooltip=[alt.Tooltip("wave:Q", format=".2f", title="λ [Å]"),
+                                     alt.Tooltip("fit:Q", format=".4f", title="simulator's best fit")]))
+        title += "; red: the simulator's best fit"
+    return alt.layer(*layers, title=title).properties(height=300)
+
+
+def _fit_frame(g: dict, window) -> pd.DataFrame:
     fit = pd.DataFrame({"wave": g["wave"], "fit": g["fit"], "resid": (g["flux"] - g["fit"]) / g["error"]})
-    fit = fit[(fit.wave >= window[0]) & (fit.wave <= window[1])]
-    layers.append(alt.Chart(fit.assign(what="simulator's best fit")).mark_line(strokeWidth=0.9, clip=True).encode(
-        x=x, y="fit:Q", color=alt.Color("what:N", scale=alt.Scale(range=[RED]), legend=alt.Legend(
-            title=None, orient="bottom-right"))))
-    resid = alt.Chart(fit).mark_line(color=GREY, strokeWidth=0.7, clip=True).encode(
-        x=x, y=alt.Y("resid:Q", title="(flux − fit) / σ")).properties(height=110)
-    return alt.vconcat(alt.layer(*layers).properties(height=300), resid, title=title)
+    return fit[(fit.wave >= window[0]) & (fit.wave <= window[1])]
+
+
+def residual_chart(r: dict, window) -> alt.Chart:
+    x = alt.X("wave:Q", title=AX_WAVE, scale=alt.Scale(domain=list(window), nice=False))
+    return alt.Chart(_fit_frame(r["_grid"], window), title="Residuals of the simulator's best fit").mark_line(
+        color=GREY, strokeWidth=0.7, clip=True).encode(x=x, y=alt.Y("resid:Q", title="residual / σ")).properties(
+        height=200)
 
 
 def kiel_chart(r: dict, ds) -> alt.LayerChart:
@@ -210,6 +219,8 @@ def show_single(r: dict, ds) -> None:
     zooms = data_summary.zoom_windows(float(ds.wave[0]), float(ds.wave[-1]))
     zoom = st.radio("Zoom", list(zooms), index=len(zooms) - 1, horizontal=True, key="predict_zoom")
     st.altair_chart(spectrum_chart(r, zooms[zoom]), width="stretch")
+    if r.get("physics_fit"):
+        st.altair_chart(residual_chart(r, zooms[zoom]), width="stretch")
     st.caption(f"The upload resampled onto the models' wavelength grid (flux-conserving) and normalised "
                f"({r['normalisation']['how']}); band: ±1σ"
                + ("; shaded: pixels the upload does not cover, filled with the training spectra's reconstruction."
@@ -219,7 +230,7 @@ def show_single(r: dict, ds) -> None:
         st.caption(f"Red: the simulator's best fit (Teff {pf['teff']:.0f} ± {pf['sigma']['teff']:.0f} K, log g "
                    f"{pf['logg']:.2f} ± {pf['sigma']['logg']:.2f}, [M/H] {pf['mh']:+.2f} ± {pf['sigma']['mh']:.2f}; "
                    f"reduced χ² {pf['chi2']:.2f} with a {100 * pf['model_floor']:.0f} % model error, flagged above "
-                   f"{pf['chi2_flag']:g}); below, its residuals in units of the error.")
+                   f"{pf['chi2_flag']:g}); above, its residuals in units of the error.")
         st.altair_chart(kiel_chart(r, ds), width="stretch")
     sal = saliency_chart(r, zooms[zoom])
     if sal is not None:
