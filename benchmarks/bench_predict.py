@@ -88,7 +88,8 @@ def timing(ds, stars: list, tmp: Path) -> list[str]:
     bt = time.perf_counter() - t0
     return ["| what | time |", "|---|---|",
             f"| one spectrum, cold CLI call (`python -m core predict star.csv`, Python start included) | {cold:.1f} s |",
-            f"| one spectrum, warm process (median / max over 20 test stars, 32 noise re-draws, RV, saliency) | "
+            f"| one spectrum, warm process (median / max over 20 test stars, 32 noise re-draws, RV, line width, "
+            f"saliency) | "
             f"{np.median(warm):.2f} / {np.max(warm):.2f} s |",
             f"| HDF5 batch of 2,000 spectra (predictors only, Cannon skipped over 200, no RV) | {bt:.1f} s = "
             f"{2000 / bt:,.0f} spectra/s |"]
@@ -169,7 +170,7 @@ def main() -> None:
     when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     bright = [sp for sp in (P.example(ds, k, 0.1) for k in range(60))]
     for sp in bright:
-        sp.rv = None            # measured, as for an upload
+        sp.rv, sp.native = None, False      # as an upload: velocity and line width measured
     lines = ["## Predict (upload to prediction)", "",
              f"Measured by `LOGG_ARTIFACTS=... python benchmarks/bench_predict.py --profile {a.profile} --stars "
              f"{a.stars}` on {when}: {cpu_model()}, {os.cpu_count()} cores, load average "
