@@ -343,3 +343,40 @@ def test_page_physics_fit_shows_the_fit_and_the_kiel_diagram(trained):
     titles = json.dumps([json.loads(c.proto.spec).get("title") for c in at.get("vega_lite_chart")])
     assert "Kiel diagram" in titles
     assert any("simulator's best fit" in c.value for c in at.caption)
+
+
+def test_degrading_keeps_gaps_and_error_levels():
+    w = np.exp(np.linspace(np.log(7100), np.log(8850), 4096))
+    keep = (w < 7800) | (w > 7900)                                   # a 100 A hole (a chip gap)
+    w, f, e = w[keep], 1.0 - 0.5 * np.exp(-0.5 * ((w[keep] - 8542) / 1.0) ** 2), np.full(keep.sum(), 0.01)
+    dw, df, de = frame.degrade(w, f, e, 20.0, grid=(7100.0, 8850.0))
+    assert not np.any((dw > 7801) & (dw < 7899))                      # the gap stays a gap
+    assert np.median(de) == pytest.approx(0.01, rel=0.05)            # the error level of one pixel is kept
+    assert df.min() > f.min()                                         # the line is broader and shallower
+    assert np.all(np.diff(dw) > 0)
+
+
+def test_a_finely_sampled_sharp_spectrum_is_measured_on_model_pixels(trained, other_resolutions):
+    """S/N 15 per pixel on pixels 4x finer than the models' is S/N 30 per model pixel: the line width is
+    measured and the spectrum degraded (before, the per-pixel S/N skipped the check)."""
+    ds, _ = trained
+    _, spectra = other_resolutions
+    sp = spectra[10000.0][0]
+    lw = np.log(sp.wave)
+    fine = np.exp(np.linspace(lw[0], lw[-1], 4 * lw.size))
+    f = np.interp(fine, sp.wave, sp.flux)
+    e = np.full(fine.size, np.median(f) / 15.0)
+    f = f + e * np.random.default_rng(5).standard_normal(fine.size)
+    r = P.predict(P.Spectrum(fine, f, e, name="fine"), ds, noise="auto", mc=0, rv="none")
+    assert "degraded" in r["frame"]["resolution"]["how"], r["frame"]["resolution"]
+
+
+def test_impossible_velocities_and_ultraviolet_vacuum_are_handled(trained):
+    ds, _ = trained
+    ex = P.example(ds, 0, 0.1)
+    for bad in ("299792.458", "nan", "-400000"):
+        with pytest.raises(P.PredictError, match="under 0.1 c"):
+            P.predict(ex, ds, noise=0.1, mc=0, rv=bad)
+    w = np.linspace(1500.0, 9000.0, 5000)
+    conv, _ = frame.to_medium(w, "vacuum", "air")
+    assert np.all(np.diff(conv) > 0) and np.allclose(conv[w < 2000], w[w < 2000])

@@ -61,13 +61,18 @@ def to_medium(wave: np.ndarray, medium: str | None, target: str) -> tuple[np.nda
         raise ValueError(f"wavelength medium must be air or vacuum, got {medium!r}")
     if medium == target:
         return wave, f"{medium}, as the models' grid"
-    conv = vacuum_to_air(wave) if medium == "vacuum" else air_to_vacuum(wave)
+    w = np.asarray(wave, np.float64)
+    conv = w.copy()
+    optical = w > 2000.0            # the IAU convention: no conversion below 2000 A (the formula's pole is at 1603 A)
+    conv[optical] = vacuum_to_air(w[optical]) if medium == "vacuum" else air_to_vacuum(w[optical])
     return conv, f"{medium}, converted to {target} (IAU standard, Morton 2000)"
 
 
 def doppler(v_kms: float) -> float:
     """lambda_observed / lambda_rest for a radial velocity (relativistic, v > 0 receding)."""
     b = float(v_kms) / C_KMS
+    if not np.isfinite(b) or abs(b) >= 0.1:
+        raise ValueError(f"a radial velocity must be finite and under 0.1 c (29,979 km/s), got {v_kms!r} km/s")
     return float(np.sqrt((1.0 + b) / (1.0 - b)))
 
 
@@ -210,30 +215,57 @@ def line_broadening(wave: np.ndarray, flux: np.ndarray, v_kms: float, template_w
     c_t = _ccf(own, np.log(tw), tdepth, glog, lags)
     s_ccf, s_auto = _hwhm(lags, c_up) / 1.1774, _hwhm(lags, c_t) / 1.1774
     s_t = s_auto / np.sqrt(2.0)
-    s_up = float(np.sqrt(max(s_ccf ** 2 - s_t ** 2, 0.0))) if np.isfinite(s_ccf) else float("nan")
-    return {"sigma_upload_kms": s_up, "sigma_training_kms": float(s_t),
-            "ratio": float(s_up / s_t) if s_t > 0 and np.isfinite(s_up) else float("nan")}
+    if not np.isfinite(s_t) or s_t <= 0:
+        return {"sigma_upload_kms": float("nan"), "sigma_training_kms": float("nan"), "ratio": float("nan")}
+    if not np.isfinite(s_ccf):   # no half maximum inside +-16 steps: broader than the window can show
+        return {"sigma_upload_kms": float(16 * dv / 1.1774), "sigma_training_kms": float(s_t), "ratio": float("inf")}
+    s_up = float(np.sqrt(max(s_ccf ** 2 - s_t ** 2, 0.0)))
+    return {"sigma_upload_kms": s_up, "sigma_training_kms": float(s_t), "ratio": float(s_up / s_t)}
 
 
 BROADER = 1.12    # upload / training line-width ratio above which the upload is flagged (R=5000 test stars: <= 1.08)
 NARROWER = 0.93   # ... below which it is degraded to the training resolution (R=10,000 simulated: <= 0.92)
 
 
-def degrade(wave: np.ndarray, flux: np.ndarray, error: np.ndarray | None, sigma_kms: float):
-    """The spectrum convolved with a Gaussian of sigma_kms (on a log-lambda grid at its own median step);
-    the error propagated as sqrt(conv(error^2, kernel^2)). Returns (wave, flux, error)."""
+MAX_DEGRADE_POINTS = 200_000   # the degraded spectrum is cropped to the models' grid; this bounds what is left
+
+
+def degrade(wave: np.ndarray, flux: np.ndarray, error: np.ndarray | None, sigma_kms: float,
+            grid: tuple[float, float] | None = None):
+    """The spectrum convolved with a Gaussian of sigma_kms, segment by segment (a gap, a step over 3x the
+    median in log lambda, is never bridged), each segment on a log-lambda grid at its own median step; the
+    error propagated as sqrt(conv(error^2, kernel)), which keeps each pixel's error at the level of the
+    information it carries (the noise becomes correlated, and later steps treat pixels as independent).
+    grid=(lo, hi) crops to that range first (with the kernel's margin). Returns (wave, flux, error)."""
     lw = np.log(np.asarray(wave, np.float64))
-    step = float(np.median(np.diff(lw)))
-    g = np.arange(lw[0], lw[-1], step)
-    f = np.interp(g, lw, flux)
-    sig = sigma_kms / C_KMS / step
-    x = np.arange(-int(np.ceil(4 * sig)), int(np.ceil(4 * sig)) + 1)
-    k = np.exp(-0.5 * (x / sig) ** 2)
-    k /= k.sum()
-    pad = x.size // 2
-    fc = np.convolve(np.pad(f, pad, mode="edge"), k, mode="valid")
-    ec = None
-    if error is not None:
-        e2 = np.interp(g, lw, np.asarray(error, np.float64) ** 2)
-        ec = np.sqrt(np.convolve(np.pad(e2, pad, mode="edge"), k ** 2, mode="valid"))
-    return np.exp(g), fc, ec
+    flux = np.asarray(flux, np.float64)
+    err = None if error is None else np.asarray(error, np.float64)
+    if grid is not None:
+        m = 10 * sigma_kms / C_KMS
+        keep = (lw >= np.log(grid[0]) - m) & (lw <= np.log(grid[1]) + m)
+        lw, flux, err = lw[keep], flux[keep], None if err is None else err[keep]
+    d = np.diff(lw)
+    step = float(np.median(d))
+    if lw.size < 10 or not step > 0 or (lw[-1] - lw[0]) / step > MAX_DEGRADE_POINTS:
+        return np.exp(lw), flux, err
+    cuts = np.flatnonzero(d > 3 * step) + 1
+    out_w, out_f, out_e = [], [], []
+    for seg in np.split(np.arange(lw.size), cuts):
+        if seg.size < 3:
+            continue
+        s_lw = lw[seg]
+        s_step = float(np.median(np.diff(s_lw)))
+        g = np.arange(s_lw[0], s_lw[-1] + 0.5 * s_step, s_step)
+        sig = sigma_kms / C_KMS / s_step
+        x = np.arange(-int(np.ceil(4 * sig)), int(np.ceil(4 * sig)) + 1)
+        k = np.exp(-0.5 * (x / sig) ** 2)
+        k /= k.sum()
+        pad = x.size // 2
+        out_w.append(np.exp(g))
+        out_f.append(np.convolve(np.pad(np.interp(g, s_lw, flux[seg]), pad, mode="edge"), k, mode="valid"))
+        if err is not None:
+            e2 = np.interp(g, s_lw, err[seg] ** 2)
+            out_e.append(np.sqrt(np.convolve(np.pad(e2, pad, mode="edge"), k, mode="valid")))
+    if not out_w:
+        return np.exp(lw), flux, err
+    return np.concatenate(out_w), np.concatenate(out_f), (np.concatenate(out_e) if err is not None else None)

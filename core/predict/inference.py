@@ -107,7 +107,7 @@ def matched_resolution(item: Spectrum, wave: np.ndarray, ds: Dataset, info: dict
     of distribution), they cannot be sharpened."""
     if mode not in ("auto", "as-is"):
         raise PredictError(f"resolution must be auto or as-is, got {mode!r}")
-    snr = float(np.median(item.flux / item.error)) if item.error is not None else 0.0
+    snr = _snr_per_model_pixel(item, wave, ds)
     if mode == "as-is":
         info["resolution"] = {"ratio": float("nan"), "how": "kept as uploaded (asked so)"}
         return wave, item.flux, item.error
@@ -123,18 +123,29 @@ def matched_resolution(item: Spectrum, wave: np.ndarray, ds: Dataset, info: dict
         b = {"ratio": float("nan")}
     info["resolution"] = b
     r = b.get("ratio", float("nan"))
-    if np.isfinite(r) and r < frame.NARROWER:
+    if not np.isnan(r) and r < frame.NARROWER:
         k = float(np.sqrt(b["sigma_training_kms"] ** 2 - b["sigma_upload_kms"] ** 2))
         b["how"] = (f"lines narrower than the training spectra's (σ {b['sigma_upload_kms']:.0f} against "
                     f"{b['sigma_training_kms']:.0f} km/s: a higher resolution): degraded to theirs with a Gaussian "
                     f"of σ {k:.0f} km/s")
         b["degraded_kms"] = k
-        return frame.degrade(wave, item.flux, item.error, k)
-    b["how"] = ("lines as broad as the training spectra's" if np.isfinite(r) and r <= frame.BROADER else
+        return frame.degrade(wave, item.flux, item.error, k, grid=(float(ds.wave[0]), float(ds.wave[-1])))
+    b["how"] = ("lines as broad as the training spectra's" if not np.isnan(r) and r <= frame.BROADER else
                 f"lines broader than the training spectra's (σ {b.get('sigma_upload_kms', float('nan')):.0f} against "
                 f"{b.get('sigma_training_kms', float('nan')):.0f} km/s): a lower resolution than theirs, fast "
-                f"rotation or a galaxy's velocity dispersion" if np.isfinite(r) else "line width not measured")
+                f"rotation or a galaxy's velocity dispersion" if not np.isnan(r) else "line width not measured")
     return wave, item.flux, item.error
+
+
+def _snr_per_model_pixel(item: Spectrum, wave: np.ndarray, ds: Dataset) -> float:
+    """The upload's median S/N scaled to the model grid's pixels (finer pixels carry less each): the same
+    measure prepare() takes after resampling; 0 without an error column."""
+    if item.error is None:
+        return 0.0
+    per_pixel = float(np.median(item.flux / item.error))
+    up = float(np.median(np.diff(np.log(wave))))
+    model = float(np.median(np.diff(np.log(ds.wave.astype(np.float64)))))
+    return per_pixel * float(np.sqrt(max(model / up, 1.0))) if up > 0 else per_pixel
 
 
 def _rest_wave(item: Spectrum, ds: Dataset, medium: str = "auto", rv: str | float = "auto") -> tuple[np.ndarray, dict]:
@@ -159,8 +170,12 @@ def _rest_wave(item: Spectrum, ds: Dataset, medium: str = "auto", rv: str | floa
             v = float(rv)
         except (TypeError, ValueError):
             raise PredictError(f"rv must be auto, none or a velocity in km/s, got {rv!r}") from None
-        info["rv"] = {"value": v, "sigma": None, "applied": True, "how": "given by the user"}
-        return wave / frame.doppler(v), info
+        try:
+            d = frame.doppler(v)
+        except ValueError as e:
+            raise PredictError(str(e)) from None
+        info["rv"] = {"value": v, "sigma": None, "applied": v != 0.0, "how": "given by the user"}
+        return wave / d, info
     ref = reference(ds, 1.0)   # the template: the mean training flux and its components (noise-free)
     r = frame.estimate_rv(wave, item.flux, item.error, ds.wave, ref.mu, ref.comps)
     # a velocity consistent with rest (within 2 sigma, or under 1 km/s) is not applied: resampling by a
@@ -236,6 +251,10 @@ def _predict(item: Spectrum, ds: Dataset, noise, mc: int, seed: int, normalise: 
                     preds = {en.target: (m[0], np.nan, "none")}
         except Exception as ex:  # noqa: BLE001 - one broken model must not hide the others
             skipped.append({"model": en.label, "why": f"failed: {type(ex).__name__}: {str(ex)[:120]}"})
+            continue
+        bad = [k for k, (value, _, _) in preds.items() if not np.isfinite(value)]
+        if bad:
+            skipped.append({"model": en.label, "why": f"failed: a non-finite {', '.join(bad)} for this spectrum"})
             continue
         for target, (value, sig, kind) in preds.items():
             by_product = target != en.target
@@ -440,7 +459,7 @@ def _ood_words(prep: Prepared, i: int, ref: Reference, logg: float, ds: Dataset,
         flags.append(f"the simulator cannot fit it: its best fit has a reduced χ² of {phys['chi2']:.1f} with a "
                      f"{100 * phys['model_floor']:.0f} % model error (test stars: under 1.1)")
     res = (rv or {}).get("_resolution") or {}
-    if np.isfinite(res.get("ratio", np.nan)) and res["ratio"] > frame.BROADER and float(prep.snr[i]) >= RV_SNR_MIN:
+    if not np.isnan(res.get("ratio", np.nan)) and res["ratio"] > frame.BROADER and float(prep.snr[i]) >= RV_SNR_MIN:
         flags.append(f"its lines are broader than the training spectra's (σ {res['sigma_upload_kms']:.0f} against "
                      f"{res['sigma_training_kms']:.0f} km/s): a lower resolution than the models', fast rotation or a "
                      f"galaxy's velocity dispersion; log g from broadened lines is biased")
@@ -460,7 +479,8 @@ def _ood_words(prep: Prepared, i: int, ref: Reference, logg: float, ds: Dataset,
 # --------------------------------------------------------------------------- many spectra
 def _recommend_batch(cols: dict, sel: np.ndarray, snr: np.ndarray, ran: dict, ds: Dataset) -> None:
     """Per spectrum: the ensemble of its S/N bin (skill.ensemble, as for one spectrum), its value and its
-    test RMSE as the error bar; the single best predictor where no ensemble can be formed."""
+    test RMSE as the error bar. Where no predictor has stored test predictions there is no ranking, and the
+    row's recommendation stays empty (NaN)."""
     if not ran:
         return
     entries = [e for e, _ in ran.values()]
@@ -482,8 +502,9 @@ def _recommend_batch(cols: dict, sel: np.ndarray, snr: np.ndarray, ran: dict, ds
 
 def predict_batch(batch: Batch, ds: Dataset, noise: str | float = "auto", chunk: int = 4096,
                   normalise: str = "auto", all_models: bool = False, progress=None, research: bool = False):
-    """One row per spectrum: S/N, noise level, every predictor's log g, the recommended value (the
-    predictor with the lowest test RMSE at that spectrum's S/N) with that RMSE as error bar, OOD flags,
+    """One row per spectrum: S/N, noise level, every predictor's log g, the recommended value (the weighted
+    mean of the best predictors at that spectrum's S/N, as for one spectrum) with its test RMSE as error bar,
+    OOD flags,
     and the true labels when the file has them. No MC re-draws. research=True adds the research models'
     columns (never recommended). Returns (DataFrame, summary dict)."""
     with _one_blas_thread():
@@ -523,7 +544,11 @@ def _predict_batch(batch: Batch, ds: Dataset, noise, chunk: int, normalise: str,
             for en in entries:
                 if not en.usable or en.noise_level != level or (en.role != "predictor" and not research):
                     continue
-                model = load(en)
+                try:
+                    model = load(en)
+                except Exception as ex:  # noqa: BLE001 - one broken run must not stop the batch
+                    skipped[en.label] = f"failed to load: {type(ex).__name__}: {str(ex)[:100]}"
+                    continue
                 if model.per_spectrum_fit and n_all > BATCH_SLOW_MAX and not all_models:
                     skipped[en.label] = (f"a per-spectrum fit (slow); skipped for batches over {BATCH_SLOW_MAX} "
                                          f"spectra (CLI: --all-models)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,19 +107,24 @@ def _is_predictor(spec: dict, dataset: str) -> bool:
         return False
 
 
-_CACHE: dict = {}
+_CACHE: OrderedDict = OrderedDict()
 _LOCK = threading.Lock()
 
 
+CACHE_ENTRIES = 512   # models, references, skills: a registry with every suite holds ~300 runs
+
+
 def _cached(key, make):
+    """A value made once per process and kept, least recently used first out."""
     with _LOCK:
         if key in _CACHE:
+            _CACHE.move_to_end(key)
             return _CACHE[key]
     val = make()
     with _LOCK:
-        if len(_CACHE) > 64:
-            _CACHE.clear()
         _CACHE[key] = val
+        while len(_CACHE) > CACHE_ENTRIES:
+            _CACHE.popitem(last=False)
     return val
 
 

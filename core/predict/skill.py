@@ -23,7 +23,14 @@ class Skill:
 
     def bin_of(self, snr) -> np.ndarray:
         """The bin index of each S/N (below the first edge: bin 0; above the last: the last bin)."""
-        return np.clip(np.searchsorted(self.edges[1:-1], np.asarray(snr, np.float64), side="right"), 0, N_BINS - 1)
+        s = np.nan_to_num(np.asarray(snr, np.float64), nan=0.0)      # an unknown S/N: the lowest bin (cautious)
+        return np.clip(np.searchsorted(self.edges[1:-1], s, side="right"), 0, N_BINS - 1)
+
+
+def _mtime(entry: Entry) -> int:
+    """A run refitted under the same id (train --force) has new predictions: the caches key on this."""
+    p = entry.artifact / "predictions.npz"
+    return p.stat().st_mtime_ns if p.exists() else 0
 
 
 def test_snr(ds: Dataset, noise_level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -57,7 +64,7 @@ def skill(entry: Entry, ds: Dataset) -> Skill | None:
         bias = np.bincount(b, r, N_BINS) / np.maximum(n, 1)
         rmse[n == 0], bias[n == 0] = np.nan, np.nan
         return Skill(edges, rmse, bias, n)
-    key = ("skill", entry.run_id, str(entry.artifact), ds.fingerprint)
+    key = ("skill", entry.run_id, str(entry.artifact), _mtime(entry), ds.fingerprint)
     return _cached(key, make)
 
 
@@ -80,7 +87,7 @@ def _test_predictions(entry: Entry) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     def make():
         with np.load(entry.artifact / "predictions.npz", allow_pickle=False) as z:
             return z["index"], z["y_true"], z["y_pred"]
-    return _cached(("test-pred", entry.run_id, str(entry.artifact)), make)
+    return _cached(("test-pred", entry.run_id, str(entry.artifact), _mtime(entry)), make)
 
 
 def _aligned(index: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
@@ -101,7 +108,7 @@ def ensemble(entries: list[Entry], ds: Dataset, snr: float) -> Ensemble | None:
         return None
     scored.sort(key=lambda es: es[1].rmse[b])
     top = scored[:TOP_K]
-    key = ("ensemble", tuple(e.run_id for e, _ in top), b, ds.fingerprint)
+    key = ("ensemble", tuple((e.run_id, _mtime(e)) for e, _ in top), b, ds.fingerprint)
 
     def make():
         w = np.array([1.0 / max(s.rmse[b], 1e-6) ** 2 for _, s in top])

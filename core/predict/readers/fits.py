@@ -137,7 +137,7 @@ def fits_medium(hdul) -> tuple[str, str] | None:
         ctype = str(hd.get("CTYPE1", "")).strip().upper()
         if ctype.startswith("AWAV"):
             return "air", f"header CTYPE1 = {ctype!r} (air wavelengths, FITS WCS)"
-        if ctype.startswith("WAVE"):
+        if ctype == "WAVE" or ctype.startswith("WAVE-"):
             return "vacuum", f"header CTYPE1 = {ctype!r} (vacuum wavelengths, FITS WCS)"
     for h in hdul:
         for key in ("TELESCOP", "ORIGIN", "TELESCOPE", "SURVEY"):
