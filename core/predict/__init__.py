@@ -14,12 +14,14 @@ The path an upload takes (docs/predict.md says why each step is the way it is), 
           -> inference.py        every trained model of the data set (inventory.py) at that noise level,
                                  side by side, an uncertainty per model, a recommended value, an
                                  out-of-distribution check
+          -> batch.py            the same for an HDF5 file of many spectra
           -> words.py, cli.py    the JSON and plain-text answers; `python -m core predict FILE [--json]`
 
 Nothing here writes anywhere: the registry is only read, models and training statistics are cached
 in memory. Bad input raises PredictError (a core.data.DataError) with a one-line message.
 """
-from core.predict.inference import example, predict, predict_batch
+from core.predict.batch import predict_batch
+from core.predict.inference import example, predict
 from core.predict.inventory import Entry, trained_models
 from core.predict.prepare import NORMALISE, prepare
 from core.predict.readers import UPLOAD_TYPES, read_bytes, read_file, upload_limit_mb

@@ -6,7 +6,8 @@ import sys
 
 from core import config
 from core.data import Dataset
-from core.predict.inference import predict, predict_batch
+from core.predict.batch import predict_batch
+from core.predict.inference import predict
 from core.predict.prepare import NORMALISE
 from core.predict.readers import read_file
 from core.predict.settings import BATCH_SLOW_MAX

@@ -12,7 +12,6 @@ from core.predict.inventory import Entry, load, trained_models
 from core.predict.prepare import Prepared, _noise_levels, build_view, prepare
 from core.predict.reference import Reference, _pct, reference
 from core.predict.settings import (
-    BATCH_SLOW_MAX,
     CA_TRIPLET,
     COARSE_FACTOR,
     MC_DRAWS,
@@ -22,7 +21,7 @@ from core.predict.settings import (
     UNCERTAINTY_KINDS,
 )
 from core.predict.skill import ensemble, skill
-from core.predict.spectra import Batch, PredictError, Spectrum
+from core.predict.spectra import PredictError, Spectrum
 from core.predict.words import nl_text, ordinal
 
 
@@ -474,135 +473,3 @@ def _ood_words(prep: Prepared, i: int, ref: Reference, logg: float, ds: Dataset,
     return {"in_distribution": not flags, "verdict": verdict, "flags": flags, "pca_distance": float(prep.dist[i]),
             "pca_distance_percentile": dist_pct, "residual_chi2": float(prep.chi2[i]),
             "residual_percentile": chi_pct}
-
-
-# --------------------------------------------------------------------------- many spectra
-def _recommend_batch(cols: dict, sel: np.ndarray, snr: np.ndarray, ran: dict, ds: Dataset) -> None:
-    """Per spectrum: the ensemble of its S/N bin (skill.ensemble, as for one spectrum), its value and its
-    test RMSE as the error bar. Where no predictor has stored test predictions there is no ranking, and the
-    row's recommendation stays empty (NaN)."""
-    if not ran:
-        return
-    entries = [e for e, _ in ran.values()]
-    sk = next((s for s in (skill(e, ds) for e in entries) if s is not None), None)
-    bins = sk.bin_of(snr) if sk is not None else np.zeros(len(snr), int)
-    logg, err, name = cols["logg"][sel], cols["logg_err"][sel], cols["recommended_model"][sel]
-    for b in np.unique(bins):
-        here = bins == b
-        ens = ensemble(entries, ds, float(snr[here][0]))
-        if ens is None:
-            continue
-        logg[here] = sum(w * ran[e.run_id][1][here] for e, w in zip(ens.members, ens.weights))
-        err[here] = ens.rmse
-        name[here] = ens.members[0].label if len(ens.members) == 1 else \
-            "weighted mean of " + ", ".join(e.label for e in ens.members)
-    cols["logg"][sel], cols["logg_err"][sel], cols["recommended_model"][sel] = logg, err, name
-
-
-
-def predict_batch(batch: Batch, ds: Dataset, noise: str | float = "auto", chunk: int = 4096,
-                  normalise: str = "auto", all_models: bool = False, progress=None, research: bool = False):
-    """One row per spectrum: S/N, noise level, every predictor's log g, the recommended value (the weighted
-    mean of the best predictors at that spectrum's S/N, as for one spectrum) with its test RMSE as error bar,
-    OOD flags,
-    and the true labels when the file has them. No MC re-draws. research=True adds the research models'
-    columns (never recommended). Returns (DataFrame, summary dict)."""
-    with _one_blas_thread():
-        return _predict_batch(batch, ds, noise, chunk, normalise, all_models, progress, research)
-
-
-def _predict_batch(batch: Batch, ds: Dataset, noise, chunk: int, normalise: str, all_models: bool, progress,
-                   research: bool = False):
-    import pandas as pd
-    t0 = time.perf_counter()
-    entries = trained_models(ds)
-    levels = _noise_levels(ds, entries)
-    if not levels:
-        raise PredictError(f"no trained models for data set {ds.name!r} yet: train some on the Training page or with "
-                           f"`python -m core train --suite report --dataset {ds.name}`")
-    if noise not in (None, "auto") and float(noise) not in levels:
-        raise PredictError(f"no models trained at noise level {float(noise):g} for {ds.name!r}; trained levels: "
-                           f"{', '.join(f'{x:g}' for x in levels)}")
-    n_all = batch.flux.shape[0]
-    skipped: dict[str, str] = {e.label: e.why for e in entries if not e.usable and research}
-    hidden = sum(e.role != "predictor" for e in entries) if not research else 0
-    frames = []
-    for i0 in range(0, n_all, chunk):
-        sl = slice(i0, i0 + chunk)
-        prep = prepare(ds, batch.wave, batch.flux[sl], None if batch.error is None else batch.error[sl],
-                       batch.name, noise, levels, normalise)
-        n = prep.flux.shape[0]
-        cols: dict[str, np.ndarray] = {
-            "spectrum": np.arange(i0, i0 + n), "snr": prep.snr, "noise_level": prep.noise_level,
-            "coverage": prep.covered.mean(axis=1), "scale": prep.scale,
-            "logg": np.full(n, np.nan), "logg_err": np.full(n, np.nan), "recommended_model": np.full(n, "", object),
-            "pca_distance_pct": np.full(n, np.nan), "ood": np.full(n, "", object)}
-        for level in np.unique(prep.noise_level):
-            sel = prep.noise_level == level
-            ref = reference(ds, float(level))
-            ran: dict[str, tuple] = {}          # run id -> (entry, its log g for these spectra)
-            for en in entries:
-                if not en.usable or en.noise_level != level or (en.role != "predictor" and not research):
-                    continue
-                try:
-                    model = load(en)
-                except Exception as ex:  # noqa: BLE001 - one broken run must not stop the batch
-                    skipped[en.label] = f"failed to load: {type(ex).__name__}: {str(ex)[:100]}"
-                    continue
-                if model.per_spectrum_fit and n_all > BATCH_SLOW_MAX and not all_models:
-                    skipped[en.label] = (f"a per-spectrum fit (slow); skipped for batches over {BATCH_SLOW_MAX} "
-                                         f"spectra (CLI: --all-models)")
-                    continue
-                view = build_view(en, prep.flux[sel], prep.error[sel], prep.covered[sel], model)
-                try:
-                    if model.fits_all_labels:
-                        lab = np.concatenate([model.label_fit(View(view.x[j:j + 256], view.y[j:j + 256],
-                                                                   view.index[j:j + 256], view.channels,
-                                                                   view.wave))[0]
-                                              for j in range(0, len(view.x), 256)])
-                        preds = {"logg": lab[:, 1], "teff": lab[:, 0], "mh": lab[:, 2]}
-                    else:
-                        preds = {en.target: _run_model(en, view)[0]}
-                except Exception as ex:  # noqa: BLE001 - one broken model must not stop the batch
-                    skipped[en.label] = f"failed: {type(ex).__name__}: {str(ex)[:100]}"
-                    continue
-                for target, v in preds.items():
-                    col = f"{target} [{en.label}]" + ("" if target == en.target else " (by-product)")
-                    cols.setdefault(col, np.full(n, np.nan))[sel] = v
-                if en.role == "predictor" and en.target == "logg":
-                    ran[en.run_id] = (en, preds["logg"])
-            _recommend_batch(cols, sel, prep.snr[sel], ran, ds)
-            lo, hi = np.percentile(ref.snr, SNR_PCT[0]), np.percentile(ref.snr, SNR_PCT[1])
-            dpct = np.searchsorted(ref.ref_dist, prep.dist[sel], side="right") / max(1, ref.ref_dist.size) * 100
-            cpct = np.searchsorted(ref.ref_chi2, prep.chi2[sel], side="right") / max(1, ref.ref_chi2.size) * 100
-            words = []
-            for d, c, snr_i in zip(dpct, cpct, prep.snr[sel]):
-                w = (["shape unlike the training spectra (PCA distance)"] if d > OOD_PCT else []) \
-                    + (["features the training spectra lack (PCA residual)"] if c > OOD_PCT else []) \
-                    + (["S/N outside the training range"] if snr_i < lo or snr_i > hi else []) \
-                    + (["partial wavelength coverage"] if 1 - prep.covered[0].mean() > OOD_MISSING else [])
-                words.append("; ".join(w))
-            cols["ood"][sel] = words
-            cols["pca_distance_pct"][sel] = dpct
-        if batch.labels is not None:
-            for j, k in enumerate(LABELS):
-                cols[f"true_{k}"] = batch.labels[sl, j]
-        frames.append(pd.DataFrame(cols))
-        if progress:
-            progress(min(1.0, (i0 + n) / n_all), f"{i0 + n:,} of {n_all:,} spectra")
-    df = pd.concat(frames, ignore_index=True)
-    dt = time.perf_counter() - t0
-    summary = {"file": batch.name, "format": batch.fmt, "notes": batch.notes, "dataset": ds.name,
-               "spectra": int(len(df)), "seconds": round(dt, 3), "spectra_per_s": round(len(df) / max(dt, 1e-9), 1),
-               "flagged": int((df["ood"] != "").sum()),
-               "noise_levels": {nl_text(k): int(v) for k, v in df["noise_level"].value_counts().sort_index().items()},
-               "skipped": [{"model": k, "why": v} for k, v in skipped.items()], "research_hidden": int(hidden),
-               "error_bar": "the test RMSE of the recommendation (the weighted mean of the best predictors at that "
-                            "spectrum's S/N) on test stars of that S/N at that noise level (no MC re-draws in batch "
-                            "mode)"}
-    if batch.labels is not None and df["logg"].notna().any():
-        r = df["logg"] - df["true_logg"]
-        summary["rmse_vs_true_logg"] = float(np.sqrt(np.nanmean(r ** 2)))
-    return df, summary
-
-
