@@ -94,12 +94,6 @@ def predict(item: Spectrum, ds: Dataset, noise: str | float = "auto", mc: int = 
         return _predict(item, ds, noise, mc, seed, normalise, research, medium, rv, resolution, physics)
 
 
-def rest_frame(item: Spectrum, ds: Dataset, medium: str = "auto", rv: str | float = "auto") -> tuple[np.ndarray, dict]:
-    """The upload's wavelengths in the data set's medium and at rest, and what was done to them."""
-    wave, info = _rest_wave(item, ds, medium, rv)
-    return wave, info
-
-
 def matched_resolution(item: Spectrum, wave: np.ndarray, ds: Dataset, info: dict, mode: str = "auto"):
     """(wave, flux, error) at the training spectra's resolution: an upload whose lines are narrower than
     theirs (frame.line_broadening) is convolved down to it; broader lines are reported (and flagged out
@@ -147,7 +141,8 @@ def _snr_per_model_pixel(item: Spectrum, wave: np.ndarray, ds: Dataset) -> float
     return per_pixel * float(np.sqrt(max(model / up, 1.0))) if up > 0 else per_pixel
 
 
-def _rest_wave(item: Spectrum, ds: Dataset, medium: str = "auto", rv: str | float = "auto") -> tuple[np.ndarray, dict]:
+def rest_frame(item: Spectrum, ds: Dataset, medium: str = "auto", rv: str | float = "auto") -> tuple[np.ndarray, dict]:
+    """The upload's wavelengths in the data set's medium and at rest, and what was done to them."""
     target = str(ds.attrs.get("wavelength_medium") or "air")
     if medium not in ("auto", *frame.MEDIA):
         raise PredictError(f"medium must be auto, air or vacuum, got {medium!r}")
