@@ -47,7 +47,10 @@ def cmd_data(a) -> int:
 def _suite_specs(a) -> list[dict]:
     """The specs of --suite for --profile/--dataset, narrowed to --only models."""
     from core.engine import suites
+    from core.engine.spec import replicates
     specs = suites.suite(a.suite, a.profile, a.dataset)
+    if getattr(a, "seeds", 1) > 1:
+        specs = replicates(specs, a.seeds)
     if a.only:
         only = set(a.only.split(","))
         specs = [s for s in specs if s["model"] in only]
@@ -169,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--noise", type=float, help="only this noise level")
     t.add_argument("--dataset", help="data set name (default: the profile's)")
     t.add_argument("--force", action="store_true", help="refit even when a cached run exists")
+    t.add_argument("--seeds", type=int, default=1,
+                   help="training replicates per spec (another training seed each, the same data and test noise; "
+                        "replicate 0 is the run a single seed gives)")
     t.add_argument("--workers", type=int, default=0,
                    help="fit this many specs at once, each in its own process (default: 2 on a CPU with "
                         "2 or more cores, 1 on a GPU)")
@@ -191,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--only")
     j.add_argument("--profile", default="quick", choices=list(config.PROFILES))
     j.add_argument("--dataset")
+    j.add_argument("--seeds", type=int, default=1, help="training replicates per spec (as for train)")
     j.add_argument("--token", help="the admin token, when LOGG_ADMIN_TOKEN is set on this machine")
     j.add_argument("--no-worker", action="store_true", help="only queue; do not start a worker")
     j.set_defaults(func=cmd_jobs)

@@ -76,6 +76,9 @@ cfg.update({c: st.column_config.NumberColumn(c, format="percent", help="our R² 
             for c in show.columns if c.startswith("of ceiling")})
 cfg.update({c: st.column_config.NumberColumn(c + " [s]", format="%.1f") for c in show.columns if c.startswith("fit s")})
 cfg["params"] = st.column_config.NumberColumn("parameters", format="%d")
+cfg.update({c: st.column_config.NumberColumn(c, format="%d", help="training replicates found (train --seeds N); "
+                                             "R2 is their mean, R2 sd their spread")
+            for c in show.columns if c.startswith("seeds")})
 st.dataframe(show, hide_index=True, column_config=cfg, width="stretch")
 dis = show[show[flag_col].astype(bool)]
 if len(dis):

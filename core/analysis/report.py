@@ -12,6 +12,18 @@ from core.analysis.reference import REPORT_LABEL, team_r2
 from core.engine import registry, suites, train
 
 DISAGREE_R2 = 0.10  # |ours - team| above this is marked as a disagreement
+MAX_REPLICATES = 10  # training replicates looked for per spec (train --seeds N)
+
+
+def replicate_metrics(spec: dict, con) -> list[dict]:
+    """The metrics of every finished training replicate of a spec (replicate 0 first), as train --seeds
+    made them; replicates are looked for up to MAX_REPLICATES and need not be contiguous."""
+    out = []
+    for r in range(MAX_REPLICATES):
+        res = train.cached_result(dict(spec, replicate=r) if r else spec, con=con)
+        if res is not None:
+            out.append(res.metrics)
+    return out
 
 
 def _default_inputs(spec: dict) -> bool:
@@ -28,9 +40,13 @@ def suite_results(suite: str = "report", profile: str = "quick", dataset: str | 
         r = train.cached_result(s, con=con)
         m = r.metrics if r else {}
         t = r.timings if r else {}
+        reps = [x["r2"] for x in replicate_metrics(s, con) if x.get("r2") is not None]
         rows.append({
             "method": suites.row_label(s), "model": s["model"], "params": s["params"], "inputs": s.get("inputs", ""),
             "noise": s["noise_level"], "run_id": r.run_id if r else None, "r2": m.get("r2"), "mae": m.get("mae"),
+            # over the training replicates found (train --seeds N): mean, sample sd, how many
+            "r2_mean": float(sum(reps) / len(reps)) if reps else None,
+            "r2_sd": float(pd.Series(reps).std(ddof=1)) if len(reps) > 1 else None, "n_seeds": len(reps),
             "rmse": m.get("rmse"), "bias": m.get("bias"), "n_params": m.get("n_params"),
             "receptive_field_px": m.get("receptive_field_px"), "fit_s": t.get("fit_s"), "device": t.get("device"),
             # the team's numbers are for each method on its usual input: no comparison for other inputs
@@ -53,12 +69,14 @@ def matrix(suite: str = "report", profile: str = "quick", dataset: str | None = 
         row = {"method": method}
         for _, r in g.iterrows():
             n = f"{r['noise']:g}"
-            row[f"R2 @{n}"] = r["r2"]
+            row[f"R2 @{n}"] = r["r2_mean"] if r.get("r2_mean") is not None else r["r2"]
+            row[f"R2 sd @{n}"] = r.get("r2_sd")
+            row[f"seeds @{n}"] = r.get("n_seeds")
             row[f"team R2 @{n}"] = r["team_r2"]
             row[f"MAE @{n}"] = r["mae"]
             row[f"fit s @{n}"] = r["fit_s"]
-            if ceiling.get(r["noise"]) and r["r2"] is not None and pd.notna(r["r2"]):
-                row[f"of ceiling @{n}"] = r["r2"] / ceiling[r["noise"]]
+            if ceiling.get(r["noise"]) and row[f"R2 @{n}"] is not None and pd.notna(row[f"R2 @{n}"]):
+                row[f"of ceiling @{n}"] = row[f"R2 @{n}"] / ceiling[r["noise"]]
         row["params"] = g["n_params"].dropna().max() if g["n_params"].notna().any() else None
         row["device"] = ", ".join(sorted(set(g["device"].dropna())))
         flags = []
@@ -89,7 +107,8 @@ def markdown(suite: str = "report", profile: str = "quick", dataset: str | None 
     cols += ["params"] + [f"fit s @{n}" for n in noises] + ["device", "disagrees with team"]
     cols = [c for c in cols if c in m.columns]
     lines = [f"Suite `{suite}`, profile `{profile}`, data set `{dataset or config.profile(profile)['dataset']}`; "
-             f"team numbers: {REPORT_LABEL} (their data, not ours).", "",
+             f"team numbers: {REPORT_LABEL} (their data, not ours). R² with several training seeds: mean ± sd "
+             f"(N seeds).", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in m.iterrows():
         vals = []
@@ -97,6 +116,8 @@ def markdown(suite: str = "report", profile: str = "quick", dataset: str | None 
             v = r.get(c)
             if c == "params" and v is not None and pd.notna(v):
                 vals.append(f"{int(v):,}")
+            elif c.startswith("R2 @") and (r.get("seeds " + c[3:]) or 0) > 1:   # mean ± sd (N seeds)
+                vals.append(f"{_fmt(v)} ± {_fmt(r.get('R2 sd ' + c[3:]))} ({int(r.get('seeds ' + c[3:]))})")
             elif c.startswith("fit s"):
                 vals.append(_fmt(v, 1))
             else:

@@ -22,9 +22,12 @@ CODE_DIRS = ("core", "models")
 _NO_DEFAULT = object()
 
 
+REPLICATE_SEED_STEP = 1000   # replicate r trains with seed + r * this (its views keep the spec's seed)
+
+
 def make_spec(model: str, params: dict | None = None, noise_level: float = 1.0, profile: str = "quick",
               dataset: str | None = None, suite: str | None = None, inputs: str | None = None, seed: int = 0,
-              target: str | None = None) -> dict:
+              target: str | None = None, replicate: int = 0) -> dict:
     """A spec for `model` with these parameters; the data set is the profile's unless given, the
     inputs the family's own unless given."""
     s = {"model": model, "params": dict(params or {}), "noise_level": noise_level, "profile": profile,
@@ -35,7 +38,22 @@ def make_spec(model: str, params: dict | None = None, noise_level: float = 1.0, 
         s["inputs"] = inputs
     if target:
         s["target"] = target
+    if replicate:
+        s["replicate"] = int(replicate)
     return s
+
+
+def replicates(specs: list[dict], n: int) -> list[dict]:
+    """Each spec as n training replicates (replicate 0 is the spec itself, same run id as always): the same
+    data, the same noise draws of every split (so the same test set), another training seed."""
+    if n < 1:
+        raise ValueError(f"--seeds must be at least 1, got {n}")
+    return [dict(s, replicate=r) if r else dict(s) for s in specs for r in range(n)]
+
+
+def training_seed(spec: dict) -> int:
+    """The seed a run's fit uses: the spec's, moved by its replicate."""
+    return int(spec.get("seed", 0)) + REPLICATE_SEED_STEP * int(spec.get("replicate", 0))
 
 
 def code_version() -> str:
@@ -73,6 +91,10 @@ def normalise_spec(spec: dict) -> dict:
     }
     if out["target"] not in LABELS:
         raise ValueError(f"unknown target {out['target']!r}; choose one of {', '.join(LABELS)}")
+    if int(spec.get("replicate", 0) or 0) < 0:
+        raise ValueError(f"replicate must be >= 0, got {spec['replicate']!r}")
+    if int(spec.get("replicate", 0) or 0):
+        out["replicate"] = int(spec["replicate"])
     if "suite" in spec:
         out["suite"] = spec["suite"]
     return out
@@ -82,6 +104,8 @@ def spec_hash(spec: dict, dataset_fp: str) -> str:
     s = normalise_spec(spec)
     prof = config.profile(s["profile"])
     payload = {k: s[k] for k in SPEC_KEYS}
+    if s.get("replicate"):            # only when > 0: replicate 0 keeps every run id it always had
+        payload["replicate"] = s["replicate"]
     payload["dataset_fp"] = dataset_fp
     payload["profile_settings"] = {k: v for k, v in prof.items() if k not in ("name", "dataset", "n_spectra")}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -95,6 +119,8 @@ def dependency_specs(spec: dict) -> dict[str, dict]:
     out = {}
     for name, change in MODELS[s["model"]].requires(s).items():
         d = {k: s[k] for k in SPEC_KEYS}
+        if s.get("replicate"):        # a replicate reads the same replicate of what it needs (its own encoder)
+            d["replicate"] = s["replicate"]
         d.update(change)
         out[name] = normalise_spec(d)
     return out

@@ -27,7 +27,7 @@ from core import config
 from core.data import LABELS, Dataset
 from core.engine import registry
 from core.engine.metrics import regression_metrics
-from core.engine.spec import code_version, dependency_specs, normalise_spec, spec_hash
+from core.engine.spec import code_version, dependency_specs, normalise_spec, spec_hash, training_seed
 
 
 def pick_device() -> str:
@@ -185,8 +185,8 @@ def run(spec: dict, force: bool = False, log=print, con=None, on_progress=None) 
             if on_progress:
                 on_progress(**kw)
 
-        ctx = FitContext(profile=prof, seed=spec["seed"], device=device, target=target, progress=progress, log=log,
-                         dataset=ds, deps=deps)
+        ctx = FitContext(profile=prof, seed=training_seed(spec), device=device, target=target, progress=progress,
+                         log=log, dataset=ds, deps=deps)
         t0 = time.perf_counter()
         model.fit(train, val, ctx)
         t_fit = time.perf_counter() - t0
