@@ -78,7 +78,8 @@ def trained_models(ds: Dataset) -> list[Entry]:
     for group in seen.values():
         if len(group) > 1:
             for e in group:
-                e.label += f" ({e.spec.get('profile')}, seed {e.spec.get('seed')})"
+                rep = e.spec.get("replicate", 0)
+                e.label += f" ({e.spec.get('profile')}, seed {e.spec.get('seed')}" + (f", replicate {rep})" if rep else ")")
     out.sort(key=lambda e: (e.noise_level, e.target != "logg", -(e.metrics.get("r2") or -9)))
     return out
 
