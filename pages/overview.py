@@ -42,7 +42,9 @@ st.caption(f"{n_done} of {len(res)} runs finished.")
 # ---- the matrix as a heat map: ours and the team's side by side
 long = []
 for _, r in res.iterrows():
-    long.append({"method": r["method"], "noise": f"noise {r['noise']:g}", "source": "ours", "R2": r["r2"]})
+    ours = r["r2_mean"] if pd.notna(r.get("r2_mean")) else r["r2"]      # the mean over training seeds
+    long.append({"method": r["method"], "noise": f"noise {r['noise']:g}", "source": "ours", "R2": ours,
+                 "seeds": r.get("n_seeds"), "sd": r.get("r2_sd")})
     if r["team_r2"] is not None and pd.notna(r["team_r2"]):
         long.append({"method": r["method"], "noise": f"noise {r['noise']:g}", "source": "team report", "R2": r["team_r2"]})
 long = pd.DataFrame(long)
@@ -53,7 +55,9 @@ base = alt.Chart(long).encode(
 )
 heat = base.mark_rect().encode(
     color=alt.Color("R2:Q", scale=alt.Scale(domain=[0, 1], scheme="viridis"), title="test R²"),
-    tooltip=["method", "noise", "source", alt.Tooltip("R2:Q", format=".3f")])
+    tooltip=["method", "noise", "source", alt.Tooltip("R2:Q", format=".3f"), alt.Tooltip("sd:Q", format=".3f",
+                                                                                        title="sd over seeds"),
+             alt.Tooltip("seeds:Q", title="seeds")])
 text = base.mark_text(fontSize=12).encode(
     text=alt.Text("R2:Q", format=".3f"),
     color=alt.condition("datum.R2 > 0.55", alt.value("black"), alt.value("white")))
@@ -61,8 +65,9 @@ chart = (heat + text).properties(width=140, height=alt.Step(26)).facet(
     column=alt.Column("noise:N", title=None, header=alt.Header(labelFontSize=14))).properties(
     title="Test R² of log g per method and noise level (ours vs team report)")
 st.altair_chart(chart)
-st.caption("Each cell is the coefficient of determination of log g on the held-out test split; blank "
-           "cells: not run, or the team report gives no number. Colour scale clipped at 0.")
+st.caption("Each cell is the coefficient of determination of log g on the held-out test split (with several "
+           "training seeds, their mean: sd and N in the table and the tooltip); blank cells: not run, or the team "
+           "report gives no number. Colour scale clipped at 0.")
 
 # ---- the table, with disagreement marks
 show = mat.copy()
