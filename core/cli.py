@@ -6,10 +6,17 @@ prints a traceback for a user's mistake.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
 from core import config
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror and e.filename and not str(e).startswith("cannot"):
+        return f"{e.filename}: {e.strerror}"
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 def _bar(frac: float, msg: str) -> None:
@@ -101,9 +108,25 @@ def cmd_runs(a) -> int:
     return 0
 
 
+def _client_token(a) -> str | None:
+    """The admin token for a write action: --token-file, else LOGG_TOKEN, else --token (which `ps`
+    shows every user of the machine: the first two do not)."""
+    if a.token_file:
+        try:
+            with open(a.token_file) as f:
+                return f.read().strip() or None
+        except OSError as e:
+            raise ValueError(f"--token-file {a.token_file}: cannot be read ({e.strerror})") from None
+    if a.token:
+        print("note: --token is visible to every user in `ps`; prefer --token-file FILE or LOGG_TOKEN",
+              file=sys.stderr)
+        return a.token
+    return os.environ.get("LOGG_TOKEN")
+
+
 def cmd_jobs(a) -> int:
     from core.engine import jobs
-    token = a.token
+    token = _client_token(a) if a.action in ("submit", "cancel") else None
     if a.action == "submit":
         specs = _suite_specs(a)
         label = f"{a.suite}" + (f" ({a.only})" if a.only else "") + f", {a.profile}"
@@ -128,7 +151,12 @@ def cmd_jobs(a) -> int:
             raise ValueError("jobs cancel needs a job id")
         print(jobs.cancel(a.id, token=token))
     elif a.action == "log":
-        print(jobs.tail(a.id, 200))
+        if a.id is None:
+            raise ValueError("jobs log needs a job id (python -m core jobs list shows them)")
+        if jobs.get(a.id) is None:
+            raise ValueError(f"no job {a.id} (python -m core jobs list shows them)")
+        text = jobs.tail(a.id, 200)
+        print(text if text else f"job {a.id} has written no log yet")
     return 0
 
 
@@ -146,7 +174,7 @@ def cmd_digest(a) -> int:
 
 def cmd_worker(a) -> int:
     from core.engine import jobs
-    n = jobs.worker(idle_exit_s=a.idle, once=a.once)
+    n = jobs.worker(idle_exit_s=a.idle, once=a.once, lock_fd=a.lock_fd)
     print(f"worker: {n} job(s) run", file=sys.stderr)
     return 0
 
@@ -198,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--profile", default="quick", choices=list(config.PROFILES))
     j.add_argument("--dataset")
     j.add_argument("--seeds", type=int, default=1, help="training replicates per spec (as for train)")
-    j.add_argument("--token", help="the admin token, when LOGG_ADMIN_TOKEN is set on this machine")
+    j.add_argument("--token-file", help="a file holding the admin token (when LOGG_ADMIN_TOKEN or "
+                                        "LOGG_ADMIN_TOKEN_FILE is set on this machine); LOGG_TOKEN works too")
+    j.add_argument("--token", help="the admin token on the command line (visible in `ps`: prefer --token-file)")
     j.add_argument("--no-worker", action="store_true", help="only queue; do not start a worker")
     j.set_defaults(func=cmd_jobs)
 
@@ -213,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="run queued jobs one at a time (one worker per artifacts folder)")
     w.add_argument("--idle", type=float, default=20.0, help="exit after this many seconds with an empty queue")
     w.add_argument("--once", action="store_true", help="exit as soon as the queue is empty")
+    w.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)   # the lock ensure_worker took for it
     w.set_defaults(func=cmd_worker)
 
     from core.predict import cli as predict_cli
@@ -221,12 +252,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import sqlite3
+    import warnings
+
     from core.data import DataError
+    # one line per problem: numpy's RuntimeWarnings (a division by a zero error column, ...) are
+    # not the user's to read; the answer or the error says what matters
+    warnings.filterwarnings("ignore", category=RuntimeWarning)
     a = build_parser().parse_args(argv)
     try:
         return a.func(a)
-    except (DataError, ValueError, FileNotFoundError, PermissionError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (DataError, ValueError, OSError) as e:   # OSError: missing files, read-only or full disks
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as e:
+        print(f"error: the run registry {config.registry_path()}: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -15,16 +15,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def artifacts_dir() -> Path:
-    p = Path(os.environ.get("LOGG_ARTIFACTS", ROOT / "artifacts"))
-    p.mkdir(parents=True, exist_ok=True)
+def _made(p: Path) -> Path:
+    """p, created if it can be; on a read-only disk reading goes on and the first write says why."""
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass
     return p
+
+
+def artifacts_dir() -> Path:
+    return _made(Path(os.environ.get("LOGG_ARTIFACTS", ROOT / "artifacts")))
 
 
 def data_dir() -> Path:
-    p = artifacts_dir() / "data"
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+    return _made(artifacts_dir() / "data")
 
 
 def registry_path() -> Path:
@@ -32,9 +37,7 @@ def registry_path() -> Path:
 
 
 def runs_dir() -> Path:
-    p = artifacts_dir() / "runs"
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+    return _made(artifacts_dir() / "runs")
 
 
 NOISE_LEVELS = (0.1, 1.0)

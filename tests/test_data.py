@@ -187,7 +187,19 @@ def _bad_cases():
     nan_flux[7, 3] = np.nan
     dup = w.copy()
     dup[10] = dup[9]
+    labs = lambda **kw: {**{"teff": rng.uniform(3500, 7000, N_IMP), "logg": rng.uniform(1, 5, N_IMP),  # noqa: E731
+                            "mh": np.zeros(N_IMP)}, **kw}
+    neg_teff, big_logg = labs(), labs()
+    neg_teff["teff"][3] = -5.0
+    big_logg["logg"][8] = 42.0
+    repeats = rng.uniform(0.5, 1.5, (N_IMP, P_IMP))
+    repeats[[5, 17, 22]] = repeats[2]
+    no_test = {"train": np.arange(0, 25), "val": np.arange(25, 30), "test": np.arange(0, 0)}
     return {
+        "negative teff": (dict(labels=neg_teff), "/labels/teff = -5 at row 3 is not a star's value"),
+        "log g 42": (dict(labels=big_logg), "/labels/logg = 42 at row 8 is not a star's value"),
+        "repeated spectra": (dict(flux=repeats), "3 spectra repeat another one exactly (first: rows 2 and 5)"),
+        "empty test split": (dict(split=no_test), "/split/test holds 0 spectra"),
         "flux shape": (dict(flux=np.ones((N_IMP, P_IMP + 1))), "/flux has shape"),
         "error shape": (dict(error=np.full((N_IMP, P_IMP - 1), 0.02)), "/error has shape"),
         "label length": (dict(labels=short_lab), "/labels/logg has shape"),

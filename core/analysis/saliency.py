@@ -15,10 +15,19 @@ LOGG_BIN_EDGES = (1.0, 2.0, 3.0, 4.0, 5.0)
 
 
 def _atomic_savez(path, **arrays) -> None:
+    """Cache arrays at path; on a read-only or full artifacts folder the cache is skipped (the
+    caller has the arrays) and nothing half-written stays."""
     import os
     tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
 
 
 def _load_npz(path) -> dict:
@@ -81,7 +90,6 @@ def dataset_physics(ds, noise_level: float, max_stars: int = 200) -> dict:
         raise ValueError(f"{ds.name} was made by simulator v{ds.attrs.get('simulator_version') or '(none: imported)'}; "
                          f"Fisher information needs spectra of this simulator (v{SIMULATOR_VERSION})")
     folder = config.artifacts_dir() / "explain" / ds.fingerprint
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"physics_noise{noise_level:g}_n{max_stars}.npz"
     if path.exists():
         return _load_npz(path)

@@ -51,6 +51,47 @@ def _split_indices(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     return {k: np.sort(v).astype(np.int64) for k, v in parts.items()}
 
 
+def estimated_bytes(n: int, n_pix: int) -> int:
+    """What a data set of n spectra x n_pix pixels takes on disk, with a 5 % margin: float32 flux
+    and error, labels, splits, chunk indices (the quick data set: 100.9 MB, its arrays 100.9 MB)."""
+    return int(1.05 * (2 * 4 * n * n_pix + 4 * 8 * n + 8 * n_pix) + (1 << 20))
+
+
+def room_problem(folder: Path, nbytes: int) -> str | None:
+    """Why `folder` cannot take a write of nbytes (read-only, the process's file-size limit, free
+    space), or None. Checked before a byte is written: HDF5 that runs out of room half-way prints
+    pages of errors and can crash the process as it closes the file."""
+    import resource
+    import shutil
+    if not os.access(folder, os.W_OK):
+        return f"{folder} is read-only; point LOGG_ARTIFACTS at a writable folder"
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if soft != resource.RLIM_INFINITY and soft < nbytes:
+        return f"it needs ~{nbytes / 2 ** 20:.0f} MB and the file-size limit (ulimit -f) is {soft / 2 ** 20:.1f} MB"
+    free = shutil.disk_usage(folder).free
+    if free < nbytes:
+        return f"it needs ~{nbytes / 2 ** 20:.0f} MB and {folder} has {free / 2 ** 20:.0f} MB free"
+    return None
+
+
+def check_room(folder: Path, nbytes: int, what: str) -> None:
+    """Raise DataError, in one line, unless folder can take a write of nbytes (room_problem)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass
+    why = room_problem(folder, nbytes)
+    if why:
+        raise DataError(f"cannot write {what}: {why}; nothing was written")
+
+
+def write_failed(e: BaseException, what: str) -> DataError:
+    """A write that failed half-way (disk full after the check, an I/O error) as one line."""
+    first = " ".join(str(e).split())
+    first = first.split("errno = ")[0].rstrip(" ,(") if "errno = " in first else first
+    return DataError(f"cannot write {what}: {first[:200]}; nothing was written")
+
+
 def _create_arrays(f: h5py.File, n: int, wave: np.ndarray):
     f.create_dataset("wave", data=wave.astype(np.float64))
     rows = max(1, min(256, n))
@@ -88,6 +129,7 @@ def build(name: str | None = None, profile: str = "quick", n: int | None = None,
     counts = simulate.sample_star_counts(n, rng)
     splits = _split_indices(n, rng)
     sim = simulate.default_simulator(device)
+    check_room(path.parent, estimated_bytes(n, int(sim.wave.numel())), f"data set {name}")
     try:
         with h5py.File(tmp, "w") as f:
             wave = sim.wave.detach().cpu().double().numpy()
@@ -122,6 +164,8 @@ def build(name: str | None = None, profile: str = "quick", n: int | None = None,
             })
             f.attrs["fingerprint"] = _fingerprint(f)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        raise write_failed(e, f"data set {name}") from None
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import os
 from pathlib import Path
 from typing import Callable
@@ -10,7 +11,7 @@ from typing import Callable
 import h5py
 import numpy as np
 
-from core.data.building import _create_arrays, _split_indices
+from core.data.building import _create_arrays, _split_indices, check_room, estimated_bytes, write_failed
 from core.data.dataset import (
     LABELS,
     SPLITS,
@@ -20,6 +21,13 @@ from core.data.dataset import (
     _fingerprint,
     dataset_path,
 )
+
+# what a star can be (not our label box: an imported grid may cover more): Teff of the coolest
+# brown dwarfs to the hottest O stars and white dwarfs, log g of supergiants to white dwarfs,
+# [M/H] of the most metal-poor stars known to the most metal-rich
+PHYSICAL_LABELS = {"teff": (500.0, 200000.0, " K"), "logg": (-1.5, 9.5, " dex"), "mh": (-7.0, 1.5, " dex")}
+# the smallest splits a fit and its held-out numbers can rest on (a 20-spectrum grid split 70/15/15 has 14/3/3)
+MIN_SPLIT = {"train": 10, "val": 1, "test": 3}
 
 
 # --------------------------------------------------------------------------- validation / import
@@ -106,6 +114,14 @@ def validate_source(path: str | os.PathLike) -> dict:
             nbad = int((~np.isfinite(lab)).sum())
             if nbad:
                 _problem(f"{path.name}: /labels/{k} has {nbad} NaN/inf values (first at row {int(np.argmax(~np.isfinite(lab)))})")
+            lo, hi, unit = PHYSICAL_LABELS[k]
+            out = (lab < lo) | (lab > hi)
+            if out.any():
+                r = int(np.argmax(out))
+                _problem(f"{path.name}: /labels/{k} = {lab[r]:g} at row {r} is not a star's value ({int(out.sum())} "
+                         f"row(s) outside {lo:g}..{hi:g}{unit})")
+        digests: dict[bytes, int] = {}
+        dups: list[tuple[int, int]] = []
         for i in range(0, n, 2048):
             fl = flux[i:i + 2048]
             er = err[i:i + 2048]
@@ -121,6 +137,16 @@ def validate_source(path: str | os.PathLike) -> dict:
             if np.any(np.mean(fl, axis=1) <= 0):
                 r = i + int(np.argmax(np.mean(fl, axis=1) <= 0))
                 _problem(f"{path.name}: spectrum {r} has a mean flux <= 0 and cannot be normalised")
+            for j, row in enumerate(np.ascontiguousarray(fl, dtype=np.float64)):
+                h = hashlib.blake2b(row.tobytes(), digest_size=16).digest()
+                if h in digests:
+                    dups.append((digests[h], i + j))
+                else:
+                    digests[h] = i + j
+        if dups:
+            a, b = dups[0]
+            _problem(f"{path.name}: {len(dups)} spectra repeat another one exactly (first: rows {a} and {b}); a "
+                     f"repeated spectrum can land in both the training and the test split: remove the repeats")
         splits = None
         if "split" in f:
             splits = {}
@@ -136,6 +162,10 @@ def validate_source(path: str | os.PathLike) -> dict:
             allidx = np.concatenate(list(splits.values()))
             if np.unique(allidx).size != allidx.size:
                 _problem(f"{path.name}: /split/train, val and test overlap")
+            for s, least in MIN_SPLIT.items():
+                if splits[s].size < least:
+                    _problem(f"{path.name}: /split/{s} holds {splits[s].size} spectra; at least {least} are needed "
+                             f"(train {MIN_SPLIT['train']}, val {MIN_SPLIT['val']}, test {MIN_SPLIT['test']})")
         return {"n": n, "n_pix": int(wave.size), "wave_min": float(wave[0]), "wave_max": float(wave[-1]),
                 "error_key": ekey, "has_split": splits is not None}
 
@@ -152,6 +182,7 @@ def import_hdf5(src: str | os.PathLike, name: str | None = None, seed: int = 0,
         raise DataError(f"a data set named {name!r} already exists; pass --name to choose another")
     tmp = path.with_suffix(f".h5.tmp{os.getpid()}")
     n = info["n"]
+    check_room(path.parent, estimated_bytes(n, info["n_pix"]), f"data set {name}")
     try:
         with h5py.File(src, "r") as s, h5py.File(tmp, "w") as f:
             wave = np.asarray(s["wave"][()], dtype=np.float64)
@@ -184,6 +215,8 @@ def import_hdf5(src: str | os.PathLike, name: str | None = None, seed: int = 0,
             })
             f.attrs["fingerprint"] = _fingerprint(f)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        raise write_failed(e, f"data set {name}") from None
     finally:
         if tmp.exists():
             tmp.unlink()

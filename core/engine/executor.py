@@ -40,11 +40,13 @@ def run_many(specs: list[dict], force: bool = False, log=print, keep_going: bool
         todo = []
         for i, s in enumerate(specs):
             r = cached_result(s, con=con)
-            if r is not None and (r.artifact / "run.json").exists():
+            if r is not None and registry.artifact_complete(r.artifact):
                 log(f"{_label(i + 1, len(specs), s)}: R2={r.metrics['r2']:.3f} MAE={r.metrics['mae']:.3f} (cached)")
                 out[i] = r
             else:
                 todo.append(i)
+    if todo:   # something will be fitted: a read-only or full artifacts folder fails here, in one line
+        registry.require_writable(con)
     watched = should_stop is not None or on_update is not None   # a job: fits stay stoppable in workers
     if workers > 1 and (len(todo) > 1 or (todo and watched)):
         n_cached = len(specs) - len(todo)
@@ -55,6 +57,9 @@ def run_many(specs: list[dict], force: bool = False, log=print, keep_going: bool
                             lambda n, running: on_update(n + n_cached, [todo[j] for j in running]))
         for i, r in zip(todo, res):
             out[i] = r
+        full = next((str(r) for r in res if isinstance(r, Exception) and str(r).startswith("StorageError: ")), None)
+        if full:   # a worker's disk refused a write: say it once, as the single-process path does
+            raise registry.StorageError(full.removeprefix("StorageError: "))
         return out
     for i in todo:
         s = specs[i]
@@ -67,7 +72,7 @@ def run_many(specs: list[dict], force: bool = False, log=print, keep_going: bool
             out[i] = r
         except Exception as e:  # recorded in the registry by run()
             log(f"{label}: FAILED: {type(e).__name__}: {e}")
-            if not keep_going:
+            if not keep_going or isinstance(e, registry.StorageError):   # the next fit would fail the same way
                 raise
             out[i] = e
     return out

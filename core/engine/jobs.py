@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import hmac
 import json
 import os
 import subprocess
@@ -57,15 +58,40 @@ class NotAllowed(PermissionError):
 
 def connect():
     con = registry.connect()
-    con.executescript(JOB_SCHEMA)
+    if not con.readonly:
+        con.executescript(JOB_SCHEMA)
+    elif not con.execute("SELECT 1 FROM sqlite_master WHERE name='jobs'").fetchone():
+        # a read-only registry from before the queue existed: an empty queue, in memory
+        con.execute("ATTACH DATABASE ':memory:' AS mem")
+        con.executescript(JOB_SCHEMA.split("CREATE INDEX")[0].replace("EXISTS jobs", "EXISTS mem.jobs"))
     return con
 
 
+def admin_token() -> str | None:
+    """The server's admin token: LOGG_ADMIN_TOKEN, or the first line of the file LOGG_ADMIN_TOKEN_FILE
+    names (so that it is in no command line). None when neither is set: write actions are open."""
+    if os.environ.get("LOGG_ADMIN_TOKEN"):
+        return os.environ["LOGG_ADMIN_TOKEN"]
+    path = os.environ.get("LOGG_ADMIN_TOKEN_FILE")
+    if not path:
+        return None
+    try:
+        with open(path) as f:
+            tok = f.readline().strip()
+    except OSError as e:
+        raise NotAllowed(f"LOGG_ADMIN_TOKEN_FILE={path} cannot be read ({e.strerror}): write actions are "
+                         f"refused until it can") from None
+    if not tok:
+        raise NotAllowed(f"LOGG_ADMIN_TOKEN_FILE={path} is empty: write actions are refused until it holds a token")
+    return tok
+
+
 def check_token(token: str | None) -> None:
-    """Write actions need LOGG_ADMIN_TOKEN when it is set; reading never does."""
-    want = os.environ.get("LOGG_ADMIN_TOKEN")
-    if want and token != want:
-        raise NotAllowed("this action needs the admin token (LOGG_ADMIN_TOKEN is set on the server)")
+    """Write actions need the admin token when the server has one; reading never does."""
+    want = admin_token()
+    if want and not hmac.compare_digest((token or "").encode(), want.encode()):
+        raise NotAllowed("this action needs the admin token (set on the server by LOGG_ADMIN_TOKEN or "
+                         "LOGG_ADMIN_TOKEN_FILE)")
 
 
 def specs_key(specs: list[dict]) -> str:
@@ -106,6 +132,7 @@ def submit(specs: list[dict], label: str = "", token: str | None = None, con=Non
     from core.engine.train import normalise_spec
     specs = [normalise_spec(s) for s in specs]
     con = con or connect()
+    registry.require_writable(con)   # a read-only or full artifacts folder: one line, nothing queued
     key = specs_key(specs)
     with registry.transaction(con):
         for r in con.execute("SELECT job_id, worker_pid, state FROM jobs WHERE key=? AND state IN ('queued','running')",
@@ -169,13 +196,24 @@ def worker_alive() -> bool:
 
 
 def ensure_worker() -> bool:
-    """Start a worker process in the background if none is alive. Returns True if one was started."""
-    if worker_alive():
-        return False
-    out = open(config.artifacts_dir() / "worker.out", "a")
-    subprocess.Popen([sys.executable, "-m", "core", "worker"], cwd=config.ROOT, stdout=out, stderr=subprocess.STDOUT,
-                     stdin=subprocess.DEVNULL, start_new_session=True, env=dict(os.environ))
-    return True
+    """Start a worker process in the background if none is alive. Returns True if one was started.
+
+    The lock is taken here, before the worker starts, and handed to it as an inherited file
+    descriptor (flock belongs to the open file, which both then share): ten submits at once see
+    the lock taken by the first and start one worker, not ten."""
+    lockf = open(_lock_file(), "a+")
+    try:
+        try:
+            fcntl.flock(lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        with open(config.artifacts_dir() / "worker.out", "a") as out:
+            subprocess.Popen([sys.executable, "-m", "core", "worker", "--lock-fd", str(lockf.fileno())],
+                             cwd=config.ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             start_new_session=True, env=dict(os.environ), pass_fds=(lockf.fileno(),))
+        return True
+    finally:
+        lockf.close()   # the worker's copy keeps the lock; ours goes
 
 
 def recover(con) -> int:
@@ -321,9 +359,10 @@ def run_job(con, job: dict) -> str:
     return state
 
 
-def worker(idle_exit_s: float = 20.0, once: bool = False) -> int:
-    """Take jobs one at a time until the queue has been empty for idle_exit_s seconds."""
-    lockf = open(_lock_file(), "a+")
+def worker(idle_exit_s: float = 20.0, once: bool = False, lock_fd: int | None = None) -> int:
+    """Take jobs one at a time until the queue has been empty for idle_exit_s seconds. lock_fd: the
+    worker lock, already taken by the process that started this one (ensure_worker)."""
+    lockf = os.fdopen(lock_fd, "a+") if lock_fd is not None else open(_lock_file(), "a+")
     try:
         fcntl.flock(lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

@@ -6,10 +6,13 @@ artifact folder has been renamed into place (core/train writes to a temporary
 folder first), and a 'running' row whose process is gone is reported as
 'interrupted', so a run killed half-way is never mistaken for a finished one.
 Every write is one short transaction; WAL mode lets the app read while a worker writes.
+On a read-only artifacts folder (a shared archive, a read-only mount) the registry opens
+read-only: everything that reads works, and a write fails with StorageError, in one line.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import os
 import sqlite3
@@ -58,24 +61,147 @@ def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def connect(path: Path | None = None) -> sqlite3.Connection:
+class StorageError(OSError):
+    """The artifacts folder cannot take a write (read-only, full disk, a file-size limit). Its
+    message is one line that names the path; nothing half-written is left behind."""
+
+
+# errno values that mean "this storage cannot take the write" rather than a bug
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM}
+_SQLITE_STORAGE = ("readonly", "read-only", "disk is full", "disk i/o", "unable to open", "file too large")
+
+
+def storage_problem(e: BaseException) -> bool:
+    """Whether an exception says the storage cannot take a write (not a bug in our code)."""
+    if isinstance(e, StorageError):
+        return True
+    if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
+        return True
+    if isinstance(e, sqlite3.OperationalError):
+        return any(w in str(e).lower() for w in _SQLITE_STORAGE)
+    return False
+
+
+def storage_error(e: BaseException, path) -> StorageError:
+    """One line for a storage failure at path: what happened and what to do."""
+    if isinstance(e, StorageError):
+        return e
+    msg = str(e).lower()
+    err = getattr(e, "errno", None)
+    if err == errno.EFBIG or "too large" in msg:
+        why = "a file-size limit (ulimit -f) stops the write"
+    elif err in (errno.ENOSPC, errno.EDQUOT) or "disk is full" in msg:
+        why = "the disk is full"
+    elif err == errno.EROFS or "readonly" in msg or "read-only" in msg:
+        why = "it is read-only"
+    else:
+        why = " ".join(str(e).split())[:160]
+    return StorageError(f"cannot write {path}: {why}; nothing was changed (free space, or point LOGG_ARTIFACTS "
+                        f"at a writable folder)")
+
+
+class Connection(sqlite3.Connection):
+    """A registry connection that knows its file and whether it was opened read-only."""
+    path: Path
+    readonly: bool
+
+
+def _writable(path: Path) -> bool:
+    if path.exists():
+        return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+    return os.access(path.parent, os.W_OK)
+
+
+def connect(path: Path | None = None, readonly: bool | None = None) -> Connection:
+    """The registry at path (default artifacts/registry.sqlite). readonly=None: read-only when the
+    file or its folder cannot be written, else read-write (WAL, tables created)."""
     path = Path(path or config.registry_path())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    con = sqlite3.connect(path, timeout=30, isolation_level=None)
-    con.row_factory = sqlite3.Row
-    con.execute("PRAGMA journal_mode=WAL")
+    if readonly is None:
+        readonly = path.parent.is_dir() and not _writable(path)
+    if not readonly:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(path, timeout=30, isolation_level=None, factory=Connection)
+            con.row_factory = sqlite3.Row
+            con.execute("PRAGMA busy_timeout=30000")
+            con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(SCHEMA)
+        except (sqlite3.OperationalError, OSError) as e:
+            if not storage_problem(e):
+                raise
+            if not path.exists():
+                raise storage_error(e, path) from None
+            readonly = True   # a full disk or a read-only file: read what is there
+        else:
+            con.path, con.readonly = path, False
+            return con
+    if not path.exists():
+        raise StorageError(f"no run registry at {path}, and its folder is read-only: nothing has been run here")
+    con = None
+    for query in ("mode=ro", "immutable=1"):   # immutable: WAL files cannot be created beside it
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?{query}", uri=True, timeout=30, isolation_level=None,
+                              factory=Connection)
+        con.row_factory = sqlite3.Row
+        try:
+            con.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            break
+        except sqlite3.OperationalError:
+            con.close()
+            con = None
+    if con is None:
+        raise StorageError(f"cannot read the run registry {path} (read-only, and no -wal/-shm files can be made)")
     con.execute("PRAGMA busy_timeout=30000")
-    con.executescript(SCHEMA)
+    con.path, con.readonly = path, True
     return con
+
+
+def require_writable(con) -> None:
+    """Raise StorageError (one line) unless this registry and the runs folder can take a write:
+    called before anything is fitted or queued, so a read-only or full disk changes nothing."""
+    path = getattr(con, "path", config.registry_path())
+    if getattr(con, "readonly", False):
+        raise storage_error(OSError(errno.EROFS, "read-only"), path)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("ROLLBACK")
+    except sqlite3.OperationalError as e:
+        raise storage_error(e, path) from None
+    folder = config.artifacts_dir()
+    probe = folder / f".write-probe-{os.getpid()}"
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"x" * 65536)
+    except OSError as e:
+        raise storage_error(e, folder) from None
+    finally:
+        try:
+            probe.unlink()
+        except OSError:
+            pass
+    from core.data.building import room_problem
+    why = room_problem(folder, MIN_FREE_BYTES)
+    if why:
+        raise StorageError(f"cannot write {folder}: a fit may write up to {MIN_FREE_BYTES >> 20} MB and "
+                           f"{why.removeprefix(f'it needs ~{MIN_FREE_BYTES >> 20} MB and ')}; nothing was changed")
+
+
+# what one fit may write (a model, its test predictions, a view's cache): the quick and default
+# profiles' largest run folders are ~2 MB; the full profile's networks tens of MB
+MIN_FREE_BYTES = 64 << 20
 
 
 @contextmanager
 def transaction(con: sqlite3.Connection):
-    con.execute("BEGIN IMMEDIATE")
+    try:
+        con.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as e:
+        if storage_problem(e):
+            raise storage_error(e, getattr(con, "path", "the run registry")) from None
+        raise
     try:
         yield con
         con.execute("COMMIT")
-    except BaseException:
+    except BaseException as e:
         # an interrupt (Ctrl-C, a worker's SIGTERM) can land after COMMIT took effect: roll back
         # only an open transaction, and never let the rollback's error replace the interrupt
         if con.in_transaction:
@@ -83,6 +209,8 @@ def transaction(con: sqlite3.Connection):
                 con.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
+        if storage_problem(e) and isinstance(e, sqlite3.Error):
+            raise storage_error(e, getattr(con, "path", "the run registry")) from None
         raise
 
 
@@ -149,7 +277,7 @@ def claim_run(con, run_id: str, spec: dict, dataset_fp: str, code_version: str, 
                 and _pid_alive(prev["pid"]):
             return False, prev
         if prev and prev["status"] == "done" and not force and prev.get("artifact_path") \
-                and (Path(prev["artifact_path"]) / "run.json").exists():
+                and artifact_complete(prev["artifact_path"]):
             return False, prev
         _upsert_running(con, run_id, spec, dataset_fp, code_version, device)
     return True, prev
@@ -180,10 +308,38 @@ def get(con, run_id: str) -> dict | None:
     return _row(con.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone())
 
 
+def artifact_files(folder: Path) -> dict:
+    """{relative path: size in bytes} of every file of a run folder but run.json (which lists them)."""
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != "run.json"}
+
+
+def artifact_complete(folder) -> bool:
+    """Whether a run folder holds everything its fit wrote: run.json and every file it lists (with
+    its size). Folders from before run.json listed its files need model/model.json and
+    predictions.npz. A run whose files were deleted is then refitted, not served from the cache."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "run.json").read_text())
+    except (OSError, ValueError):
+        return False
+    files = meta.get("files") if isinstance(meta, dict) else None
+    if not isinstance(files, dict):
+        return (folder / "model" / "model.json").is_file() and (folder / "predictions.npz").is_file()
+    for rel, size in files.items():
+        try:
+            if (folder / rel).stat().st_size != size:
+                return False
+        except OSError:
+            return False
+    return True
+
+
 def finished(con, run_id: str) -> dict | None:
-    """The run if it is done and its artifact folder exists; else None."""
+    """The run if it is done and its artifact folder holds all its files; else None."""
     r = get(con, run_id)
-    if r and r["status"] == "done" and r.get("artifact_path") and Path(r["artifact_path"]).is_dir():
+    if r and r["status"] == "done" and r.get("artifact_path") and artifact_complete(r["artifact_path"]):
         return r
     return None
 

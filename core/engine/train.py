@@ -65,7 +65,7 @@ def load_model(folder: Path):
     m.inputs = meta["spec"]["inputs"]
     for name, rid in m.dependency_runs().items():
         dep = config.runs_dir() / rid
-        if not (dep / "run.json").exists():
+        if not registry.artifact_complete(dep):
             raise FileNotFoundError(f"run {meta['run_id']} needs run {rid} ({name}), which is not in {config.runs_dir()}")
         m.attach(name, _dependency_model(dep))
     return m
@@ -147,9 +147,10 @@ def run(spec: dict, force: bool = False, log=print, con=None, on_progress=None) 
     con = con or registry.connect()
     final = config.runs_dir() / rid
     done = registry.finished(con, rid)
-    if done and not force and (final / "run.json").exists():
+    if done and not force and registry.artifact_complete(final):
         return Result(rid, spec, done["metrics"], done["timings"] or {}, final, cached=True)
 
+    registry.require_writable(con)   # a read-only or full artifacts folder: one line, nothing changed
     prof = config.profile(spec["profile"])
     deps = _dependencies(spec, log, con)
     device = pick_device()
@@ -168,7 +169,7 @@ def run(spec: dict, force: bool = False, log=print, con=None, on_progress=None) 
             said = True
         time.sleep(BUSY_POLL_S)
         done = registry.finished(con, rid)
-        if done and (final / "run.json").exists():
+        if done:
             return Result(rid, spec, done["metrics"], done["timings"] or {}, final, cached=True)
     tmp = config.runs_dir() / f"{rid}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -213,7 +214,8 @@ def run(spec: dict, force: bool = False, log=print, con=None, on_progress=None) 
         np.savez(tmp / "predictions.npz", **arrays)
         (tmp / "run.json").write_text(json.dumps({"run_id": rid, "spec": spec, "metrics": metrics,
                                                   "timings": timings, "dataset_fp": ds.fingerprint,
-                                                  "code_version": code_version()}, indent=2))
+                                                  "code_version": code_version(),
+                                                  "files": registry.artifact_files(tmp)}, indent=2))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -222,8 +224,13 @@ def run(spec: dict, force: bool = False, log=print, con=None, on_progress=None) 
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-        registry.fail_run(con, rid, "".join(traceback.format_exception_only(type(e), e)).strip()
-                          + "\n" + traceback.format_exc()[-3000:], status)
+        try:
+            registry.fail_run(con, rid, "".join(traceback.format_exception_only(type(e), e)).strip()
+                              + "\n" + traceback.format_exc()[-3000:], status)
+        except registry.StorageError:
+            pass   # the disk that failed the fit also refuses the record: the row reads 'interrupted'
+        if registry.storage_problem(e) and not isinstance(e, registry.StorageError):
+            raise registry.storage_error(e, config.runs_dir()) from None
         raise
 
 

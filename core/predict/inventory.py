@@ -57,7 +57,7 @@ def trained_models(ds: Dataset) -> list[Entry]:
         if r.get("dataset_fp") != ds.fingerprint or not r.get("artifact_path"):
             continue
         art = Path(r["artifact_path"])
-        if not (art / "run.json").exists():
+        if not registry.artifact_complete(art):
             continue
         spec, inputs = r["spec"], r["spec"].get("inputs", "flux")
         label = suites.row_label(spec)

@@ -13,8 +13,8 @@ STATE_ICON = {"queued": "⏳", "running": "▶️", "done": "✅", "failed": "�
 
 
 def token_input(key: str) -> str | None:
-    """A password field, shown only when the server has LOGG_ADMIN_TOKEN set."""
-    if not os.environ.get("LOGG_ADMIN_TOKEN"):
+    """A password field, shown only when the server has an admin token (LOGG_ADMIN_TOKEN or _FILE)."""
+    if not (os.environ.get("LOGG_ADMIN_TOKEN") or os.environ.get("LOGG_ADMIN_TOKEN_FILE")):
         return None
     return st.text_input("Admin token", type="password", key=f"token_{key}",
                          help="This server asks for a token before launching or cancelling jobs.")
@@ -89,10 +89,10 @@ def first_start_runs(dataset: str | None) -> int | None:
     if os.environ.get("LOGG_FIRST_START", "1") == "0":  # the test suite turns the automatic first run off
         return None
     con = jobs.connect()
-    if not jobs.registry_is_empty(con):
+    if con.readonly or not jobs.registry_is_empty(con):   # a read-only archive is shown, never trained into
         return None
     specs = suites.suite("report", "quick", dataset)
-    jid, _ = jobs.submit(specs, label="first start: report suite, quick", token=os.environ.get("LOGG_ADMIN_TOKEN"), con=con)
+    jid, _ = jobs.submit(specs, label="first start: report suite, quick", token=jobs.admin_token(), con=con)
     jobs.ensure_worker()
     return jid
 
