@@ -1,5 +1,5 @@
 """Digest: the group's meeting report written from the registry (core/analysis/digest.py), in English or
-Chinese, downloadable as Markdown. Every number of ours carries the id of its run."""
+Chinese, downloadable as Markdown. Every number of ours carries a reference [rN] into the run index at its end."""
 from __future__ import annotations
 
 import datetime as _dt
@@ -17,6 +17,8 @@ lang = c1.radio("Language", ["en", "zh"], format_func=lambda x: {"en": "English"
 since = c2.date_input("Mark questions answered since", value=_dt.date.today() - _dt.timedelta(days=7))
 md = digest.build(profile, ds.name, since=since.isoformat(), lang=lang)
 st.download_button("Download Markdown", md.encode(), f"digest_{ds.name}_{lang}.md", "text/markdown")
-st.caption("Verdicts come from the rules written next to each hypothesis in core/analysis/digest.py; a hypothesis whose "
-           "runs are missing reads 'not run'.")
+st.caption("Verdicts come from the rules written next to each hypothesis in core/analysis/digest.py, each gap judged "
+           "against 2 combined errors (bootstrap over the test stars and spread over training seeds, "
+           "core/analysis/verdicts.py); a hypothesis whose runs are missing reads 'not run'. [rN] points to the run "
+           "index at the end.")
 st.markdown(md)

@@ -1,27 +1,39 @@
 """The meeting digest: the group's report, written from live numbers in the registry.
 
-`build(profile, dataset, since, lang)` returns Markdown in the shape of the group's own report
-(core conclusions per experiment, the matrix at each noise level with the team's numbers
-beside ours, hypotheses with computed verdicts, open questions, an index of runs). Every
-number of ours is printed with the id of the run it comes from. Each hypothesis carries its
-rule here, next to its text; a rule whose runs are missing says "not run", never guesses.
+`build(profile, dataset, since, lang)` returns Markdown in the shape of the group's own report: what to
+read first (which data set, how many spectra and training seeds, how the verdicts weigh errors), core
+conclusions per experiment, the matrix at each noise level with the team's numbers beside ours,
+hypotheses with computed verdicts, open questions, and the run index. A number of ours is the mean
+over a spec's training replicates (`train --seeds N`), with its sd and N when there are several, and
+carries a reference [rN] into the run index at the end, which lists the id of every run behind it.
+
+Each hypothesis carries its rule here, next to its text, with its threshold (a module constant); a
+rule decides on one statistic of the runs (a gap, a fraction, a level), stated with its combined error
+sqrt(SE_boot^2 + sd_seed^2) and judged by core/analysis/verdicts.py: inconclusive when the statistic
+minus its threshold is inside 2 combined errors. A rule whose runs are missing says "not run", never
+guesses.
 """
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass
+import json
+import re
+from dataclasses import dataclass, field
 from typing import Callable
 
 import pandas as pd
 
 from core import config
+from core.analysis import verdicts
 from core.analysis.reference import REPORT_LABEL, team_r2
+from core.analysis.verdicts import Arm, as_arm, judge
 from core.engine import registry, suites, train
 
 H = {
     "title": {"en": "log g experiments: meeting digest", "zh": "log g 实验：会议摘要"},
     "generated": {"en": "Generated", "zh": "生成时间"},
     "data": {"en": "Data set", "zh": "数据集"},
+    "caveats": {"en": "Read this first", "zh": "阅读须知"},
     "conclusions": {"en": "Core conclusions", "zh": "核心结论汇总"},
     "matrix": {"en": "Performance matrix", "zh": "性能矩阵"},
     "noise": {"en": "noise level", "zh": "噪声水平"},
@@ -33,190 +45,281 @@ H = {
     "team": {"en": REPORT_LABEL, "zh": "团队报告 2025-12-01"},
     "hyp": {"en": "hypothesis", "zh": "假设"},
     "verdict": {"en": "verdict", "zh": "结论"},
+    "stat": {"en": "statistic ± combined error", "zh": "统计量 ± 合并误差"},
+    "threshold": {"en": "threshold", "zh": "阈值"},
     "evidence": {"en": "evidence", "zh": "证据"},
     "rule": {"en": "rule", "zh": "规则"},
     "status": {"en": "status", "zh": "状态"},
     "since": {"en": "answered since", "zh": "新近回答（自）"},
 }
 VERDICT_WORDS = {"verified": {"en": "verified", "zh": "已验证"}, "refuted": {"en": "refuted", "zh": "被否定"},
-                 "inconclusive": {"en": "inconclusive (within 2 bootstrap SE)", "zh": "无定论（差异在 2 个 bootstrap 标准误内）"},
+                 "inconclusive": {"en": "inconclusive (within 2 combined errors)", "zh": "无定论（差异在 2 个合并误差内）"},
                  "not run": {"en": "not run", "zh": "未运行"}}
+
+# thresholds of the rules (each rule's docstring names the one it uses)
+META_R2 = 0.05          # metadata baselines "cannot predict" below this R^2
+TRANSFORMER_GAP = 0.05  # "far better": the window CNN ahead of the transformer by more than this
+GLOBAL_KEEP = 0.60      # "collapse": keeping less than this fraction of the noise-0.1 R^2 at noise 1.0
+ERROR_R2 = 0.5          # the error vector alone "predicts log g" above this R^2
+HALF_R2 = 0.5           # the R^2 the group wants at noise 1.0
+LATENT_DELTA = 0.02     # R^2 differences up to this are ties (latent extraction), the margin of fine-tuning
+RUN_ID = re.compile(r"\b[0-9a-f]{16}\b")
 
 
 @dataclass
 class Evidence:
-    """Our numbers behind one verdict: (label, value, run) triples."""
+    """Our numbers behind one verdict: arms (labelled), the statistic the verdict rests on with its
+    uncertainty, the threshold, and further notes with their own arms (controls, models left out)."""
     items: list
+    stat: str = ""
+    threshold: str = ""
+    more: list = field(default_factory=list)   # (note, [Arm]) pairs
 
-    def text(self) -> str:
-        return "; ".join(f"{lab} R² = {v:.3f} (run {r.run_id})" for lab, v, r in self.items)
+    @staticmethod
+    def _arms(arms, refs) -> str:
+        return "; ".join(f"{a.label} R² = {a.fmt()}" + (f" [{refs[a.run_id]}]" if refs and a.run_id in refs else "")
+                         for a in arms)
+
+    def text(self, refs: dict | None = None) -> str:
+        out = self._arms(self.items, refs)
+        for note, arms in self.more:
+            out += (". " if out else "") + note + (": " + self._arms(arms, refs) if arms else "")
+        return out
+
+    def arms(self) -> list:
+        return list(self.items) + [a for _, arms in self.more for a in arms]
 
     def runs(self) -> list:
-        return [r for _, _, r in self.items]
+        return [r for a in self.arms() for r in a.runs]
 
 
 class Ctx:
-    """Looks up finished results of specs for one profile and data set."""
+    """Looks up finished results of specs for one profile and data set, each as an Arm: the spec's run and
+    its training replicates."""
 
     def __init__(self, profile: str, dataset: str | None, con=None):
         self.profile, self.dataset = profile, dataset or config.profile(profile)["dataset"]
         self.con = con or registry.connect()
-        self.used: dict[str, train.Result] = {}
+        self.used: dict[str, Arm] = {}
+        self._memo: dict[str, Arm | None] = {}
+        done = registry.runs(self.con, status="done", dataset=self.dataset)
+        self.max_replicate = max([int(r["spec"].get("replicate", 0) or 0) for r in done] + [0])
 
-    def get(self, model: str, noise: float, inputs: str | None = None, **params):
+    def get(self, model: str, noise: float, inputs: str | None = None, **params) -> Arm | None:
         s = {"model": model, "params": params, "noise_level": noise, "profile": self.profile,
              "dataset": self.dataset, "seed": 0}
         if inputs:
             s["inputs"] = inputs
         return self.get_spec(s)
 
-    def get_spec(self, spec: dict):
-        r = train.cached_result(spec, con=self.con)
-        if r is not None:
-            self.used[r.run_id] = r
-        return r
+    def get_spec(self, spec: dict) -> Arm | None:
+        key = json.dumps(spec, sort_keys=True, default=str)
+        if key not in self._memo:
+            r = train.cached_result(spec, con=self.con)
+            arm = None
+            if r is not None:
+                reps = [train.cached_result(dict(spec, replicate=k), con=self.con)
+                        for k in range(1, self.max_replicate + 1)]
+                arm = Arm("", [r] + [x for x in reps if x is not None], fixed=spec.get("model") == "likelihood_ceiling")
+            self._memo[key] = arm
+        arm = self._memo[key]
+        if arm is not None:
+            self.used[arm.run_id] = arm
+        return arm
 
 
 def r2(r) -> float | None:
-    return None if r is None else float(r.metrics["r2"])
+    return None if r is None else as_arm(r).r2
 
 
 def r2_gap(a, b, n_boot: int = 300, seed: int = 0) -> tuple[float, float]:
-    """R^2(a) - R^2(b) and its bootstrap standard error over the test spectra both runs share
-    (the spread a single pair of runs can show; SE 0 when the predictions are not stored)."""
-    import numpy as np
-    d = r2(a) - r2(b)
-    try:
-        pa, pb = a.predictions(), b.predictions()
-    except (AttributeError, OSError, KeyError):
-        return d, 0.0
-    if not np.array_equal(pa["index"], pb["index"]):
-        return d, 0.0
-    from core.engine.metrics import bootstrap_se_r2_gap
-    return d, bootstrap_se_r2_gap(pa["y_true"], pa["y_pred"], pb["y_pred"], n_boot=n_boot, seed=seed)
+    """R^2(a) - R^2(b) (means over replicates) and the paired bootstrap SE of that gap over the test
+    stars (0 when the predictions are not stored)."""
+    e = verdicts.gap(as_arm(a), as_arm(b), n_boot=n_boot, seed=seed)
+    return e.value, e.se_boot or 0.0
 
 
 def better(a, b) -> int:
-    """+1 when run a beats run b by more than 2 bootstrap SE in R^2, -1 when b beats a so, else 0."""
-    d, se = r2_gap(a, b)
-    return 0 if abs(d) <= 2 * se else (1 if d > 0 else -1)
+    """+1 when a beats b by more than 2 combined errors in R^2, -1 when b beats a so, else 0."""
+    return {"verified": 1, "refuted": -1, "inconclusive": 0}[judge(verdicts.gap(as_arm(a), as_arm(b)), 0.0)]
+
+
+def _a(x, label: str) -> Arm | None:
+    return as_arm(x, label)
+
+
+def _learned(c, noise: float) -> list[tuple[str, str, Arm]]:
+    """(label, model, arm) of the report suite's learned models that have run at this noise level."""
+    out = [(lab, m, _a(c.get(m, noise, **p), f"{lab} @{noise:g}")) for lab, m, p in suites.REPORT_ROWS
+           if not m.startswith("metadata")]
+    return [(lab, m, a) for lab, m, a in out if a is not None]
+
+
+def _best(arms: list) -> Arm:
+    return max(arms, key=lambda a: a.r2)
+
+
+def _short(a: Arm) -> str:
+    return a.label.rsplit(" @", 1)[0]
 
 
 # --------------------------------------------------------------------------- hypotheses and their rules
 def h_metadata(c: Ctx):
-    """Rule: verified when both metadata baselines stay below R^2 = 0.05 at every noise level."""
-    items = [(f"{m} @{n:g}", r2(r), r) for m in ("metadata_ridge", "metadata_lgbm") for n in config.NOISE_LEVELS
-             for r in [c.get(m, n)] if r]
-    if len(items) < 4:
-        return "not run", Evidence(items)
-    return ("verified" if max(v for _, v, _ in items) < 0.05 else "refuted"), Evidence(items)
+    """Rule: each metadata baseline's R^2 < META_R2 (0.05) at every noise level: verified when every one is
+    below by more than 2 combined errors, refuted when one is above so; inconclusive otherwise."""
+    arms = [a for m in ("metadata_ridge", "metadata_lgbm") for n in config.NOISE_LEVELS
+            for a in [_a(c.get(m, n), f"{m} @{n:g}")] if a]
+    if len(arms) < 4:
+        return "not run", Evidence(arms)
+    ests = [verdicts.level(a) for a in arms]
+    vs = [judge(e, META_R2, above=False) for e in ests]
+    verdict = "refuted" if "refuted" in vs else "verified" if all(v == "verified" for v in vs) else "inconclusive"
+    hi = max(range(len(arms)), key=lambda i: ests[i].value)
+    return verdict, Evidence(arms, ests[hi].describe(f"highest R² ({arms[hi].label})"), f"R² < {META_R2} (each)")
+
+
+def _best_of(target: Arm, others: list, name: str):
+    other = _best(others)
+    est = verdicts.gap(target, other)
+    return judge(est, 0.0), est.describe(f"gap {name} − {_short(other)}"), other
 
 
 def h_lgbm_best_high_noise(c: Ctx):
-    """Rule: verified when LightGBM has the highest R^2 at noise 1.0 among the learned models of the report
-    suite; refuted when another model beats it by more than 2 bootstrap SE; inconclusive in between."""
-    rs = {lab: c.get(m, 1.0, **p) for lab, m, p in suites.REPORT_ROWS if not m.startswith("metadata")}
-    rs = {k: v for k, v in rs.items() if v is not None}
-    if "LightGBM" not in rs or len(rs) < 3:
+    """Rule: LightGBM minus the best other learned model of the report suite at noise 1.0 (threshold 0):
+    verified when LightGBM leads by more than 2 combined errors, refuted when the other leads so."""
+    rs = _learned(c, 1.0)
+    lg = [a for lab, _, a in rs if lab == "LightGBM"]
+    if not lg or len(rs) < 3:
         return "not run", Evidence([])
-    best = max(rs, key=lambda k: r2(rs[k]))
-    items = [("LightGBM @1", r2(rs["LightGBM"]), rs["LightGBM"])]
-    if best == "LightGBM":
-        return "verified", Evidence(items)
-    items.append((f"{best} @1", r2(rs[best]), rs[best]))
-    return ("refuted" if better(rs[best], rs["LightGBM"]) > 0 else "inconclusive"), Evidence(items)
+    verdict, stat, other = _best_of(lg[0], [a for lab, _, a in rs if lab != "LightGBM"], "LightGBM")
+    return verdict, Evidence([lg[0], other], stat, "gap > 0")
 
 
 def h_dilation2(c: Ctx):
-    """Rule: verified when dilation 2 gives the dilated CNN's highest R^2 at noise 0.1 among d = 1, 2, 4, 8;
-    refuted when another dilation beats it by more than 2 bootstrap SE; inconclusive in between."""
-    rs = {d: c.get("dilated_cnn", 0.1, dilation=d) for d in (1, 2, 4, 8)}
+    """Rule: the dilated CNN with d = 2 minus the best of d = 1, 4, 8 at noise 0.1 (threshold 0): verified
+    when d = 2 leads by more than 2 combined errors, refuted when another dilation leads so."""
+    rs = {d: _a(c.get("dilated_cnn", 0.1, dilation=d), f"d={d} @0.1") for d in (1, 2, 4, 8)}
     if any(v is None for v in rs.values()):
-        return "not run", Evidence([(f"d={d} @0.1", r2(v), v) for d, v in rs.items() if v])
-    best = max(rs, key=lambda d: r2(rs[d]))
-    ev = Evidence([(f"d={d} @0.1", r2(v), v) for d, v in rs.items()])
-    if best == 2:
-        return "verified", ev
-    return ("refuted" if better(rs[best], rs[2]) > 0 else "inconclusive"), ev
+        return "not run", Evidence([v for v in rs.values() if v])
+    verdict, stat, _ = _best_of(rs[2], [v for d, v in rs.items() if d != 2], "d=2")
+    return verdict, Evidence(list(rs.values()), stat, "gap > 0")
 
 
 def h_k256(c: Ctx):
-    """Rule: verified when the top-K window CNN with K = 256 beats K = 512 at noise 0.1 (|coefficient|
-    criterion) by more than 2 bootstrap SE; refuted when K = 512 wins so; inconclusive in between."""
-    a, b = c.get("topk_cnn", 0.1, K=256, criterion="ridge"), c.get("topk_cnn", 0.1, K=512, criterion="ridge")
+    """Rule: the top-K window CNN (coefficient criterion) with K = 256 minus K = 512 at noise 0.1 (threshold
+    0): verified when K = 256 leads by more than 2 combined errors, refuted when K = 512 leads so."""
+    a = _a(c.get("topk_cnn", 0.1, K=256, criterion="ridge"), "K=256 @0.1")
+    b = _a(c.get("topk_cnn", 0.1, K=512, criterion="ridge"), "K=512 @0.1")
     if a is None or b is None:
-        return "not run", Evidence([x for x in [("K=256 @0.1", r2(a), a) if a else None, ("K=512 @0.1", r2(b), b) if b else None] if x])
-    verdict = {1: "verified", -1: "refuted", 0: "inconclusive"}[better(a, b)]
-    return verdict, Evidence([("K=256 @0.1", r2(a), a), ("K=512 @0.1", r2(b), b)])
+        return "not run", Evidence([x for x in (a, b) if x])
+    est = verdicts.gap(a, b)
+    return judge(est, 0.0), Evidence([a, b], est.describe("gap K=256 − K=512"), "gap > 0")
 
 
 def h_cnn_over_transformer(c: Ctx):
-    """Rule: verified when the window CNN beats the window transformer by more than 0.05 in R^2 at noise 0.1."""
-    a, b = c.get("topk_cnn", 0.1, K=256), c.get("topk_transformer", 0.1, K=256)
+    """Rule: the window CNN minus the window transformer (K = 256) at noise 0.1 against TRANSFORMER_GAP (0.05):
+    verified when gap − 0.05 > 2 combined errors, refuted when gap − 0.05 < −2 combined errors."""
+    a = _a(c.get("topk_cnn", 0.1, K=256), "window CNN @0.1")
+    b = _a(c.get("topk_transformer", 0.1, K=256), "window transformer @0.1")
     if a is None or b is None:
         return "not run", Evidence([])
-    return ("verified" if r2(a) - r2(b) > 0.05 else "refuted"), Evidence([("window CNN @0.1", r2(a), a),
-                                                                          ("window transformer @0.1", r2(b), b)])
+    est = verdicts.gap(a, b)
+    return judge(est, TRANSFORMER_GAP), Evidence([a, b], est.describe("gap"), f"gap > {TRANSFORMER_GAP}")
 
 
 def h_global_collapse(c: Ctx):
-    """Rule: verified when the global-feature MLP keeps less than 60 % of its noise-0.1 R^2 at noise 1.0."""
-    a, b = c.get("global_mlp", 0.1), c.get("global_mlp", 1.0)
+    """Rule: the global-feature MLP's R^2 at noise 1.0 as a fraction of its R^2 at noise 0.1, against
+    GLOBAL_KEEP (60 %): verified when below it by more than 2 combined errors, refuted when above so."""
+    a, b = _a(c.get("global_mlp", 0.1), "global MLP @0.1"), _a(c.get("global_mlp", 1.0), "global MLP @1")
     if a is None or b is None:
         return "not run", Evidence([])
-    return ("verified" if r2(b) < 0.6 * r2(a) else "refuted"), Evidence([("global MLP @0.1", r2(a), a),
-                                                                         ("global MLP @1", r2(b), b)])
+    est = verdicts.fraction(a, b)
+    return judge(est, GLOBAL_KEEP, above=False), Evidence([a, b], est.describe("kept", pct=True),
+                                                          f"kept < {100 * GLOBAL_KEEP:.0f} %")
 
 
 def h_error_shortcut(c: Ctx):
-    """Rule: verified when Ridge or LightGBM on the clean error vector alone reaches R^2 >= 0.5 at noise 1.0."""
-    items = [(f"{m} on error only @1", r2(r), r) for m in ("ridge", "lightgbm") for r in [c.get(m, 1.0, inputs="error")] if r]
-    if not items:
+    """Rule: the best R^2 of Ridge or LightGBM on the clean error vector alone at noise 1.0 against ERROR_R2
+    (0.5): verified when above it by more than 2 combined errors, refuted when below so. The control (the
+    error shuffled across stars, suite error_ablation) must stay below 0.5, else the verdict is inconclusive."""
+    arms = [a for m in ("ridge", "lightgbm") for a in [_a(c.get(m, 1.0, inputs="error"), f"{m} on error only @1")] if a]
+    if not arms:
         return "not run", Evidence([])
-    return ("verified" if max(v for _, v, _ in items) >= 0.5 else "refuted"), Evidence(items)
+    best = _best(arms)
+    est = verdicts.level(best)
+    verdict = judge(est, ERROR_R2)
+    shuffled = [a for m in ("ridge", "lightgbm")
+                for a in [_a(c.get(m, 1.0, inputs="error_shuffled"), f"{m} on shuffled error @1")] if a]
+    swapped = _a(c.get("ridge", 1.0, inputs="error_swapped"), "ridge on the error of a star with the same Teff and "
+                                                             "[M/H] but another log g @1")
+    more = []
+    if shuffled:
+        ctrl = verdicts.level(_best(shuffled))
+        note = "control, the error shuffled across stars (" + ctrl.describe("best R²") + ")"
+        if verdict == "verified" and judge(ctrl, ERROR_R2, above=False) != "verified":
+            verdict, note = "inconclusive", note + ", is not clearly below the threshold either"
+        more.append((note, shuffled + ([swapped] if swapped else [])))
+    else:
+        more.append(("control (error shuffled across stars, suite error_ablation): not run", [swapped] if swapped else []))
+    f, fe, fs = (_a(c.get("dilated_cnn", 1.0, inputs=i, dilation=2), f"dilated CNN on {i} @1")
+                 for i in ("flux", "flux+error", "flux+error_shuffled"))
+    if f and fe and fs:
+        more.append(("does a flux model use the error? " + verdicts.gap(fe, f).describe("flux+error − flux") + "; "
+                     + verdicts.gap(fe, fs).describe("flux+error − flux+shuffled error"), [f, fe, fs]))
+    else:
+        more.append(("does a flux model use the error (dilated CNN on flux, flux + error, flux + shuffled error)? "
+                     "not run", []))
+    return verdict, Evidence(arms, est.describe(f"R² ({_short(best)})"), f"R² > {ERROR_R2}", more)
 
 
 def h_half_at_high_noise(c: Ctx):
-    """Rule: verified when any learned model of the report suite reaches R^2 >= 0.50 at noise 1.0."""
-    rs = [(lab, c.get(m, 1.0, **p)) for lab, m, p in suites.REPORT_ROWS if not m.startswith("metadata")]
-    rs = [(lab, r) for lab, r in rs if r is not None]
+    """Rule: the best learned model of the report suite at noise 1.0 against HALF_R2 (0.5): verified when
+    above it by more than 2 combined errors, refuted when below so."""
+    rs = _learned(c, 1.0)
     if not rs:
         return "not run", Evidence([])
-    lab, best = max(rs, key=lambda x: r2(x[1]))
-    return ("verified" if r2(best) >= 0.5 else "refuted"), Evidence([(f"{lab} @1", r2(best), best)])
+    best = _best([a for _, _, a in rs])
+    est = verdicts.level(best)
+    return judge(est, HALF_R2), Evidence([best], est.describe(f"R² ({_short(best)})"), f"R² >= {HALF_R2}")
 
 
 def h_fusion(c: Ctx):
-    """Rule: verified when a two-tower fusion beats both single towers (global MLP, window CNN) at noise 1.0
-    by more than 2 bootstrap SE; refuted when a tower beats the best fusion so; inconclusive in between."""
-    g, t = c.get("global_mlp", 1.0), c.get("topk_cnn", 1.0, K=256)
-    fs = [(m, c.get(m, 1.0)) for m in ("fusion_concat", "fusion_film")]
-    fs = [(m, r) for m, r in fs if r]
+    """Rule: the best two-tower fusion minus the better single tower (global MLP, window CNN) at noise 1.0
+    (threshold 0): verified when the fusion leads by more than 2 combined errors, refuted when the tower
+    leads so."""
+    g, t = _a(c.get("global_mlp", 1.0), "global MLP @1"), _a(c.get("topk_cnn", 1.0, K=256), "window CNN @1")
+    fs = [a for m in ("fusion_concat", "fusion_film") for a in [_a(c.get(m, 1.0), f"{m} @1")] if a]
     if g is None or t is None or not fs:
         return "not run", Evidence([])
-    m, f = max(fs, key=lambda x: r2(x[1]))
-    tower = g if r2(g) >= r2(t) else t
-    verdict = {1: "verified", -1: "refuted", 0: "inconclusive"}[better(f, tower)]
-    return verdict, Evidence([(f"{m} @1", r2(f), f), ("global MLP @1", r2(g), g), ("window CNN @1", r2(t), t)])
+    f = _best(fs)
+    tower = g if g.r2 >= t.r2 else t
+    est = verdicts.gap(f, tower)
+    return judge(est, 0.0), Evidence([f, g, t], est.describe(f"gap {_short(f)} − {_short(tower)}"), "gap > 0")
 
 
 def h_ceiling(c: Ctx):
-    """Rule: verified when no learned model of the report suite exceeds the likelihood ceiling at noise 1.0."""
-    ceil = c.get("likelihood_ceiling", 1.0)
-    rs = [(lab, c.get(m, 1.0, **p)) for lab, m, p in suites.REPORT_ROWS if not m.startswith("metadata")]
-    rs = [(lab, r) for lab, r in rs if r is not None]
-    if ceil is None or not rs:
+    """Rule: the likelihood ceiling minus the best learned flux-only model of the report suite at noise 1.0
+    (threshold 0): verified when the ceiling leads by more than 2 combined errors, refuted when the model
+    leads so. Models that read the error vector are not bounded by this flux-only ceiling (it fits the flux,
+    the error only as its noise model) and are reported apart."""
+    from models import MODELS
+    ceil = _a(c.get("likelihood_ceiling", 1.0), "ceiling @1")
+    rs = _learned(c, 1.0)
+    flux = [a for _, m, a in rs if MODELS[m].inputs == "flux"]
+    if ceil is None or not flux:
         return "not run", Evidence([])
-    lab, best = max(rs, key=lambda x: r2(x[1]))
-    return ("verified" if r2(best) <= r2(ceil) else "refuted"), Evidence([("ceiling @1", r2(ceil), ceil), (f"{lab} @1", r2(best), best)])
-
-
-LATENT_DELTA = 0.02   # R^2 differences up to this are ties (about the spread between seeds of a probe)
+    best = _best(flux)
+    est = verdicts.gap(ceil, best)
+    apart = [a for _, m, a in rs if MODELS[m].inputs != "flux"] + \
+        [a for m in ("ridge", "lightgbm") for a in [_a(c.get(m, 1.0, inputs="error"), f"{m} on error only @1")] if a]
+    more = [("models that read the error vector, not bounded by a flux-only ceiling and left out", apart)] if apart else []
+    return judge(est, 0.0), Evidence([ceil, best], est.describe(f"gap ceiling − {_short(best)}"), "gap > 0", more)
 
 
 def h_latent_best(c: Ctx):
-    """Rule: verified when the Ridge probe on the team's best extraction (enc_pre_latent, mean over 8
-    segments; encoder on flux, noise 1.0) is within LATENT_DELTA of the best Ridge cell of the grid."""
+    """Rule: the best Ridge probe cell of the latent grid minus the probe on the team's best extraction
+    (enc_pre_latent, mean over 8 segments; encoder on flux, noise 1.0), against LATENT_DELTA (0.02):
+    verified when the gap is below 0.02 by more than 2 combined errors, refuted when above it so."""
     from core.analysis import latent
     from core.engine.suites import latent as suite_latent
     g = latent.grid(c.profile, c.dataset, c.con)
@@ -226,22 +329,27 @@ def h_latent_best(c: Ctx):
     if d.empty or team.empty:
         return "not run", Evidence([])
     best = d.loc[d["r2"].idxmax()]
-    rt, rb = c.get_spec(team.iloc[0]["spec"]), c.get_spec(best["spec"])
-    items = [("probe on enc_pre_latent + seg_mean_K8 @1", r2(rt), rt)]
-    if rb.run_id != rt.run_id:
-        items.append((f"best probe, {best['layer']} + {best['runs_as']} @1", r2(rb), rb))
-    return ("verified" if r2(rb) - r2(rt) <= LATENT_DELTA else "refuted"), Evidence(items)
+    rt = _a(c.get_spec(team.iloc[0]["spec"]), "probe on enc_pre_latent + seg_mean_K8 @1")
+    rb = _a(c.get_spec(best["spec"]), f"best probe, {best['layer']} + {best['runs_as']} @1")
+    if rt is None or rb is None:
+        return "not run", Evidence([])
+    items = [rt] + ([rb] if rb.run_id != rt.run_id else [])
+    est = verdicts.gap(rb, rt)
+    return judge(est, LATENT_DELTA, above=False), Evidence(items, est.describe("gap best − team's"),
+                                                           f"gap < {LATENT_DELTA}")
 
 
 def h_finetune(c: Ctx):
-    """Rule: verified when the fine-tuned encoder + head beats the frozen encoder + the same head
-    (enc_pre_latent, whole map) by more than LATENT_DELTA at noise 1.0."""
+    """Rule: the fine-tuned encoder + head minus the frozen encoder + the same head (enc_pre_latent, whole
+    map) at noise 1.0, against LATENT_DELTA (0.02): verified when gap − 0.02 > 2 combined errors, refuted
+    when gap − 0.02 < −2 combined errors."""
     p = {"encoder": "flux", "encoder_noise": 1.0, "layer": "enc_pre_latent", "pooling": "flat"}
-    fz, ft = c.get("blindspot_head", 1.0, inputs="flux", **p), c.get("blindspot_finetune", 1.0, inputs="flux", **p)
+    fz = _a(c.get("blindspot_head", 1.0, inputs="flux", **p), "frozen @1")
+    ft = _a(c.get("blindspot_finetune", 1.0, inputs="flux", **p), "fine-tuned @1")
     if fz is None or ft is None:
         return "not run", Evidence([])
-    return ("verified" if r2(ft) - r2(fz) > LATENT_DELTA else "refuted"), Evidence([("fine-tuned @1", r2(ft), ft),
-                                                                                   ("frozen @1", r2(fz), fz)])
+    est = verdicts.gap(ft, fz)
+    return judge(est, LATENT_DELTA), Evidence([ft, fz], est.describe("gap"), f"gap > {LATENT_DELTA}")
 
 
 HYPOTHESES: list[tuple[str, dict, Callable]] = [
@@ -278,51 +386,105 @@ def evaluate(profile: str = "quick", dataset: str | None = None, con=None) -> tu
     for key, text, rule in HYPOTHESES:
         verdict, ev = rule(c)
         finished = [registry.get(c.con, r.run_id)["finished"] for r in ev.runs()]
-        out.append({"key": key, "text": text, "verdict": verdict, "evidence": ev, "rule": (rule.__doc__ or "").strip(),
-                    "latest": max(finished) if finished else None})
+        out.append({"key": key, "text": text, "verdict": verdict, "evidence": ev, "rule": " ".join((rule.__doc__ or "").split()),
+                    "stat": ev.stat, "threshold": ev.threshold, "latest": max(finished) if finished else None})
     return out, c
+
+
+def _cell(s) -> str:
+    """Text that keeps a Markdown table row one row: no line breaks, '|' escaped."""
+    return " ".join(str(s).split()).replace("|", "\\|") or "-"
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(_cell(x) for x in cells) + " |"
+
+
+def _caveats(c: Ctx, profile: str, lang: str) -> list[str]:
+    """What the numbers are and are not: the data set, its spectra, the training seeds, how errors count."""
+    from core.data import DataError, Dataset
+    try:
+        ds = Dataset(c.dataset)
+        info = ds.info()
+        n_tr, n_va, n_te = (int(info.get(f"{k} split", 0)) for k in ("train", "val", "test"))
+        cap = config.profile(profile).get("max_train")
+        used = min(n_tr, cap) if cap else n_tr
+        src = str(ds.attrs.get("source", ""))
+        desc = str(ds.attrs.get("description", "")) or src
+    except (DataError, OSError, ValueError):
+        n_tr = n_va = n_te = used = 0
+        src = desc = "not found"
+    sim = src == "simulator"
+    ns = [a.n for a in c.used.values()]
+    multi, single = sum(n > 1 for n in ns), sum(n == 1 for n in ns)
+    seeds = sorted({n for n in ns if n > 1})
+    if lang == "zh":
+        return [
+            f"- **数据：** `{c.dataset}`（{desc}；来源 `{src}`）。训练 {used:,} 条光谱（共 {n_tr:,}）/ 验证 {n_va:,} / 测试 {n_te:,}。"
+            + ("这是我们的模拟数据，不是团队的数据：团队一栏引自其报告（他们自己的数据），请比较趋势而非具体数字。" if sim else
+               "这是导入的网格：与团队报告比较数字前，请确认它与报告所用的数据相同。"),
+            f"- **训练种子：** 本摘要的 {len(ns)} 个数字中，{multi} 个是 {'/'.join(map(str, seeds)) or '-'} 个训练副本的均值"
+            f"（副本共享数据与测试噪声），{single} 个只有一次运行（训练离散度未知）。`python -m core train --suite S --seeds N` 可增加副本。",
+            f"- **误差：** 每个差异都给出合并误差 sqrt(SE_boot² + sd_seed²)：SE_boot 是在同一批 {n_te:,} 颗测试星上的配对 bootstrap，"
+            "sd_seed 是训练种子间的离散（均值之差的 Welch 误差）。统计量减去阈值在 2 个合并误差以内即为无定论。",
+            "- **运行编号：** 文中的 [rN] 指向文末的实验索引，其中列出每个数字背后的全部运行。",
+        ]
+    return [
+        f"- **Data:** `{c.dataset}` ({desc}; source `{src}`): {used:,} training spectra (of {n_tr:,}) / {n_va:,} "
+        f"validation / {n_te:,} test. " + (
+            "These are our simulated data, not the team's: the team column quotes their report on their own data, "
+            "so compare directions, not digits." if sim else
+            "An imported grid: check it is the data of the team's report before comparing digits."),
+        f"- **Training seeds:** of the {len(ns)} numbers in this digest, {multi} are means over "
+        f"{'/'.join(map(str, seeds)) or '-'} training replicates (replicates share the data and the test noise) and "
+        f"{single} rest on a single run, their training spread unknown. "
+        "`python -m core train --suite S --seeds N` adds replicates.",
+        f"- **Errors:** every difference is stated ± its combined error sqrt(SE_boot² + sd_seed²): SE_boot is the "
+        f"paired bootstrap over the same {n_te:,} test stars, sd_seed the spread over training seeds (the Welch error "
+        "of a difference of replicate means). A verdict needs the statistic minus its threshold beyond 2 combined "
+        "errors; inside them it reads inconclusive.",
+        "- **Run ids:** [rN] in the text points to the run index at the end, which lists every run behind a number.",
+    ]
 
 
 def build(profile: str = "quick", dataset: str | None = None, since: str | None = None, lang: str = "en", con=None) -> str:
     if lang not in ("en", "zh"):
         raise ValueError("lang must be en or zh")
     hyps, c = evaluate(profile, dataset, con)
-    L = []
-    L.append(f"# {H['title'][lang]}")
-    L.append("")
+    rows = suites.REPORT_ROWS + [(suites.CEILING_LABEL, "likelihood_ceiling", {})]
+    cells = {n: [(lab, m, p, c.get(m, n, **p)) for lab, m, p in rows] for n in config.NOISE_LEVELS}
+    order = sorted(c.used.values(), key=lambda a: (a.runs[0].spec["model"], a.runs[0].spec["noise_level"],
+                                                  a.runs[0].spec["inputs"], json.dumps(a.runs[0].spec["params"], sort_keys=True)))
+    refs = {a.run_id: f"r{i + 1}" for i, a in enumerate(order)}
+    L = [f"# {H['title'][lang]}", ""]
     L.append(f"> **{H['generated'][lang]}:** {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}  ")
     L.append(f"> **{H['data'][lang]}:** `{c.dataset}` (profile `{profile}`)" + (f"  \n> **{H['since'][lang]}:** {since}" if since else ""))
-    L.append("")
-    L.append(f"## {H['conclusions'][lang]}")
-    L.append("")
+    L += ["", f"## {H['caveats'][lang]}", ""] + _caveats(c, profile, lang)
+    L += ["", f"## {H['conclusions'][lang]}", ""]
     for h in hyps:
-        v = VERDICT_WORDS[h["verdict"]][lang]
-        ev = h["evidence"].text()
-        L.append(f"- **{h['text'][lang]}**: {v}" + (f". {ev}" if ev else ""))
-    L.append("")
-    L.append(f"## {H['matrix'][lang]}")
+        ev = h["evidence"]
+        head = f"- **{h['text'][lang]}**: {VERDICT_WORDS[h['verdict']][lang]}"
+        if ev.stat:
+            head += f": {ev.stat}, {H['threshold'][lang]} {ev.threshold}"
+        text = ev.text(refs)
+        L.append(head + (f". {text}" if text else ""))
+    L += ["", f"## {H['matrix'][lang]}"]
     for n in config.NOISE_LEVELS:
-        L.append("")
-        L.append(f"### {H['noise'][lang]} = {n:g}")
-        L.append("")
-        L.append(f"| {H['method'][lang]} | {H['ours'][lang]} R² | MAE [dex] | run | {H['team'][lang]} R² |")
+        L += ["", f"### {H['noise'][lang]} = {n:g}", ""]
+        L.append(_row([H["method"][lang], f"{H['ours'][lang]} R² (± sd, seeds)", "MAE [dex]", "ref", f"{H['team'][lang]} R²"]))
         L.append("|---|---|---|---|---|")
-        for lab, m, p in suites.REPORT_ROWS + [(suites.CEILING_LABEL, "likelihood_ceiling", {})]:
-            r = c.get(m, n, **p)
+        for lab, m, p, a in cells[n]:
             t = team_r2(m, n, p)
-            ours = f"{r.metrics['r2']:.3f}" if r else "-"
-            mae = f"{r.metrics['mae']:.3f}" if r else "-"
-            L.append(f"| {lab} | {ours} | {mae} | {r.run_id if r else '-'} | {f'{t:.3f}' if t is not None else '-'} |")
-    L.append("")
-    L.append(f"## {H['hypotheses'][lang]}")
-    L.append("")
-    L.append(f"| {H['hyp'][lang]} | {H['verdict'][lang]} | {H['evidence'][lang]} | {H['rule'][lang]} |")
-    L.append("|---|---|---|---|")
+            L.append(_row([lab, a.fmt(seeds_word="") if a else "-", f"{a.mean('mae'):.3f}" if a else "-",
+                           f"[{refs[a.run_id]}]" if a else "-", f"{t:.3f}" if t is not None else "-"]))
+    L += ["", f"## {H['hypotheses'][lang]}", ""]
+    L.append(_row([H[k][lang] for k in ("hyp", "verdict", "stat", "threshold", "evidence", "rule")]))
+    L.append("|---|---|---|---|---|---|")
     for h in hyps:
-        L.append(f"| {h['text'][lang]} | {VERDICT_WORDS[h['verdict']][lang]} | {h['evidence'].text() or '-'} | {h['rule']} |")
-    L.append("")
-    L.append(f"## {H['open'][lang]}")
-    L.append("")
+        ev = h["evidence"]
+        L.append(_row([h["text"][lang], VERDICT_WORDS[h["verdict"]][lang], ev.stat or "-", ev.threshold or "-",
+                       ev.text(refs) or "-", h["rule"]]))
+    L += ["", f"## {H['open'][lang]}", ""]
     by_key = {h["key"]: h for h in hyps}
     for q, key in OPEN_QUESTIONS:
         h = by_key.get(key)
@@ -333,31 +495,42 @@ def build(profile: str = "quick", dataset: str | None = None, since: str | None 
             if since and h["latest"] and h["latest"] >= since:
                 status += " - " + ("new since " if lang == "en" else "新近回答，自 ") + since
         L.append(f"- {q[lang]}: **{status}**")
+    L += ["", f"## {H['index'][lang]}", ""]
+    L.append("A reference with several rows is the mean over those training replicates." if lang == "en" else
+             "有多行的编号是这些训练副本的均值。")
     L.append("")
-    L.append(f"## {H['index'][lang]}")
-    L.append("")
-    L.append("| run | model | params | inputs | noise | R² | finished |")
-    L.append("|---|---|---|---|---|---|---|")
-    for rid, r in sorted(c.used.items(), key=lambda kv: (kv[1].spec["model"], kv[1].spec["noise_level"])):
-        row = registry.get(c.con, rid)
-        ps = ", ".join(f"{k}={v}" for k, v in r.spec["params"].items()) or "-"
-        L.append(f"| {rid} | {r.spec['model']} | {ps} | {r.spec['inputs']} | {r.spec['noise_level']:g} | "
-                 f"{r.metrics['r2']:.3f} | {row['finished']} |")
+    L.append(_row(["ref", "run", "replicate", "model", "params", "inputs", "noise", "R²", "finished"]))
+    L.append("|---|---|---|---|---|---|---|---|---|")
+    for a in order:
+        for r in a.runs:
+            ps = ", ".join(f"{k}={v}" for k, v in r.spec["params"].items()) or "-"
+            L.append(_row([refs[a.run_id], r.run_id, r.spec.get("replicate", 0), r.spec["model"], ps, r.spec["inputs"],
+                           f"{r.spec['noise_level']:g}", f"{r.metrics['r2']:.3f}", registry.get(c.con, r.run_id)["finished"]]))
     return "\n".join(L) + "\n"
 
 
-def numbers_with_runs(md: str) -> list[tuple[float, str]]:
-    """(R^2, run id) pairs the digest states, for checking them against the registry."""
-    import re
-    out = [(float(v), rid) for v, rid in re.findall(r"R² = (-?\d+\.\d+) \(run ([0-9a-f]{16})\)", md)]
-    for line in md.splitlines():
-        m = re.match(r"\| [^|]+ \| (-?\d+\.\d+) \| -?\d+\.\d+ \| ([0-9a-f]{16}) \|", line)
-        if m:
-            out.append((float(m.group(1)), m.group(2)))
-    return out
+def index_section(md: str) -> tuple[str, str]:
+    """(the digest before its run index, the run index)."""
+    for head in H["index"].values():
+        k = md.find(f"\n## {head}\n")
+        if k >= 0:
+            return md[:k], md[k:]
+    return md, ""
+
+
+def numbers_with_runs(md: str) -> list[tuple[float, tuple[str, ...]]]:
+    """(R^2, run ids) for every R^2 of ours the digest states with a reference [rN]: the number is the mean
+    R^2 of those runs (the index rows of rN), for checking against the registry."""
+    body, index = index_section(md)
+    runs: dict[str, list[str]] = {}
+    for m in re.finditer(r"^\| (r\d+) \| ([0-9a-f]{16}) \|", index, re.M):
+        runs.setdefault(m.group(1), []).append(m.group(2))
+    found = re.findall(r"R² = (-?\d+\.\d+)(?: ± \d+\.\d+ \(\d+ seeds\))? \[(r\d+)\]", body)
+    found += re.findall(r"^\| [^|]+ \| (-?\d+\.\d+)(?: ± \d+\.\d+ \(\d+\))? \| -?\d+\.\d+ \| \[(r\d+)\] \|", body, re.M)
+    return [(float(v), tuple(runs.get(ref, ()))) for v, ref in found]
 
 
 def frame(profile: str = "quick", dataset: str | None = None) -> pd.DataFrame:
     hyps, _ = evaluate(profile, dataset)
-    return pd.DataFrame([{"hypothesis": h["text"]["en"], "verdict": h["verdict"], "evidence": h["evidence"].text()}
-                         for h in hyps])
+    return pd.DataFrame([{"hypothesis": h["text"]["en"], "verdict": h["verdict"], "statistic": h["stat"],
+                          "threshold": h["threshold"], "evidence": h["evidence"].text()} for h in hyps])
