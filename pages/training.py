@@ -52,7 +52,10 @@ st.info(f"**{len(specs)} specs**: {len(cached)} already finished (reused), {len(
         icon=":material/schedule:")
 tok = job_panels.token_input("launch")
 label = f"{suite_name}" + (f" ({', '.join(chosen)})" if chosen else "") + f", {profile}, noise {', '.join(f'{n:g}' for n in noises)}"
-if st.button("Launch", type="primary", disabled=not specs):
+no_write = job_panels.read_only()
+if no_write:
+    st.warning(f"Browsing only: {no_write}", icon=":material/block:")
+if st.button("Launch", type="primary", disabled=not specs or bool(no_write)):
     job_panels.launch(specs, label, tok)
 job_panels.progress_panel()
 

@@ -226,3 +226,18 @@ def jobs_worker_alive(art: Path) -> bool:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "LOGG_ARTIFACTS": str(art)},
                          capture_output=True, text=True, timeout=60)
     return out.stdout.strip() == "True"
+
+
+def test_training_page_on_a_read_only_folder_browses_only(small_ds, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    def refuse(con):
+        raise registry.StorageError("cannot write /x/registry.sqlite: it is read-only; nothing was changed (y)")
+    monkeypatch.setattr(registry, "require_writable", refuse)
+    at = AppTest.from_file(str(ROOT / "pages" / "training.py"), default_timeout=120)
+    at.session_state["dataset"] = DS
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Browsing only" in w.value and "read-only" in w.value for w in at.warning)
+    launch = next(b for b in at.button if b.label == "Launch")
+    assert launch.disabled

@@ -88,16 +88,16 @@ def storage_error(e: BaseException, path) -> StorageError:
         return e
     msg = str(e).lower()
     err = getattr(e, "errno", None)
+    elsewhere = "point LOGG_ARTIFACTS at a writable folder"
     if err == errno.EFBIG or "too large" in msg:
-        why = "a file-size limit (ulimit -f) stops the write"
+        why, fix = "a file-size limit (ulimit -f) stops the write", f"raise the limit or {elsewhere}"
     elif err in (errno.ENOSPC, errno.EDQUOT) or "disk is full" in msg:
-        why = "the disk is full"
+        why, fix = "the disk is full", f"free space or {elsewhere}"
     elif err == errno.EROFS or "readonly" in msg or "read-only" in msg:
-        why = "it is read-only"
+        why, fix = "it is read-only", elsewhere
     else:
-        why = " ".join(str(e).split())[:160]
-    return StorageError(f"cannot write {path}: {why}; nothing was changed (free space, or point LOGG_ARTIFACTS "
-                        f"at a writable folder)")
+        why, fix = " ".join(str(e).split())[:160], elsewhere
+    return StorageError(f"cannot write {path}: {why}; nothing was changed ({fix})")
 
 
 class Connection(sqlite3.Connection):

@@ -20,12 +20,24 @@ def token_input(key: str) -> str | None:
                          help="This server asks for a token before launching or cancelling jobs.")
 
 
+def read_only() -> str | None:
+    """Why this artifacts folder takes no jobs (read-only, full disk, ulimit -f), or None."""
+    try:
+        registry.require_writable(jobs.connect())
+    except registry.StorageError as e:
+        return str(e).replace("; nothing was changed", "")
+    return None
+
+
 def launch(specs: list[dict], label: str, token: str | None) -> int | None:
     """Queue specs and make sure a worker runs; reports the outcome in the page."""
     try:
         jid, created = jobs.submit(specs, label=label, token=token)
     except jobs.NotAllowed as e:
         st.error(str(e), icon=":material/lock:")
+        return None
+    except registry.StorageError as e:
+        st.error(str(e), icon=":material/block:")
         return None
     started = jobs.ensure_worker()
     if created:
