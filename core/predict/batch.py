@@ -13,7 +13,7 @@ from core.predict.inference import _one_blas_thread, _run_model
 from core.predict.inventory import load, trained_models
 from core.predict.prepare import _noise_levels, build_view, prepare
 from core.predict.reference import reference
-from core.predict.settings import BATCH_SLOW_MAX, OOD_MISSING, OOD_PCT, SNR_PCT
+from core.predict.settings import BATCH_BLOCK_VALUES, BATCH_SLOW_MAX, OOD_MISSING, OOD_PCT, SNR_PCT
 from core.predict.skill import ensemble, skill
 from core.predict.spectra import Batch, PredictError
 from core.predict.words import nl_text
@@ -43,13 +43,17 @@ def _recommend_batch(cols: dict, sel: np.ndarray, snr: np.ndarray, ran: dict, ds
 
 
 
-def predict_batch(batch: Batch, ds: Dataset, noise: str | float = "auto", chunk: int = 4096,
+def predict_batch(batch: Batch, ds: Dataset, noise: str | float = "auto", chunk: int | None = None,
                   normalise: str = "auto", all_models: bool = False, progress=None, research: bool = False):
     """One row per spectrum: S/N, noise level, every predictor's log g, the recommended value (the weighted
     mean of the best predictors at that spectrum's S/N, as for one spectrum) with its test RMSE as error bar,
     OOD flags,
     and the true labels when the file has them. No MC re-draws. research=True adds the research models'
-    columns (never recommended). Returns (DataFrame, summary dict)."""
+    columns (never recommended). The spectra are prepared and predicted `chunk` at a time (default: blocks of
+    about BATCH_BLOCK_VALUES values, so memory does not grow with the batch; a large HDF5 upload is read block
+    by block, readers/hdf5.Rows). Returns (DataFrame, summary dict)."""
+    if chunk is None:
+        chunk = max(1, min(4096, BATCH_BLOCK_VALUES // max(batch.wave.size, ds.wave.size, 1)))
     with _one_blas_thread():
         return _predict_batch(batch, ds, noise, chunk, normalise, all_models, progress, research)
 

@@ -77,6 +77,13 @@ def _emit(text: str, stream=None) -> None:
 
 
 def cmd_predict(a) -> int:
+    try:
+        return _cmd_predict(a)
+    except (MemoryError, RecursionError) as e:   # one line, never a traceback (readers refuse these earlier)
+        raise PredictError(f"{a.file}: too large or too deeply nested to predict ({type(e).__name__})") from None
+
+
+def _cmd_predict(a) -> int:
     from core import data
     noise = _noise_arg(a.noise)
     item = read_file(a.file, limit_mb=a.max_mb)

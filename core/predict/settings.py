@@ -18,9 +18,30 @@ COVER_SLACK = 0.01          # a model pixel counts as covered when at most 1% of
 OOD_MISSING = 0.05          # more than this fraction of the grid missing: flagged
 CA_TRIPLET = (8480.0, 8680.0)
 
+# --------------------------------------------------------------------------- limits on uploads
+# An upload is at most server.maxUploadSize on disk (readers.upload_limit_mb(): 50 MB). These bound what it may
+# unpack to and how many numbers a reader allocates; each is checked from the file's own metadata (gzip stream,
+# .npy header, zip directory, FITS header, HDF5 shape and dtype) BEFORE anything is allocated, so that whatever
+# they admit runs read + prepare + every model in under 1 GB peak RSS (measured: tests/test_hostile_uploads.py,
+# docs/predict.md "Limits on uploads").
+MAX_UNPACKED_MB = 64            # gzip (every layer), a .npz's members, one FITS HDU's data: at most this many MiB
+MAX_GZIP_LAYERS = 2             # gzip inside gzip: at most this many layers are unpacked
+MAX_POINTS = 1_000_000          # samples of one spectrum (text rows, an array's length, FITS pixels, /wave)
+MAX_VALUES = 8_000_000          # numbers a reader of one spectrum holds at once (a table's rows x columns, a .npy)
+MAX_TEXT_LINES = 2_000_000      # lines of a text file, comment and blank lines included
+MAX_TEXT_COLUMNS = 1_000        # columns of a text file
+MAX_ARCHIVE_MEMBERS = 64        # arrays in a .npz
+MAX_FITS_HDUS = 1_000           # HDUs of a FITS file
+MAX_FITS_CARDS = 50_000         # header cards of a FITS file, all HDUs together (astropy: ~1 KB of memory each)
+MAX_BATCH_VALUES = 40_000_000   # values of /flux (spectra x pixels) in an HDF5 batch
+BATCH_BLOCK_VALUES = 524_288    # a batch is read, checked and predicted in blocks of rows of about this many values
+BATCH_EAGER_VALUES = 2_000_000  # a batch up to this size is read into memory whole, a larger one block by block
+MAX_H5_CHUNK_MB = 16            # an HDF5 chunk is decompressed whole: a larger chunk is refused
+
 WAVE_NAMES = ("wavelength", "wave", "lambda", "lam", "wl", "wavelen", "wavelengths", "loglam", "log_lambda",
               "log_wave", "lambda_air", "lambda_vac", "lambda_vacuum", "wave_air", "wave_vac", "wave_vacuum",
-              "wavelength_air", "wavelength_vac", "wavelength_vacuum", "air_wavelength", "vacuum_wavelength", "awav")
+              "wavelength_air", "wavelength_vac", "wavelength_vacuum", "air_wavelength", "vacuum_wavelength", "awav",
+              "vac_wave", "vacuum_wave", "vac_wavelength", "air_wave", "vacwave", "airwave")
 FLUX_NAMES = ("flux", "f", "fl", "flux_density", "fluxes", "spec", "spectrum", "intensity", "norm_flux",
               "normalized_flux", "normalised_flux")
 ERR_NAMES = ("error", "err", "sigma", "flux_err", "flux_error", "fluxerr", "e_flux", "eflux", "uncertainty",

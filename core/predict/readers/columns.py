@@ -12,6 +12,7 @@ from core.predict.settings import (
     ERR_NAMES,
     FLUX_NAMES,
     IVAR_NAMES,
+    MAX_POINTS,
     MIN_POINTS,
     UNIT_FACTORS,
     VAR_NAMES,
@@ -19,17 +20,29 @@ from core.predict.settings import (
 )
 from core.predict.spectra import PredictError, Spectrum
 
+MEDIUM_TAGS = ("vac", "vacuum", "air")
+
 
 # --------------------------------------------------------------------------- reading
 def _norm_name(name: str) -> tuple[str, str | None]:
     """Column name -> (base name, declared wavelength unit or None): 'Wavelength [nm]' -> ('wavelength', 'nm')."""
     s = str(name).strip().lower()
     unit = None
-    m = re.search(r"[\[\(\{]\s*([^\]\)\}]*)\s*[\]\)\}]\s*$", s)
-    if m:
-        unit = m.group(1).strip() or None
-        s = s[:m.start()].strip()
-    else:
+    tags, m = [], None
+    while True:   # trailing brackets: a unit ('[nm]') and/or a medium ('(vac)', '[air]'), in either order
+        b = re.search(r"[\[\(\{]\s*([^\]\)\}]*)\s*[\]\)\}]\s*$", s)
+        if b is None:
+            break
+        if b.group(1).strip() in MEDIUM_TAGS:
+            tags.insert(0, b.group(1).strip())
+        elif m is None:
+            m = b
+            unit = b.group(1).strip() or None
+        else:
+            break
+        s = s[:b.start()].strip()
+    s = "_".join([s, *tags])
+    if m is None:
         m = re.match(r"^(.*?)[_\-\s]+(angstroms?|aa|ang|a|å|nm|um|µm|μm|microns?)$", s)
         if m:
             s, unit = m.group(1), m.group(2)
@@ -113,9 +126,17 @@ def _is_number(tok: str) -> bool:
 
 def _num(a, name) -> np.ndarray:
     a = np.asarray(a)
-    if not np.issubdtype(a.dtype, np.number):
+    if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
         raise PredictError(f"{name}: a column of dtype {a.dtype}; expected numbers")
+    check_points(a.size, name)
     return np.asarray(a, dtype=np.float64).reshape(-1)
+
+
+def check_points(n: int, name: str, what: str = "a spectrum of") -> None:
+    """Refuse more samples than one spectrum may have (MAX_POINTS), before they are converted or copied."""
+    if n > MAX_POINTS:
+        raise PredictError(f"{name}: {what} {n:,} points, above the {MAX_POINTS:,}-point limit for one spectrum "
+                           f"in an upload")
 
 
 def _squeeze(a, name) -> np.ndarray:
@@ -133,6 +154,7 @@ def _finish(c: _Columns, name: str, fmt: str) -> Spectrum:
     notes = []
     wave, flux, err = c.wave, c.flux, c.err
     n = wave.size
+    check_points(n, name)
     if flux.size != n or (err is not None and err.size != n):
         raise PredictError(f"{name}: wavelength, flux and error have different lengths "
                            f"({n}, {flux.size}{'' if err is None else f', {err.size}'})")

@@ -1,6 +1,8 @@
 """CSV, TSV and whitespace-separated text spectra, with or without a header."""
 from __future__ import annotations
 
+import codecs
+
 import numpy as np
 
 from core.predict.readers.columns import (
@@ -9,27 +11,66 @@ from core.predict.readers.columns import (
     _finish,
     _is_number,
 )
-from core.predict.settings import COMMENT_CHARS
+from core.predict.settings import (
+    COMMENT_CHARS,
+    MAX_POINTS,
+    MAX_TEXT_COLUMNS,
+    MAX_TEXT_LINES,
+    MAX_UNPACKED_MB,
+    MAX_VALUES,
+)
 from core.predict.spectra import PredictError, Spectrum
 
+MAX_LINE_CHARS = 100_000   # a longer line is not a row of a spectrum (a header of 1,000 columns fits)
 
-def _read_text(data: bytes, name: str) -> Spectrum:
-    try:
-        text = data.decode("utf-8-sig")
+
+def _lines(data: bytes, name: str) -> tuple[list[str], list[int], str | None]:
+    """The data lines (stripped), their line numbers, and the last comment above the first of them; the
+    size is checked on the bytes first (MAX_UNPACKED_MB, MAX_TEXT_LINES) and each line is decoded on its own
+    (one non-ASCII character does not widen the whole text in memory)."""
+    if len(data) > MAX_UNPACKED_MB * 2 ** 20:
+        raise PredictError(f"{name}: {len(data) / 2 ** 20:,.0f} MB of text, above the {MAX_UNPACKED_MB:g} MB limit "
+                           f"for a text upload")
+    n_lines = data.count(b"\n") + data.count(b"\r")
+    if n_lines > MAX_TEXT_LINES:
+        raise PredictError(f"{name}: {n_lines:,} lines, above the {MAX_TEXT_LINES:,}-line limit for a text upload "
+                           f"(at most {MAX_POINTS:,} points a spectrum)")
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    codec = "utf-8"
+    try:  # valid UTF-8? (checked in pieces: the decoded text is not kept)
+        dec = codecs.getincrementaldecoder("utf-8")()
+        for i in range(0, len(data), 1 << 20):
+            dec.decode(data[i:i + (1 << 20)])
+        dec.decode(b"", final=True)
     except UnicodeDecodeError:
-        text = data.decode("latin-1")
-    lines = text.splitlines()
-    comments, body = [], []  # (line number, text)
-    for i, ln in enumerate(lines, 1):
-        s = ln.strip()
+        codec = "latin-1"
+    body, line_no, above = [], [], None
+    for i, raw in enumerate(data.splitlines(), 1):
+        s = raw.decode(codec).strip()
         if not s:
             continue
         if s.startswith(COMMENT_CHARS):
-            comments.append((i, s.lstrip("#%!;/\\ ").strip()))
-        else:
-            body.append((i, s))
+            if not body:
+                above = s.lstrip("#%!;/\\ ").strip()
+            continue
+        if len(s) > MAX_LINE_CHARS:
+            raise PredictError(f"{name}: line {i} is {len(s):,} characters long (at most {MAX_LINE_CHARS:,}); "
+                               f"one row per line: wavelength, flux[, error]")
+        body.append(s)
+        line_no.append(i)
+        if len(body) > MAX_POINTS + 1:
+            raise PredictError(f"{name}: more than {MAX_POINTS:,} data rows, above the limit for one spectrum")
     if not body:
         raise PredictError(f"{name}: no data rows (only comments or blank lines)")
+    return body, line_no, above
+
+
+def _read_text(data: bytes, name: str) -> Spectrum:
+    texts, nos, above = _lines(data, name)
+    body = list(zip(nos, texts))
+    del texts, nos
+    comments = [] if above is None else [(0, above)]
     first = body[0][1]
     sep = "," if "," in first else ("\t" if "\t" in first else None)
 
@@ -44,6 +85,9 @@ def _read_text(data: bytes, name: str) -> Spectrum:
     if not body:
         raise PredictError(f"{name}: a header but no data rows")
     ncol = len(split(body[0][1]))
+    if ncol > MAX_TEXT_COLUMNS or len(body) * ncol > MAX_VALUES:
+        raise PredictError(f"{name}: {len(body):,} rows x {ncol:,} columns, above the limit for one spectrum "
+                           f"({MAX_TEXT_COLUMNS:,} columns, {MAX_VALUES:,} values)")
     if header is None:  # a commented header just above the data ('# wave flux error')
         for ln_no, c in reversed(comments):
             if ln_no < body[0][0]:
