@@ -226,6 +226,9 @@ class BlindSpotEncoder(TorchModel):
     inputs = "flux"
     family = "blindspot"
     lr = 2e-3
+    # trained on the view's fixed noise draw only (it does not go through TorchModel.fit); its probes'
+    # run ids do not include its own, so changing how it trains would mix two encoders in one cache
+    noise_mode, noise_modes, implied_params = "fixed", ("fixed",), {}
 
     def __init__(self, mask_stride: int = 8, epochs: int | None = None, **params):
         super().__init__(mask_stride=int(mask_stride), epochs=epochs, **params)
@@ -374,6 +377,8 @@ class BlindSpotHead(TorchModel):
     family = "blindspot_head"
     weight_decay = 1e-3
     finetune = False
+    # the frozen head trains on encoder maps computed once: the view's fixed noise draw only
+    noise_mode, noise_modes, implied_params = "fixed", ("fixed",), {}
 
     defaults = {"encoder": "flux", "encoder_noise": 1.0, "layer": "enc_pre_latent", "pooling": "seg_mean_K8",
                 "hidden": 128}

@@ -18,7 +18,11 @@ What fit_torch does, top to bottom:
     gradient-norm clipping at 1.0, mean-squared error in standardised units;
   - early stopping: after each epoch the validation loss is computed; training stops when
     it has not improved for ctx.profile["patience"] epochs, and the best weights are
-    restored;
+    restored; the history keeps best_epoch, best_val_loss, epochs_run, max_epochs and
+    stopped_early (Model.run_metrics puts them in the run's metrics);
+  - train_draw (optional): a function epoch -> (X, y) called before each epoch (epoch from 0):
+    that epoch trains on those inputs and targets instead of X_train / y_train (fresh noise,
+    models/noise.py); the target standardisation stays that of y_train;
   - calls ctx.progress(epoch=i, of=n, train_loss=, val_loss=, best_val_loss=, seconds=)
     after each epoch (i counts from 1) and returns the history as a dict.
 
@@ -51,6 +55,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from models.base import Model  # noqa: E402
+from models.noise import NOISE_MODES, check_noise_mode, epoch_draws  # noqa: E402
 
 
 # --------------------------------------------------------------------------- device
@@ -128,7 +133,7 @@ def _eval_loss(module, X, y, batch_size, amp, device_type) -> float:
 
 # --------------------------------------------------------------------------- training
 def fit_torch(module: nn.Module, X_train, y_train, X_val, y_val, ctx, lr: float = 1e-3,
-              weight_decay: float = 1e-4, grad_clip: float = 1.0) -> dict:
+              weight_decay: float = 1e-4, grad_clip: float = 1.0, train_draw=None) -> dict:
     """Train `module` in place (see the module docstring); returns the history dict."""
     prof = ctx.profile
     epochs = int(prof.get("epochs", 10))
@@ -166,10 +171,21 @@ def fit_torch(module: nn.Module, X_train, y_train, X_val, y_val, ctx, lr: float 
 
     hist = {"epochs": [], "device": device, "amp": str(amp).replace("torch.", "") if amp else "none",
             "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size, "patience": patience,
-            "max_epochs": epochs, "n_train": n, "n_val": len(yva), "y_mean": mu, "y_std": sd}
+            "max_epochs": epochs, "n_train": n, "n_val": len(yva), "y_mean": mu, "y_std": sd,
+            "noise_mode": "fixed" if train_draw is None else "fresh", "draw_s": 0.0}
     best, best_state, best_epoch, bad = math.inf, None, 0, 0
     t0 = time.time()
     for ep in range(1, epochs + 1):
+        if train_draw is not None:   # this epoch's inputs (a fresh noise draw)
+            td = time.time()
+            X_ep, y_ep = train_draw(ep - 1)
+            Xtr = _to_tensors(X_ep, device)
+            if len(Xtr[0]) != n:
+                raise ValueError(f"train_draw gave {len(Xtr[0])} rows for epoch {ep - 1}, expected {n}")
+            if y_ep is not None:
+                ytr = torch.as_tensor((np.asarray(y_ep, np.float64).reshape(-1) - mu) / sd, dtype=torch.float32,
+                                      device=device)
+            hist["draw_s"] += time.time() - td
         module.train()
         perm = torch.randperm(n, generator=gen)
         tl, seen = 0.0, 0
@@ -206,7 +222,7 @@ def fit_torch(module: nn.Module, X_train, y_train, X_val, y_val, ctx, lr: float 
     if best_state is not None:
         module.load_state_dict(best_state)
     hist.update(best_epoch=best_epoch, best_val_loss=best, epochs_run=len(hist["epochs"]),
-                seconds=time.time() - t0)
+                stopped_early=bad >= patience, seconds=time.time() - t0)
     module.eval()
     return hist
 
@@ -245,12 +261,26 @@ class TorchModelMixin:
         _build()       -> nn.Module from self.arch_
         _base(view)    -> what the network's output is added to (0, or a Ridge prediction)
 
-    Hyper-parameters `lr` and `weight_decay` may be passed as params.
+    Hyper-parameters `lr`, `weight_decay` and `noise_mode` ("fixed" | "fresh", models/noise.py) may be
+    passed as params. A family whose training does not go through TorchModel.fit sets noise_mode,
+    noise_modes and implied_params to say what it supports.
     """
-    hyper_params = ("lr", "weight_decay")
+    hyper_params = ("lr", "weight_decay", "noise_mode")
     family = "torch"
     lr = 1e-3
     weight_decay = 1e-4
+    noise_mode = "fresh"               # the family's default: a new noise draw every epoch
+    noise_modes = NOISE_MODES
+    # for core.engine.spec: a spec without noise_mode gets the default written out (so the change of
+    # default since #17 gives new run ids), and noise_mode="fixed" hashes like a spec without the key
+    # (the run ids from before noise_mode existed)
+    implied_params = {"noise_mode": "fresh"}
+    legacy_params = {"noise_mode": "fixed"}
+
+    @classmethod
+    def check_params(cls, params: dict) -> None:
+        super().check_params(params)
+        check_noise_mode(cls, params)
 
     def __init__(self, **params):
         super().__init__(**params)   # models.base.Model: self.params
@@ -308,7 +338,8 @@ class TorchModelMixin:
         yva = val.y[:, self.target_] - self._base(val)
         self.history_ = fit_torch(self.module_, self._inputs(train), ytr, self._inputs(val), yva, ctx,
                                   lr=float(self.params.get("lr", self.lr)),
-                                  weight_decay=float(self.params.get("weight_decay", self.weight_decay)))
+                                  weight_decay=float(self.params.get("weight_decay", self.weight_decay)),
+                                  train_draw=epoch_draws(self, train, ctx))
         return self
 
     def _base_train(self, train) -> np.ndarray | float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -40,6 +40,9 @@ INPUTS = {
     "error_shuffled": ["error_shuffled"],
     "meta": ["teff", "mh"],
 }
+# channels that depend on the noise draw (the others are clean arrays scaled by the noise level)
+NOISY_CHANNELS = ("flux", "error_pipeline", "snr")
+FRESH_STREAM = 0xF7E5   # tags the noise streams of fresh training draws (NoiseSource.fresh)
 
 
 class DataError(ValueError):
@@ -70,24 +73,68 @@ def _fingerprint(f: h5py.File, chunk: int = 2048) -> str:
 # --------------------------------------------------------------------------- reading
 @dataclass
 class View:
-    """Arrays of one view: x (n, C, P) float32 or (n, 2) for meta, y (n, 3) labels, global row index."""
+    """Arrays of one view: x (n, C, P) float32 or (n, 2) for meta, y (n, 3) labels, global row index.
+    `recipe` says how Dataset.view made it (data set fingerprint, split, noise level, inputs, seed), so
+    that Dataset.noise_source can draw the same view with other noise; None for arrays made otherwise."""
     x: np.ndarray
     y: np.ndarray
     index: np.ndarray
     channels: list[str]
     wave: np.ndarray
+    recipe: dict | None = field(default=None, compare=False)
 
 
 def list_datasets() -> list[str]:
     return sorted(p.stem for p in config.data_dir().glob("*.h5"))
 
 
-def noise_block(seed: int, noise_level: float, block: int, n_pix: int, rows: int = NOISE_BLOCK) -> np.ndarray:
+def noise_block(seed: int, noise_level: float, block: int, n_pix: int, rows: int = NOISE_BLOCK,
+                stream: tuple = ()) -> np.ndarray:
     """Standard normals for rows [block*NOISE_BLOCK, (block+1)*NOISE_BLOCK): a pure function of
-    (data set seed + view seed, noise level, block), so every run sees the same noise."""
+    (data set seed + view seed, noise level, block), so every run sees the same noise. A non-empty
+    `stream` (integers) selects another, independent draw of the same rows (fresh training noise)."""
     key = int(round(noise_level * 1e6))
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, key, int(block)]))
+    extra = [int(v) & 0xFFFFFFFF for v in stream]
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, key, int(block), *extra]))
     return rng.standard_normal((rows, n_pix), dtype=np.float32)
+
+
+@dataclass
+class NoiseSource:
+    """The clean arrays behind one view (Dataset.noise_source) and the noise draw that makes its x.
+
+    draw() gives the view's own fixed draw (the same arrays as Dataset.view); draw(stream) or
+    fresh(training_seed, epoch) another draw of the same rows, through the same noise model and the
+    same channel code: only the standard normals change."""
+    dataset: "Dataset"
+    rows: np.ndarray
+    noise_level: float
+    inputs: str
+    seed: int
+    flux: np.ndarray                  # clean flux (n, P)
+    err: np.ndarray                   # clean error at noise level 1 (n, P)
+    foreign: dict = field(default_factory=dict)   # channel -> the donors' clean error (shuffled / swapped)
+    y: np.ndarray | None = None
+    recipe: dict | None = None
+
+    @property
+    def noisy(self) -> bool:
+        """Whether any channel depends on the noise draw (flux_clean, error, ... do not)."""
+        return any(c in NOISY_CHANNELS for c in INPUTS[self.inputs])
+
+    def draw(self, stream: tuple = (), chunk: int = 4096) -> View:
+        ds, parts = self.dataset, []
+        for i in range(0, self.rows.size, chunk):
+            sl = slice(i, i + chunk)
+            clean = (self.flux[sl], self.err[sl], {k: v[sl] for k, v in self.foreign.items()})
+            parts.append(ds._channels(self.rows[sl], self.noise_level, self.inputs, self.seed, stream, clean)[0])
+        x = np.concatenate(parts) if parts else np.empty((0, len(INPUTS[self.inputs]), ds.n_pix), np.float32)
+        return View(x, self.y, self.rows, INPUTS[self.inputs], ds.wave,
+                    dict(self.recipe or {}, stream=list(stream)))
+
+    def fresh(self, training_seed: int, epoch: int) -> View:
+        """A fresh draw for one epoch of training: a pure function of (data set, view, training seed, epoch)."""
+        return self.draw((FRESH_STREAM, int(training_seed), int(epoch)))
 
 
 class Dataset:
@@ -161,23 +208,24 @@ class Dataset:
             i = j
         return out
 
-    def noise(self, rows: np.ndarray, noise_level: float, seed: int = 0) -> np.ndarray:
-        """The fixed standard-normal draws for these global rows at this noise level."""
+    def noise(self, rows: np.ndarray, noise_level: float, seed: int = 0, stream: tuple = ()) -> np.ndarray:
+        """The fixed standard-normal draws for these global rows at this noise level (another,
+        independent draw for a non-empty `stream`: see noise_block)."""
         rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((rows.size, self.n_pix), dtype=np.float32)
         blocks = rows // NOISE_BLOCK
         for b in np.unique(blocks):
             sel = blocks == b
-            z = noise_block(self.seed * 1000003 + seed, noise_level, int(b), self.n_pix)
+            z = noise_block(self.seed * 1000003 + seed, noise_level, int(b), self.n_pix, stream=stream)
             out[sel] = z[rows[sel] % NOISE_BLOCK]
         return out
 
-    def noisy(self, rows: np.ndarray, noise_level: float, seed: int = 0, flux=None, err=None):
+    def noisy(self, rows: np.ndarray, noise_level: float, seed: int = 0, flux=None, err=None, stream: tuple = ()):
         """(noisy flux, clean flux, clean error) of these rows at this noise level: the one noise draw
         every view, example and chart uses, flux + noise_level * error * N(0, 1)."""
         if flux is None or err is None:
             flux, err = self.read(np.asarray(rows, dtype=np.int64))
-        return flux + noise_level * err * self.noise(rows, noise_level, seed), flux, err
+        return flux + noise_level * err * self.noise(rows, noise_level, seed, stream), flux, err
 
     def _pipeline_sigma(self, noisy: np.ndarray, rows: np.ndarray, clean_sigma: np.ndarray) -> np.ndarray:
         if not self.has_meta:
@@ -187,9 +235,13 @@ class Dataset:
         var = nt * np.clip(noisy, 0, None) + self.sky_counts[None, :] + self.read_noise ** 2
         return (np.sqrt(var) / nt).astype(np.float32)
 
-    def _channels(self, rows: np.ndarray, noise_level: float, inputs: str, seed: int) -> tuple[np.ndarray, list[str]]:
+    def _channels(self, rows: np.ndarray, noise_level: float, inputs: str, seed: int, stream: tuple = (),
+                  clean: tuple | None = None) -> tuple[np.ndarray, list[str]]:
+        """The channels of `inputs` for these rows; `clean` = (flux, error, {channel: donors' error})
+        already read (NoiseSource), `stream` another noise draw (noise_block)."""
         chans = INPUTS[inputs]
-        noisy, flux, err = self.noisy(rows, noise_level, seed)
+        flux, err, foreign = clean if clean is not None else (None, None, {})
+        noisy, flux, err = self.noisy(rows, noise_level, seed, flux, err, stream)
         out = []
         for c in chans:
             if c == "flux":
@@ -205,7 +257,8 @@ class Dataset:
             elif c == "error_constant":
                 out.append(np.full_like(err, float(noise_level * self.error_scale())))
             elif c in ("error_shuffled", "error_swapped"):
-                out.append(noise_level * self._foreign_error(rows, c == "error_swapped", seed))
+                fe = foreign.get(c)
+                out.append(noise_level * (fe if fe is not None else self._foreign_error(rows, c == "error_swapped", seed)))
             else:
                 raise DataError(f"unknown channel {c!r}")
         return np.stack(out, axis=1).astype(np.float32), chans
@@ -285,14 +338,33 @@ class Dataset:
             raise DataError(f"unknown inputs {inputs!r}; choose one of {', '.join(INPUTS)}")
         rows = self.split_rows(split, limit)
         y = self.labels[rows].astype(np.float32)
+        recipe = {"fingerprint": self.fingerprint, "split": split, "noise_level": float(noise_level),
+                  "inputs": inputs, "seed": int(seed), "limit": limit}
         if inputs == "meta":
-            return View(self.labels[rows][:, [0, 2]].astype(np.float32), y, rows, INPUTS["meta"], self.wave)
+            return View(self.labels[rows][:, [0, 2]].astype(np.float32), y, rows, INPUTS["meta"], self.wave, recipe)
         parts = []
         for i in range(0, rows.size, 4096):
             x, chans = self._channels(rows[i:i + 4096], noise_level, inputs, seed)
             parts.append(x)
         x = np.concatenate(parts) if parts else np.empty((0, len(INPUTS[inputs]), self.n_pix), np.float32)
-        return View(x, y, rows, INPUTS[inputs], self.wave)
+        return View(x, y, rows, INPUTS[inputs], self.wave, recipe)
+
+    def noise_source(self, view: View) -> NoiseSource:
+        """The clean arrays of a view made by `view` (its recipe) and the noise draw that makes its x:
+        what a model needs to train on a fresh noise draw every epoch (models/noise.py). The donors of
+        the shuffled / swapped error channels are those of the view: only the noise draw can change."""
+        r = view.recipe
+        if not r or r.get("inputs") == "meta":
+            raise DataError("this view was not made by Dataset.view from noisy spectra: no noise to redraw")
+        if r.get("fingerprint") != self.fingerprint:
+            raise DataError(f"the view comes from another data set (fingerprint {r.get('fingerprint')}, "
+                            f"this one {self.fingerprint})")
+        rows = np.asarray(view.index, dtype=np.int64)
+        flux, err = self.read(rows)
+        foreign = {c: self._foreign_error(rows, c == "error_swapped", int(r["seed"]))
+                   for c in INPUTS[r["inputs"]] if c in ("error_shuffled", "error_swapped")}
+        return NoiseSource(self, rows, float(r["noise_level"]), r["inputs"], int(r["seed"]), flux, err, foreign,
+                           view.y, {k: v for k, v in r.items() if k != "stream"})
 
     def iter_view(self, split: str, noise_level: float, inputs: str = "flux", seed: int = 0,
                   chunk: int = 2048) -> Iterator[View]:

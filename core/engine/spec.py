@@ -70,14 +70,18 @@ def code_version() -> str:
 
 def normalise_spec(spec: dict) -> dict:
     """The canonical form of a spec (what is hashed and stored): defaults filled in, parameters
-    left at a model's declared default (Model.param_defaults) dropped. Unknown models, parameters
-    and targets raise ValueError."""
+    left at a model's declared default (Model.param_defaults) dropped, parameters whose default
+    changed (Model.implied_params) written out. Unknown models, parameters and targets raise
+    ValueError. normalise_spec(normalise_spec(s)) == normalise_spec(s)."""
     from models import MODELS
     if spec.get("model") not in MODELS:
         raise ValueError(f"unknown model {spec.get('model')!r}; known: {', '.join(sorted(MODELS))}")
     cls = MODELS[spec["model"]]
     params = spec.get("params") or {}
     cls.check_params(params)
+    # a parameter whose default changed is written out (Model.implied_params: the torch families'
+    # noise_mode, "fresh" since #17), so that the canonical form says how the run trains
+    params = {**getattr(cls, "implied_params", {}), **params}
     prof = config.profile(spec.get("profile", "quick"))
     out = {
         "model": spec["model"],
@@ -101,9 +105,14 @@ def normalise_spec(spec: dict) -> dict:
 
 
 def spec_hash(spec: dict, dataset_fp: str) -> str:
+    from models import MODELS
     s = normalise_spec(spec)
     prof = config.profile(s["profile"])
     payload = {k: s[k] for k in SPEC_KEYS}
+    # values that hash like an absent key (Model.legacy_params: noise_mode="fixed", how every run trained
+    # before the parameter existed, keeps those runs' ids)
+    legacy = getattr(MODELS[s["model"]], "legacy_params", {})
+    payload["params"] = {k: v for k, v in s["params"].items() if legacy.get(k, _NO_DEFAULT) != v}
     if s.get("replicate"):            # only when > 0: replicate 0 keeps every run id it always had
         payload["replicate"] = s["replicate"]
     payload["dataset_fp"] = dataset_fp

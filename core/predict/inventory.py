@@ -102,8 +102,14 @@ def _is_predictor(spec: dict, dataset: str) -> bool:
     prof = spec.get("profile", "quick")
     keys = _cached(("report-keys", prof, dataset),
                    lambda: {_spec_key(normalise_spec(s)) for s in suites.suite("report", prof, dataset)})
+    from models import MODELS
+    # a run stored before a parameter existed trained the old way (Model.legacy_params: noise_mode "fixed"),
+    # not the way today's default says: it is no longer the report's method
+    cls = MODELS.get(spec.get("model"))
+    legacy = {k: v for k, v in getattr(cls, "legacy_params", {}).items() if k in getattr(cls, "implied_params", {})}
+    stored = dict(spec, params={**legacy, **(spec.get("params") or {})})
     try:
-        return _spec_key(normalise_spec(spec)) in keys
+        return _spec_key(normalise_spec(stored)) in keys
     except ValueError:   # a model family that no longer exists
         return False
 

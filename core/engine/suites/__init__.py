@@ -2,7 +2,7 @@
 
     specs = suite("report", profile="quick")      # -> list of spec dicts for core.engine.train.run
 The larger suites have a file of their own here: latent.py (the blind-spot encoder's probes),
-ablation.py (error versus flux).
+ablation.py (error versus flux), noise.py (fixed versus fresh training noise).
 The data set is the profile's unless `dataset` is given.
 """
 from __future__ import annotations
@@ -99,6 +99,11 @@ def _error_ablation(profile, dataset):
     return ablation.suite_specs(profile, dataset)
 
 
+def _noise_ablation(profile, dataset):
+    from core.engine.suites import noise
+    return noise.suite_specs(profile, dataset, {m: p for _, m, p in REPORT_ROWS})
+
+
 SUITES = {
     "report": _report,
     "ceiling": _ceiling,
@@ -109,11 +114,24 @@ SUITES = {
     "global_ablation": _global_ablation,
     "fusion": _fusion,
     "latent": _latent,
+    "noise_ablation": _noise_ablation,
 }
 
 
 def row_label(spec: dict) -> str:
-    """A readable name for a spec's method (used by tables and pages)."""
+    """A readable name for a spec's method (used by tables and pages). noise_mode is named, as
+    "(fixed noise)", where it is not the family's default, and always in the noise_ablation suite."""
+    params = dict(spec.get("params") or {})
+    mode = params.pop("noise_mode", None)
+    label = _method_label(dict(spec, params=params))
+    from models import MODELS
+    if mode is not None and (spec.get("suite") == "noise_ablation" or
+                             mode != getattr(MODELS.get(spec["model"]), "noise_mode", None)):
+        label += f" ({mode} noise)"
+    return label
+
+
+def _method_label(spec: dict) -> str:
     if spec["model"] == "likelihood_ceiling":
         return CEILING_LABEL
     from models import MODELS

@@ -1,0 +1,218 @@
+"""Training noise as a choice (#17, parts 1 and 2): noise_mode "fixed" (one draw per training spectrum,
+the view's) or "fresh" (a new draw every epoch, the default of every torch family), the run ids that
+keep today's runs for "fixed", the stopping epoch in the run's metrics, and the noise_ablation suite."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from core import cli, config
+from core.data import INPUTS, Dataset
+from core.engine import spec, suites, train
+from models import MODELS, trainer
+from models.base import FitContext
+from models.mlp import MLPModel
+from models.trainer import TorchModelMixin
+
+PROFILE = {"epochs": 3, "batch_size": 64, "patience": 3}
+TORCH = {m for m, c in MODELS.items() if issubclass(c, TorchModelMixin)}
+FRESH_BY_DEFAULT = {m for m in TORCH if MODELS[m].implied_params.get("noise_mode") == "fresh"}
+# run ids from tests/data/spec_hashes.json before noise_mode existed (quick/report: ridge and mlp at
+# noise 0.1 and 1.0; quick/dilation: the dilated CNN d=1): a fixed-noise spec must keep them
+OLD_IDS = {("ridge", 0.1): "6a8fd198c4fb31fd", ("ridge", 1.0): "1894b4f011c3e16b",
+           ("mlp", 0.1): "8fae589a2b3c7f95", ("mlp", 1.0): "6b9409af1baf31f4"}
+OLD_DILATED_D1 = "652b4e23df822eae"
+FP = "snapshot-fingerprint"
+
+
+@pytest.fixture(scope="module")
+def ds(tiny_dataset):
+    return Dataset(tiny_dataset)
+
+
+def _ctx(ds, seed=0, **kw):
+    return FitContext(profile={**PROFILE, **kw}, seed=seed, device="cpu", dataset=ds)
+
+
+def _capture(monkeypatch):
+    """The inputs of every training batch fit_torch computes a loss on, per epoch."""
+    seen, real = [], trainer._forward_loss
+
+    def spy(module, xs, yb, amp, device_type):
+        if module.training:
+            seen.append([x.detach().cpu().numpy().copy() for x in xs])
+        return real(module, xs, yb, amp, device_type)
+    monkeypatch.setattr(trainer, "_forward_loss", spy)
+    return seen
+
+
+def _epochs(batches, n_batches):
+    return [np.concatenate([b[0] for b in batches[i:i + n_batches]]) for i in range(0, len(batches), n_batches)]
+
+
+# --------------------------------------------------------------------------- the draws
+def test_fresh_draws_differ_per_epoch_and_repeat_per_seed(ds):
+    v = ds.view("train", 1.0, "flux+error_shuffled", seed=0)
+    src = ds.noise_source(v)
+    e0, e1, again, other = src.fresh(5, 0), src.fresh(5, 1), src.fresh(5, 0), src.fresh(6, 0)
+    assert not np.array_equal(e0.x[:, 0], e1.x[:, 0]) and not np.array_equal(e0.x[:, 0], other.x[:, 0])
+    assert np.array_equal(e0.x, again.x)                                # same (seed, epoch): same draw
+    assert not np.array_equal(e0.x[:, 0], v.x[:, 0])                    # not the fixed draw either
+    for d in (e0, e1):                                                  # only the noise changes
+        assert np.array_equal(d.x[:, 1], v.x[:, 1]) and np.array_equal(d.index, v.index)
+        assert np.array_equal(d.y, v.y) and d.channels == v.channels
+    z = (e0.x[:, 0].astype(np.float64) - src.flux) / (1.0 * src.err)  # the noise model: flux + sigma * N(0, 1)
+    assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01
+    assert abs(np.corrcoef(z.ravel(), ((e1.x[:, 0] - src.flux) / src.err).ravel())[0, 1]) < 0.01
+
+
+def test_fixed_draw_is_the_view_for_every_input(ds):
+    for inputs in INPUTS:
+        if inputs == "meta":
+            continue
+        for nl in config.NOISE_LEVELS:
+            v = ds.view("train", nl, inputs, seed=3, limit=100)
+            d = ds.noise_source(v).draw(chunk=33)                        # other chunking, same arrays
+            assert d.x.dtype == v.x.dtype and np.array_equal(d.x, v.x), inputs
+
+
+def test_trainer_sees_fresh_batches_per_epoch_that_repeat_per_seed(ds, monkeypatch):
+    tr, va = ds.view("train", 1.0), ds.view("val", 1.0)
+    n_batches = len(trainer._batches(len(tr.y), PROFILE["batch_size"], np.arange(len(tr.y))))
+    seen = _capture(monkeypatch)
+    runs = []
+    for seed in (0, 0, 1):
+        seen.clear()
+        m = MLPModel().fit(tr, va, _ctx(ds, seed))
+        assert m.history_["noise_mode"] == "fresh" and m.run_metrics()["fresh_noise"] == 1.0
+        runs.append(_epochs(seen, n_batches))
+    (a, b, c) = runs
+    assert len(a) == PROFILE["epochs"] and all(np.array_equal(x, y) for x, y in zip(a, b))   # repeats
+    assert not np.array_equal(np.sort(a[0], axis=0), np.sort(a[1], axis=0))   # another draw each epoch
+    assert not np.array_equal(np.sort(a[0], axis=0), np.sort(c[0], axis=0))   # another training seed
+    fixed_rows = {r.tobytes() for r in tr.x.reshape(len(tr.x), -1)}
+    assert not any(r.tobytes() in fixed_rows for r in a[0])
+
+
+def test_fixed_trains_on_the_views_arrays(ds, monkeypatch):
+    tr, va = ds.view("train", 1.0), ds.view("val", 1.0)
+    seen = _capture(monkeypatch)
+    m = MLPModel(noise_mode="fixed").fit(tr, va, _ctx(ds))
+    assert m.history_["noise_mode"] == "fixed" and m.run_metrics()["fresh_noise"] == 0.0
+    rows = tr.x.reshape(len(tr.x), -1)
+    n_batches = len(trainer._batches(len(rows), PROFILE["batch_size"], np.arange(len(rows))))
+    for ep in _epochs(seen, n_batches):                                   # every epoch: the view's rows, each once
+        assert np.array_equal(np.unique(ep, axis=0), np.unique(rows, axis=0)) and len(ep) == len(rows)
+    # the same fit as the trainer's path before noise_mode existed: fit_torch on the view's arrays
+    ref = MLPModel(noise_mode="fixed")
+    ref.fit(tr, va, FitContext(profile=PROFILE, seed=0, device="cpu"))   # no data set at hand: fixed
+    assert np.array_equal(m.predict(va), ref.predict(va))
+
+
+def test_fresh_residual_model_and_views_without_noise(ds):
+    tr, va = ds.view("train", 1.0), ds.view("val", 1.0)
+    m = MODELS["topk_cnn"](K=8).fit(tr, va, _ctx(ds, cnn_channels=4))   # Ridge base on every fresh draw
+    assert m.history_["noise_mode"] == "fresh" and np.isfinite(m.predict(va)).all()
+    clean = MLPModel().fit(ds.view("train", 1.0, "flux_clean"), ds.view("val", 1.0, "flux_clean"), _ctx(ds))
+    assert clean.history_["noise_mode"] == "fixed"                          # nothing to redraw
+
+
+# --------------------------------------------------------------------------- run ids
+def _legacy_hash(s: dict, fp: str) -> str:
+    """spec_hash as it was before noise_mode existed (the params without noise_mode)."""
+    n = spec.normalise_spec(s)
+    n["params"] = {k: v for k, v in n["params"].items() if k != "noise_mode"}
+    payload = {k: n[k] for k in spec.SPEC_KEYS}
+    if n.get("replicate"):
+        payload["replicate"] = n["replicate"]
+    prof = config.profile(n["profile"])
+    payload["dataset_fp"] = fp
+    payload["profile_settings"] = {k: v for k, v in prof.items() if k not in ("name", "dataset", "n_spectra")}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _fixed(s):
+    return dict(s, params={**s["params"], "noise_mode": "fixed"})
+
+
+def test_fixed_keeps_todays_run_ids_and_only_torch_ids_change():
+    for (m, nl), rid in OLD_IDS.items():
+        s = next(x for x in suites.suite("report", "quick") if x["model"] == m and x["noise_level"] == nl)
+        assert spec.spec_hash(_fixed(s) if m in TORCH else s, FP) == rid
+        assert (spec.spec_hash(s, FP) != rid) == (m in FRESH_BY_DEFAULT)
+    assert spec.spec_hash(_fixed(suites.suite("dilation", "quick")[0]), FP) == OLD_DILATED_D1
+    n_changed = 0
+    for prof in config.PROFILES:
+        for name in suites.SUITES:
+            for s in suites.suite(name, prof):
+                rid, n = spec.spec_hash(s, FP), spec.normalise_spec(s)
+                assert spec.normalise_spec(n) == n and spec.spec_hash(n, FP) == rid     # idempotent
+                if s["model"] in TORCH:
+                    assert spec.spec_hash(_fixed(s), FP) == _legacy_hash(_fixed(s), FP)
+                mode = n["params"].get("noise_mode")
+                changed = rid != _legacy_hash(s, FP)
+                assert changed == (mode == "fresh"), (prof, name, s)
+                assert not changed or s["model"] in FRESH_BY_DEFAULT
+                n_changed += changed
+    assert n_changed > 100
+    assert {"mlp", "global_mlp", "dilated_cnn", "topk_cnn", "fusion_film"} <= FRESH_BY_DEFAULT
+    assert not FRESH_BY_DEFAULT & {"blindspot", "blindspot_head", "blindspot_finetune"}
+
+
+def test_noise_mode_is_checked():
+    s = spec.make_spec("mlp", {"noise_mode": "sometimes"}, 1.0, "quick", "d")
+    with pytest.raises(ValueError, match="noise_mode"):
+        spec.normalise_spec(s)
+    with pytest.raises(ValueError, match="unknown parameter"):
+        spec.normalise_spec(spec.make_spec("ridge", {"noise_mode": "fresh"}, 1.0, "quick", "d"))
+    with pytest.raises(ValueError, match="noise_mode"):
+        spec.normalise_spec(spec.make_spec("blindspot", {"noise_mode": "fresh"}, 1.0, "quick", "d"))
+    enc = spec.make_spec("blindspot", {}, 1.0, "quick", "d")
+    assert spec.spec_hash(enc, FP) == spec.spec_hash(_fixed(enc), FP) == _legacy_hash(enc, FP)
+
+
+# --------------------------------------------------------------------------- a run end to end
+def test_fresh_fit_runs_through_the_engine_and_records_where_it_stopped(tiny_dataset):
+    base = spec.make_spec("mlp", {}, 1.0, "quick", tiny_dataset, "test")
+    fresh, fixed = train.run(base, log=lambda m: None), train.run(_fixed(base), log=lambda m: None)
+    assert fresh.run_id != fixed.run_id
+    assert fixed.run_id == _legacy_hash(base, Dataset(tiny_dataset).fingerprint)
+    prof = config.profile("quick")
+    for r, mode in ((fresh, 1.0), (fixed, 0.0)):
+        m = r.metrics
+        assert m["fresh_noise"] == mode and m["max_epochs"] == prof["epochs"]
+        assert 1 <= m["best_epoch"] <= m["epochs_run"] <= m["max_epochs"] and np.isfinite(m["best_val_loss"])
+        assert m["stopped_on_budget"] == float(not m["stopped_early"] and m["epochs_run"] == m["max_epochs"])
+        assert m["stopped_early"] == float(m["epochs_run"] - m["best_epoch"] >= prof["patience"])
+    assert not np.array_equal(fresh.predictions()["y_pred"], fixed.predictions()["y_pred"])
+    again = train.run(base, force=True, log=lambda m: None)                  # fresh noise repeats exactly
+    assert np.array_equal(again.predictions()["y_pred"], fresh.predictions()["y_pred"])
+
+
+# --------------------------------------------------------------------------- the suite
+def test_noise_ablation_pairs_differ_only_in_noise_mode():
+    for prof in config.PROFILES:
+        specs = suites.suite("noise_ablation", prof)
+        assert len(specs) % 2 == 0 and {"mlp", "global_mlp", "dilated_cnn"} <= {s["model"] for s in specs}
+        report = {(s["model"], s["noise_level"]): spec.spec_hash(s, FP) for s in suites.suite("report", prof)}
+        for a, b in zip(specs[::2], specs[1::2]):
+            assert (a["params"].pop("noise_mode"), b["params"].pop("noise_mode")) == ("fixed", "fresh")
+            assert a == b
+        for s in specs:
+            assert s["model"] in FRESH_BY_DEFAULT
+        assert {n for s in specs for n in [s["noise_level"]]} == set(config.NOISE_LEVELS)
+        fresh = [s for s in suites.suite("noise_ablation", prof) if s["params"]["noise_mode"] == "fresh"]
+        assert all(spec.spec_hash(s, FP) == report[(s["model"], s["noise_level"])] for s in fresh)
+        labels = [suites.row_label(s) for s in suites.suite("noise_ablation", prof)]
+        assert len(set(labels)) == len(labels) // len(config.NOISE_LEVELS)
+    assert suites.row_label(suites.suite("noise_ablation", "quick")[0]) == "MLP (fixed noise)"
+    assert suites.row_label(spec.normalise_spec(suites.suite("report", "quick")[8])) == "MLP"
+
+
+def test_noise_ablation_report_prints(tiny_dataset, capsys):
+    assert cli.main(["report", "--suite", "noise_ablation", "--dataset", tiny_dataset]) == 0
+    out = capsys.readouterr().out
+    assert "MLP (fixed noise)" in out and "MLP (fresh noise)" in out and "Dilated CNN (d=2) (fixed noise)" in out
