@@ -88,8 +88,12 @@ def cmd_train(a) -> int:
 
 
 def cmd_report(a) -> int:
-    from core.analysis import report
+    from core.analysis import breakdown, report
     print(report.markdown(a.suite, a.profile, a.dataset))
+    by = a.by or ("snr" if a.suite == "report" else "none")
+    if by != "none":
+        print()
+        print(breakdown.markdown(a.suite, a.profile, a.dataset, by=by))
     return 0
 
 
@@ -212,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--suite", default="report", choices=list(SUITES))
     r.add_argument("--profile", default="quick", choices=list(config.PROFILES))
     r.add_argument("--dataset")
+    r.add_argument("--by", choices=["snr", "logg", "none"],
+                   help="then RMSE, bias, R2, slope (and error-bar coverage) per S/N quartile or log g bin of the "
+                        "test stars (default: snr for the report suite, none for the others)")
     r.set_defaults(func=cmd_report)
 
     ru = sub.add_parser("runs", help="list the runs in the registry")

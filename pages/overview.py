@@ -1,13 +1,16 @@
-"""Overview: the performance matrix (methods x noise levels) with the team report beside ours,
-and predicted-versus-true / residual plots for the method the reader picks."""
+"""Overview: where each method fails (RMSE, bias, R², slope per S/N quartile or log g bin, against the
+likelihood ceiling), the performance matrix (methods x noise levels) with the team report beside ours,
+whether the error bars hold (coverage of the 68 % and 95 % intervals), and predicted-versus-true /
+residual plots for the method the reader picks."""
 from __future__ import annotations
 
 import altair as alt
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from core import config
-from core.analysis import report
+from core.analysis import breakdown, report
 from core.analysis.reference import REPORT_LABEL
 from core.engine import suites, train
 from pages._ui import appstate, job_panels
@@ -15,14 +18,123 @@ from pages._ui import appstate, job_panels
 st.title("Performance matrix")
 ds = appstate.require_dataset()
 profile = st.session_state.get("profile", "quick")
-st.caption(f"Test-split R² of every method of the study on **{ds.name}** (profile `{profile}`), at noise "
-           f"levels 0.1 (high S/N) and 1.0 (nominal S/N). The {REPORT_LABEL} numbers were measured on the "
-           "team's own data: shown beside ours, never used to tune anything.")
+st.caption(f"Every method of the study on the test split of **{ds.name}** (profile `{profile}`), at noise "
+           "levels 0.1 (high S/N) and 1.0 (nominal S/N): where it fails (by the stars' S/N and log g, against the "
+           f"likelihood ceiling), its R² beside the {REPORT_LABEL} numbers (measured on the team's own data: "
+           "never used to tune anything), and whether its error bars hold.")
 
 
 @st.cache_data(show_spinner=False, ttl=10)
 def load_matrix(profile: str, dataset: str, fp: str):
     return report.matrix("report", profile, dataset), report.suite_results("report", profile, dataset)
+
+
+@st.cache_data(show_spinner="Scoring the test stars by S/N and log g...", max_entries=4)
+def load_breakdown(profile: str, dataset: str, fp: str, state: tuple):
+    """Per-bin metrics and coverage, both binnings; `state` (finished runs, last update) refreshes it."""
+    arms = breakdown.load("report", profile, dataset)
+    return ({by: breakdown.table(by=by, arms=arms) for by in breakdown.BY},
+            {by: breakdown.coverage_table(by=by, arms=arms) for by in breakdown.BY})
+
+
+METRIC_TITLES = {"rmse": "RMSE [dex]", "bias": "bias, predicted − true [dex]", "r2": "R²",
+                 "slope": "slope of predicted on true log g"}
+
+
+def _badness(metric: str, t: pd.DataFrame) -> pd.DataFrame:
+    """0 (fine) to 1 (bad) per cell of breakdown.wide(t, metric): RMSE by its ratio to the ceiling."""
+    if metric == "rmse" and "ratio" in t.columns:
+        v = np.log(breakdown.grid(t, "ratio").iloc[:, 2:].astype(float)) / np.log(10)
+    else:
+        g = breakdown.grid(t, metric).iloc[:, 2:].astype(float)
+        v = {"rmse": g / 1.2, "bias": g.abs() / 0.2, "r2": 1 - g, "slope": (1 - g).abs() / 0.5}[metric]
+    return v.fillna(0).clip(0, 1)
+
+
+def _styled(w: pd.DataFrame, bad: pd.DataFrame):
+    css = pd.DataFrame("", index=w.index, columns=w.columns)
+    for c in bad.columns:
+        if c in css.columns:
+            css[c] = [f"background-color: rgba(214, 96, 77, {0.7 * b:.2f})" for b in bad[c].to_numpy()]
+    return w.style.apply(lambda _: css, axis=None)
+
+
+def where_it_fails(tables: dict) -> None:
+    st.subheader("Where each method fails")
+    c1, c2, c3 = st.columns([2, 3, 2])
+    by = c1.radio("Test stars by", list(breakdown.BY), format_func=breakdown.BY.get, horizontal=True, key="bd_by")
+    metric = c2.radio("Metric", list(METRIC_TITLES), format_func=lambda m: METRIC_TITLES[m].split(",")[0].split(" [")[0],
+                      horizontal=True, key="bd_metric")
+    t = tables[by]
+    noises = sorted(t["noise"].unique())
+    pick = st.session_state.get("noise_level")
+    noise = c3.radio("Noise level", noises, horizontal=True, key="bd_noise",
+                     index=noises.index(pick) if pick in noises else len(noises) - 1)
+    t = t[t["noise"] == noise]
+    w = breakdown.wide(t, metric, nd=2).drop(columns="noise")
+    learned = t[t["model"] != "likelihood_ceiling"]["seeds"].unique()
+    seeds = ""
+    if len(learned) == 1:        # one number of seeds for every method: in the caption, not a column (width)
+        w = w.drop(columns="seeds")
+        seeds = (f"Cells: mean ± sd over {int(learned[0])} training seeds (the ceiling: one run). "
+                 if learned[0] > 1 else "One training run per method: no sd. ")
+    st.markdown(f"**{METRIC_TITLES[metric]} by {breakdown.BY[by]}, noise {noise:g}**")
+    cfg = {"method": st.column_config.TextColumn("method", width="medium"),
+           "seeds": st.column_config.NumberColumn("seeds", width="small", help="training replicates: cells are their "
+                                                  "mean ± sd")}
+    st.dataframe(_styled(w, _badness(metric, t)), hide_index=True, width="stretch", column_config=cfg,
+                 height=35 * (len(w) + 1) + 3)
+    st.caption(breakdown.edges_text(t, by) + " " + (seeds or "With several training seeds: mean ± sd over them "
+                                                    "(seeds column). ")
+               + ("(×): RMSE over the likelihood ceiling's RMSE on the same stars; the redder, the further from it. "
+                  if metric == "rmse" else "")
+               + ("R² in a bin: 1 − its mean squared error / the variance of true log g over every test star. "
+                  if metric == "r2" else "")
+               + ("Slope 1: unbiased; below 1 the predictions shrink toward the mean log g. " if metric == "slope" else "")
+               + "`python -m core report --by snr|logg` prints every metric.")
+
+
+def error_bars(covs: dict) -> None:
+    st.subheader("Are the error bars calibrated?")
+    cov = covs["snr"]
+    if cov.empty:
+        st.info("No method here reports an error bar (no y_std in its predictions) and no torch model has two "
+                "training replicates yet: `python -m core train --suite report --seeds 2` gives replicate ensembles.")
+        return
+    c1, c2 = st.columns([2, 2])
+    by = c1.radio("Test stars by", list(breakdown.BY), format_func=breakdown.BY.get, horizontal=True, key="cov_by")
+    cov = covs[by]
+    noises = sorted(cov["noise"].unique())
+    noise = c2.radio("Noise level", noises, horizontal=True, key="cov_noise", index=len(noises) - 1)
+    c = cov[cov["noise"] == noise]
+    table_c, c = c, c[c["bin"] != "all"]          # the chart: bins only ("all" is in the table)
+    label = c["method"].where(c["source"].str.startswith("ensemble"), c["method"] + " (own σ)")
+    long = pd.concat([pd.DataFrame({"method": label, "error bar": c["source"], "bin": c["bin"], "n": c["n"],
+                                    "interval": f"{name} % interval", "coverage": c[f"cov{name}"], "nominal": nominal,
+                                    "median sigma": c["sigma"]})
+                      for name, (_, nominal) in breakdown.INTERVALS.items()], ignore_index=True)
+    order = list(dict.fromkeys(c["bin"]))
+    base = alt.Chart(long)
+    lines = base.mark_line(point=True).encode(
+        x=alt.X("bin:N", sort=order, title=breakdown.BY[by], axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("coverage:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"), title="stars inside"),
+        color=alt.Color("method:N", title=None, legend=alt.Legend(orient="bottom", columns=3, labelLimit=260)),
+        tooltip=["method", "error bar", "bin", "n", alt.Tooltip("coverage:Q", format=".0%"),
+                 alt.Tooltip("median sigma:Q", format=".3f", title="median σ [dex]")])
+    nominal = base.mark_rule(color="black", strokeDash=[5, 4]).encode(y="mean(nominal):Q")
+    st.altair_chart(alt.layer(lines, nominal).properties(width=330, height=240).facet(
+        column=alt.Column("interval:N", title=None, header=alt.Header(labelFontSize=14))).properties(
+        title=f"Coverage of the error bars at noise {noise:g} (dashed: nominal 68 % and 95 %)"))
+    msg = breakdown.summary(cov)
+    (st.warning if cov[["far68", "far95"]].to_numpy().any() else st.success)(msg)
+    st.caption("Coverage: the fraction of test stars with |predicted − true| ≤ 1 σ (68 % interval) or ≤ 1.96 σ "
+               "(95 %). Each line is a torch model's ensemble over its training replicates, or, marked (own σ), a "
+               "model's own error bar. The ensemble: the mean "
+               "prediction, σ² = the variance across replicates (+ each replicate's own σ², where it gives one). "
+               f"Far from nominal: more than {breakdown.FAR_SE:g} binomial standard errors of its bin.")
+    with st.expander("Coverage table", icon=":material/table:"):
+        st.dataframe(breakdown.coverage_wide(table_c), hide_index=True, width="stretch")
+        st.caption("Cells: % inside the 68 % / 95 % interval; '!': far from nominal.")
 
 
 if profile == "quick" and job_panels.first_start_runs(ds.name):
@@ -38,6 +150,11 @@ if n_done == 0:
     job_panels.retrain_button(suites.suite("report", profile, ds.name), f"report, {profile}", "overview_empty")
     st.stop()
 st.caption(f"{n_done} of {len(res)} runs finished.")
+tables, covs = load_breakdown(profile, ds.name, ds.fingerprint, breakdown.registry_state(ds.name))
+if tables["snr"].empty:
+    st.info("No stored test predictions to break down yet.")
+else:
+    where_it_fails(tables)
 
 # ---- the matrix as a heat map: ours and the team's side by side
 long = []
@@ -93,6 +210,8 @@ if len(dis):
 st.download_button("Download the matrix (CSV)", show.to_csv(index=False).encode(), "performance_matrix.csv", "text/csv")
 job_panels.retrain_button(suites.suite("report", profile, ds.name) + suites.suite("ceiling", profile, ds.name),
                        f"report + ceiling, {profile}", "overview")
+if not tables["snr"].empty:
+    error_bars(covs)
 
 # ---- history
 with st.expander("How the numbers moved", icon=":material/history:"):
@@ -140,7 +259,8 @@ if r is not None:
     a.altair_chart((sc + one).properties(title=f"{method}, noise {noise:g}: R² = {row['r2']:.3f}, MAE = {row['mae']:.3f} dex",
                                          height=380), width="stretch")
     b.altair_chart((res_chart + zero).properties(title="Residuals against true log g", height=380), width="stretch")
-    st.caption(f"{len(df)} test spectra; dashed line: perfect prediction. Run `{r.run_id}`, "
+    st.caption(f"{len(df)} test spectra; dashed line: perfect prediction; slope of predicted on true log g "
+               f"{breakdown.slope(p['y_true'], p['y_pred']):.2f} (1: unbiased). Run `{r.run_id}`, "
                f"fit {r.timings.get('fit_s', float('nan')):.1f} s on {r.timings.get('device', '?')}.")
     bins = pd.DataFrame(r.metrics.get("bins", []))
     if len(bins):

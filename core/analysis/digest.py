@@ -24,7 +24,7 @@ from typing import Callable
 import pandas as pd
 
 from core import config
-from core.analysis import verdicts
+from core.analysis import breakdown, verdicts
 from core.analysis.reference import REPORT_LABEL, team_r2
 from core.analysis.verdicts import Arm, as_arm, judge
 from core.engine import registry, suites, train
@@ -51,6 +51,17 @@ H = {
     "rule": {"en": "rule", "zh": "规则"},
     "status": {"en": "status", "zh": "状态"},
     "since": {"en": "answered since", "zh": "新近回答（自）"},
+    "by_snr": {"en": "RMSE by S/N quartile, Q1 → Q4 [dex]", "zh": "按信噪比四分位的 RMSE，Q1 → Q4 [dex]"},
+    "of_ceil": {"en": "÷ ceiling's, Q1 → Q4", "zh": "÷ 上限，Q1 → Q4"},
+    "snr_note": {"en": "RMSE, bias, slope (of predicted on true log g): means over the seeds (± sd with several). "
+                       "By S/N quartile: the test stars in four S/N bins, the same for every method (Q1 lowest S/N); "
+                       "÷ ceiling's: that RMSE over the likelihood ceiling's RMSE on the same stars. "
+                       "`python -m core report --by snr|logg` gives every cell ± its sd.",
+                 "zh": "RMSE、偏差、斜率（预测对真实 log g 的斜率）：种子间的均值（多个种子时 ± 标准差）。按信噪比四分位："
+                       "测试星按信噪比分为四组，所有方法相同（Q1 信噪比最低）；÷ 上限：该 RMSE 除以似然上限在同一批星上的 RMSE。"
+                       "`python -m core report --by snr|logg` 给出每格的均值 ± 标准差。"},
+    "bias": {"en": "bias [dex]", "zh": "偏差 [dex]"},
+    "slope": {"en": "slope", "zh": "斜率"},
 }
 VERDICT_WORDS = {"verified": {"en": "verified", "zh": "已验证"}, "refuted": {"en": "refuted", "zh": "被否定"},
                  "inconclusive": {"en": "inconclusive (within 2 combined errors)", "zh": "无定论（差异在 2 个合并误差内）"},
@@ -469,14 +480,19 @@ def build(profile: str = "quick", dataset: str | None = None, since: str | None 
         text = ev.text(refs)
         L.append(head + (f". {text}" if text else ""))
     L += ["", f"## {H['matrix'][lang]}"]
+    by_snr = breakdown.table("report", profile, c.dataset, "snr", c.con)
     for n in config.NOISE_LEVELS:
         L += ["", f"### {H['noise'][lang]} = {n:g}", ""]
-        L.append(_row([H["method"][lang], f"{H['ours'][lang]} R² (± sd, seeds)", "MAE [dex]", "ref", f"{H['team'][lang]} R²"]))
-        L.append("|---|---|---|---|---|")
+        L.append(_row([H["method"][lang], f"{H['ours'][lang]} R² (± sd, seeds)", "MAE [dex]", "ref", "RMSE [dex]",
+                       H["bias"][lang], H["slope"][lang], H["by_snr"][lang], H["of_ceil"][lang], f"{H['team'][lang]} R²"]))
+        L.append("|---|---|---|---|---|---|---|---|---|---|")
         for lab, m, p, a in cells[n]:
             t = team_r2(m, n, p)
             L.append(_row([lab, a.fmt(seeds_word="") if a else "-", f"{a.mean('mae'):.3f}" if a else "-",
-                           f"[{refs[a.run_id]}]" if a else "-", f"{t:.3f}" if t is not None else "-"]))
+                           f"[{refs[a.run_id]}]" if a else "-", _pm(a, "rmse"), _pm(a, "bias"), _slope(a),
+                           *_quartiles(by_snr, a), f"{t:.3f}" if t is not None else "-"]))
+        if not by_snr.empty:
+            L += ["", H["snr_note"][lang] + " " + breakdown.edges_text(by_snr[by_snr["noise"] == n], "snr", all_col=False)]
     L += ["", f"## {H['hypotheses'][lang]}", ""]
     L.append(_row([H[k][lang] for k in ("hyp", "verdict", "stat", "threshold", "evidence", "rule")]))
     L.append("|---|---|---|---|---|---|")
@@ -507,6 +523,40 @@ def build(profile: str = "quick", dataset: str | None = None, since: str | None 
             L.append(_row([refs[a.run_id], r.run_id, r.spec.get("replicate", 0), r.spec["model"], ps, r.spec["inputs"],
                            f"{r.spec['noise_level']:g}", f"{r.metrics['r2']:.3f}", registry.get(c.con, r.run_id)["finished"]]))
     return "\n".join(L) + "\n"
+
+
+def _pm(a, metric: str) -> str:
+    """An arm's mean of a registry metric over its replicates, ± their sd with several."""
+    if a is None:
+        return "-"
+    sd = a.sd(metric)
+    return f"{a.mean(metric):.3f}" + (f" ± {sd:.3f}" if a.n > 1 and sd is not None else "")
+
+
+def _quartiles(t: pd.DataFrame, a) -> tuple[str, str]:
+    """('RMSE Q1 / Q2 / Q3 / Q4', 'the same over the ceiling's') of an arm, from breakdown.table (by S/N)."""
+    if a is None or t.empty:
+        return "-", "-"
+    g = t[(t["run_id"] == a.run_id) & (t["bin"] != "all")]
+    if g.empty:
+        return "-", "-"
+    ratio = " / ".join(f"{v:.2f}" for v in g["ratio"]) if "ratio" in g and g["ratio"].notna().all() else "-"
+    return " / ".join(f"{v:.2f}" for v in g["rmse"]), ratio
+
+
+def _slope(a) -> str:
+    """The slope of predicted on true log g (breakdown.slope), mean ± sd over the arm's replicates."""
+    if a is None:
+        return "-"
+    vals = []
+    for r in a.runs:
+        try:
+            p = r.predictions()
+        except (OSError, ValueError, KeyError, AttributeError):
+            continue
+        vals.append(breakdown.slope(p["y_true"], p["y_pred"]))
+    m, sd, k = breakdown.mean_sd(vals)
+    return "-" if not k else f"{m:.2f}" + (f" ± {sd:.2f}" if sd is not None else "")
 
 
 def index_section(md: str) -> tuple[str, str]:

@@ -15,15 +15,20 @@ DISAGREE_R2 = 0.10  # |ours - team| above this is marked as a disagreement
 MAX_REPLICATES = 10  # training replicates looked for per spec (train --seeds N)
 
 
-def replicate_metrics(spec: dict, con) -> list[dict]:
-    """The metrics of every finished training replicate of a spec (replicate 0 first), as train --seeds
-    made them; replicates are looked for up to MAX_REPLICATES and need not be contiguous."""
+def replicate_results(spec: dict, con) -> list:
+    """Every finished training replicate of a spec (replicate 0 first), as train --seeds made them;
+    replicates are looked for up to MAX_REPLICATES and need not be contiguous."""
     out = []
     for r in range(MAX_REPLICATES):
         res = train.cached_result(dict(spec, replicate=r) if r else spec, con=con)
         if res is not None:
-            out.append(res.metrics)
+            out.append(res)
     return out
+
+
+def replicate_metrics(spec: dict, con) -> list[dict]:
+    """The metrics of every finished training replicate of a spec (replicate 0 first)."""
+    return [r.metrics for r in replicate_results(spec, con)]
 
 
 def _default_inputs(spec: dict) -> bool:
