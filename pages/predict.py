@@ -189,12 +189,15 @@ def show_single(r: dict, ds) -> None:
     weights = {m["run_id"]: (f"recommended (weight {m['weight']:.2f})" if len(rec.get("members", [])) > 1
                              else "recommended") for m in rec.get("members", [])}
     tab = pd.DataFrame([{"model": x["model"], "log g [dex]": x["value"], "± [dex]": x["uncertainty"],
+                         "validation RMSE at this S/N [dex]": x.get("val_rmse_at_snr"),
                          "test RMSE at this S/N [dex]": x.get("test_rmse_at_snr"), "test RMSE [dex]": x["test_rmse"],
                          "test R²": x["test_r2"], "uncertainty kind": x["uncertainty_kind"], "inputs": x["inputs"],
                          "": weights.get(x["run_id"], "research: never recommended" if x.get("role") == "research"
                                          else "")} for x in r["logg"]])
     st.dataframe(tab, hide_index=True, width="stretch", column_config={
         "log g [dex]": st.column_config.NumberColumn(format="%.2f"), "± [dex]": st.column_config.NumberColumn(format="%.2f"),
+        "validation RMSE at this S/N [dex]": st.column_config.NumberColumn(
+            format="%.3f", help="what the recommendation is chosen and weighted on"),
         "test RMSE at this S/N [dex]": st.column_config.NumberColumn(format="%.3f"),
         "test RMSE [dex]": st.column_config.NumberColumn(format="%.3f"), "test R²": st.column_config.NumberColumn(format="%.3f")})
     notes = ["± is each model's own uncertainty for this spectrum: for Ridge and LightGBM the spread of its predictions "

@@ -402,9 +402,9 @@ def test_models_side_by_side_with_uncertainty_kinds_and_other_labels(trained, st
     assert by["ridge"]["uncertainty_kind"].startswith("input-noise MC spread")
     assert by["cannon"]["uncertainty_kind"].startswith("formal χ² 1σ")
     assert all(x["uncertainty"] > 0 and x["test_rmse"] > 0 for x in r["logg"])
-    # the recommendation: the predictor with the lowest test RMSE at this spectrum's S/N, never a research run
+    # the recommendation: the predictor with the lowest validation RMSE at this spectrum's S/N, never a research run
     preds = [x for x in r["logg"] if x["role"] == "predictor"]
-    best = min(preds, key=lambda x: x["test_rmse_at_snr"])
+    best = min(preds, key=lambda x: x["val_rmse_at_snr"])
     members = r["recommended"]["members"]
     assert members[0]["model"] == best["model"] and by["lightgbm"]["model"] not in {m["model"] for m in members}
     assert sum(m["weight"] for m in members) == pytest.approx(1.0)

@@ -64,7 +64,8 @@ def test_the_recommendation_says_outside_the_grid_and_disagreement(trained):
     def row(model, value, rmse, unc=0.05):
         return {"model": model, "run_id": model, "role": "predictor", "value": value, "uncertainty": unc,
                 "uncertainty_kind": "MC",
-                "test_r2": 0.9, "test_rmse": rmse, "test_rmse_at_snr": rmse, "test_stars_at_snr": 50,
+                "test_r2": 0.9, "test_rmse": rmse, "val_rmse_at_snr": rmse, "val_half68_at_snr": rmse,
+                "val_stars_at_snr": 50, "test_rmse_at_snr": 9.0 - rmse, "test_stars_at_snr": 50,
                 "snr_bin": [10.0, 40.0]}
 
     rec, best = recommend([row("A", 3.0, 0.2), row("B", 3.1, 0.25), row("C", 2.9, 0.3)], ds, 0.1)
@@ -84,23 +85,26 @@ def test_the_recommendation_says_outside_the_grid_and_disagreement(trained):
 
 
 def test_the_recommendation_is_the_weighted_mean_of_the_best_at_this_snr(trained):
-    """Members: the predictors with the lowest test RMSE in the spectrum's S/N bin, weighted by 1/RMSE^2;
-    the error bar is at least the weighted mean's own test RMSE on the test stars of that bin."""
+    """Members: the predictors with the lowest validation RMSE in the spectrum's S/N bin, weighted by
+    1/RMSE^2; the error bar is at least the 68 % half-width of the weighted mean's validation errors in
+    that bin (the test split plays no part in the choice)."""
     from core.predict.skill import ensemble
     ds, _ = trained
     ex = P.example(ds, 2, 0.1)
     r = P.predict(ex, ds, noise=0.1, mc=8)
     rec, rows = r["recommended"], {x["run_id"]: x for x in r["logg"]}
     assert len(rec["members"]) == 2                      # both predictors of this registry
-    rm = [rows[m["run_id"]]["test_rmse_at_snr"] for m in rec["members"]]
+    rm = [rows[m["run_id"]]["val_rmse_at_snr"] for m in rec["members"]]
     assert rm == sorted(rm)
     w = np.array([1 / x ** 2 for x in rm])
     assert [m["weight"] for m in rec["members"]] == pytest.approx(list(w / w.sum()))
     assert rec["value"] == pytest.approx(sum(m["weight"] * m["value"] for m in rec["members"]))
     ens = ensemble([e for e in P.trained_models(ds) if e.role == "predictor" and e.noise_level == 0.1], ds,
                    r["snr"]["value"])
-    assert rec["uncertainty"] >= ens.rmse > 0 and ens.n > 10
-    assert "weighted mean" in rec["why"] and f"{ens.n} stars" in rec["why"]
+    assert rec["uncertainty"] >= ens.half68 > 0 and ens.n > 10
+    assert ens.n == rows[rec["members"][0]["run_id"]]["val_stars_at_snr"]       # validation stars of that bin
+    assert "weighted mean" in rec["why"] and "68 % interval" in rec["why"]
+    assert rec["uncertainty"] == pytest.approx(float(ens.half_width(r["snr"]["value"])))
 
 
 @pytest.mark.parametrize("v", [-300.0, -120.0, 45.0, 300.0])
@@ -380,3 +384,44 @@ def test_impossible_velocities_and_ultraviolet_vacuum_are_handled(trained):
     w = np.linspace(1500.0, 9000.0, 5000)
     conv, _ = frame.to_medium(w, "vacuum", "air")
     assert np.all(np.diff(conv) > 0) and np.allclose(conv[w < 2000], w[w < 2000])
+
+
+def test_validation_predictions_are_the_fitted_models_on_the_validation_view(trained):
+    """skill's validation predictions: the run's model on its validation view (same inputs, noise and seed
+    as its fit), kept beside the run; the 68 % half-width holds 68 % of those errors in each bin."""
+    from core.predict import inventory
+    from core.predict import skill as S
+    ds, _ = trained
+    e = next(x for x in P.trained_models(ds) if x.role == "predictor")
+    idx, y, p = S.predictions(e, ds, "val")
+    assert np.array_equal(np.sort(idx), ds.splits["val"]) and (e.artifact / "val_predictions.npz").exists()
+    v = ds.view("val", e.noise_level, e.spec["inputs"], seed=e.spec["seed"])
+    out = inventory.load(e).predict(v)
+    assert np.allclose(np.asarray(out[0] if isinstance(out, tuple) else out).ravel(), p)
+    sk = S.skill(e, ds)
+    rows, snr = S.split_snr(ds, e.noise_level, "val")
+    b = sk.bin_of(snr[np.searchsorted(rows, idx)])
+    for i in range(S.N_BINS):
+        if sk.n[i] >= 10:
+            assert np.mean(np.abs(p - y)[b == i] <= sk.half68[i]) == pytest.approx(0.68, abs=0.1)
+    assert sk.split == "val" and S.skill(e, ds, "test").split == "test"
+
+
+def test_the_error_model_is_calibrated_where_it_is_fitted():
+    """skill.error_model: errors drawn with sd sqrt(a + b/snr^2) give back a and b, and the interval
+    k68 * sqrt(a + b/snr^2) holds 68 % of fresh draws at every S/N (not only on average); a bin RMSE
+    over the whole S/N range would over-cover the bright stars and under-cover the faint ones."""
+    from core.predict.skill import Ensemble, error_model
+    rng = np.random.default_rng(3)
+    snr = rng.uniform(20, 300, 4000)
+    sd = np.sqrt(0.01 + 400.0 / snr ** 2)
+    (a, b), k = error_model(rng.normal(0, sd), snr)
+    assert a == pytest.approx(0.01, rel=0.3) and b == pytest.approx(400.0, rel=0.2) and k == pytest.approx(1.0, abs=0.1)
+    ens = Ensemble([], np.ones(1), 0.0, 0.0, 0, (0.0, 1.0), (a, b), k)
+    fresh = rng.normal(0, sd)
+    inside = np.abs(fresh) <= ens.half_width(snr)
+    for lo, hi in ((20, 40), (40, 100), (100, 300)):
+        sel = (snr >= lo) & (snr < hi)
+        assert np.mean(inside[sel]) == pytest.approx(0.68, abs=0.05), (lo, hi)
+    flat = np.abs(fresh) <= np.sqrt(np.mean(sd ** 2))
+    assert np.mean(flat[snr > 100]) > 0.85 and np.mean(flat[snr < 40]) < 0.6

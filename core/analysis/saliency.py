@@ -6,28 +6,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from core.data.cache import atomic_savez
 from core.physics.fisher import physics_info
 from models.attribution import gradient_x_input, integrated_gradients, occlusion
 
 SALIENCY_STARS = 48
 IG_STEPS = 64   # Riemann steps of integrated gradients: completeness within 1 % for the max-pooling CNNs (32 gave 1.5 %)
 LOGG_BIN_EDGES = (1.0, 2.0, 3.0, 4.0, 5.0)
-
-
-def _atomic_savez(path, **arrays) -> None:
-    """Cache arrays at path; on a read-only or full artifacts folder the cache is skipped (the
-    caller has the arrays) and nothing half-written stays."""
-    import os
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except OSError:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
 
 
 def _load_npz(path) -> dict:
@@ -76,7 +61,7 @@ def run_saliency(result, ds, n_stars: int = SALIENCY_STARS) -> dict:
         raise ValueError(f"no saliency for {spec['model']!r}: its inputs (global features) are computed outside "
                          "torch, so there is no gradient to follow")
     out["seconds"] = np.array(time.perf_counter() - t0)
-    _atomic_savez(path, **out)
+    atomic_savez(path, **out)
     return out
 
 
@@ -99,7 +84,7 @@ def dataset_physics(ds, noise_level: float, max_stars: int = 200) -> dict:
             "sigma_logg_alone": info["sigma_logg_alone"], "r2_cr": np.array(info["r2_cr"]),
             "pixel_info": info["per_pixel"].mean(0), "pixel_info_marg": info["per_pixel_marg"].mean(0),
             "mean_flux": info["flux"].mean(0), "seconds": np.array(time.perf_counter() - t0)}
-    _atomic_savez(path, **keep)
+    atomic_savez(path, **keep)
     return keep
 
 

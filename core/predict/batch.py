@@ -21,8 +21,8 @@ from core.predict.words import nl_text
 
 # --------------------------------------------------------------------------- many spectra
 def _recommend_batch(cols: dict, sel: np.ndarray, snr: np.ndarray, ran: dict, ds: Dataset) -> None:
-    """Per spectrum: the ensemble of its S/N bin (skill.ensemble, as for one spectrum), its value and its
-    test RMSE as the error bar. Where no predictor has stored test predictions there is no ranking, and the
+    """Per spectrum: the ensemble of its S/N bin (skill.ensemble, as for one spectrum), its value and the
+    half-width of its 68 % interval at the spectrum's S/N (calibrated on the validation split) as the error bar. Where no predictor has stored test predictions there is no ranking, and the
     row's recommendation stays empty (NaN)."""
     if not ran:
         return
@@ -36,7 +36,7 @@ def _recommend_batch(cols: dict, sel: np.ndarray, snr: np.ndarray, ran: dict, ds
         if ens is None:
             continue
         logg[here] = sum(w * ran[e.run_id][1][here] for e, w in zip(ens.members, ens.weights))
-        err[here] = ens.rmse
+        err[here] = ens.half_width(snr[here]) if np.isfinite(ens.k68) else ens.rmse   # the 68 % interval, as for one
         name[here] = ens.members[0].label if len(ens.members) == 1 else \
             "weighted mean of " + ", ".join(e.label for e in ens.members)
     cols["logg"][sel], cols["logg_err"][sel], cols["recommended_model"][sel] = logg, err, name
@@ -46,7 +46,7 @@ def _recommend_batch(cols: dict, sel: np.ndarray, snr: np.ndarray, ran: dict, ds
 def predict_batch(batch: Batch, ds: Dataset, noise: str | float = "auto", chunk: int | None = None,
                   normalise: str = "auto", all_models: bool = False, progress=None, research: bool = False):
     """One row per spectrum: S/N, noise level, every predictor's log g, the recommended value (the weighted
-    mean of the best predictors at that spectrum's S/N, as for one spectrum) with its test RMSE as error bar,
+    mean of the best predictors at that spectrum's S/N, as for one spectrum) with its 68 % interval as error bar,
     OOD flags,
     and the true labels when the file has them. No MC re-draws. research=True adds the research models'
     columns (never recommended). The spectra are prepared and predicted `chunk` at a time (default: blocks of
@@ -144,9 +144,9 @@ def _predict_batch(batch: Batch, ds: Dataset, noise, chunk: int, normalise: str,
                "flagged": int((df["ood"] != "").sum()),
                "noise_levels": {nl_text(k): int(v) for k, v in df["noise_level"].value_counts().sort_index().items()},
                "skipped": [{"model": k, "why": v} for k, v in skipped.items()], "research_hidden": int(hidden),
-               "error_bar": "the test RMSE of the recommendation (the weighted mean of the best predictors at that "
-                            "spectrum's S/N) on test stars of that S/N at that noise level (no MC re-draws in batch "
-                            "mode)"}
+               "error_bar": "the half-width of the 68 % interval of the recommendation (the weighted mean of the "
+                            "best predictors at that spectrum's S/N) at that S/N and noise level, calibrated on the "
+                            "validation stars (no MC re-draws in batch mode)"}
     if batch.labels is not None and df["logg"].notna().any():
         r = df["logg"] - df["true_logg"]
         summary["rmse_vs_true_logg"] = float(np.sqrt(np.nanmean(r ** 2)))

@@ -254,14 +254,18 @@ def _predict(item: Spectrum, ds: Dataset, noise, mc: int, seed: int, normalise: 
             by_product = target != en.target
             value, sig = float(value), float(sig)
             sk = None if by_product else skill(en, ds)
+            st = None if sk is None else skill(en, ds, "test")
             b = None if sk is None else int(sk.bin_of(prep.snr[0]))
             row = {"model": en.label, "name": en.spec["model"], "inputs": en.spec.get("inputs"), "target": target,
                    "role": en.role, "noise_level": nl, "value": value, "uncertainty": sig, "uncertainty_kind": kind,
                    "test_rmse": None if by_product else en.metrics.get("rmse"),
                    "test_r2": None if by_product else en.metrics.get("r2"),
-                   "test_rmse_at_snr": None if b is None else float(sk.rmse[b]),
-                   "test_bias_at_snr": None if b is None else float(sk.bias[b]),
-                   "test_stars_at_snr": None if b is None else int(sk.n[b]),
+                   "val_rmse_at_snr": None if b is None else float(sk.rmse[b]),
+                   "val_half68_at_snr": None if b is None else float(sk.half68[b]),
+                   "val_stars_at_snr": None if b is None else int(sk.n[b]),
+                   "test_rmse_at_snr": None if st is None else float(st.rmse[b]),
+                   "test_bias_at_snr": None if st is None else float(st.bias[b]),
+                   "test_stars_at_snr": None if st is None else int(st.n[b]),
                    "snr_bin": None if b is None else [float(sk.edges[b]), float(sk.edges[b + 1])],
                    "run_id": en.run_id,
                    "note": "fitted jointly with log g; not scored on the test split" if by_product else ""}
@@ -315,10 +319,11 @@ DISAGREE_Z = 2.0   # two predictors disagree when their values differ by more th
 
 def recommend(rows: list[dict], ds: Dataset, nl: float, ens=None) -> tuple[dict, dict]:
     """The recommended log g and the row of its leading predictor. Only predictors (the report suite's
-    methods) are candidates. With `ens` (skill.ensemble for this spectrum's S/N) the value is the
-    1/RMSE^2-weighted mean of its members, the TOP_K predictors with the lowest test RMSE on test stars
-    of this S/N, and its error bar the larger of their weighted spread and the weighted mean's own test
-    RMSE in that bin; without, the single predictor with the lowest RMSE at this S/N. When any two of the
+    methods) are candidates, chosen on the validation split (core/predict/skill.py). With `ens`
+    (skill.ensemble for this spectrum's S/N) the value is the 1/RMSE^2-weighted mean of its members, the
+    TOP_K predictors with the lowest validation RMSE on stars of this S/N, and its error bar the larger
+    of their weighted spread and the 68 % half-width of the weighted mean's validation residuals in that
+    bin; without, the single predictor with the lowest validation RMSE at this S/N. When any two of the
     four best predictors differ by more than DISAGREE_Z combined errors the answer says so; outside the
     training grid's log g range it says that too."""
     cands = [r for r in rows if r["role"] == "predictor" and r["test_r2"] is not None]
@@ -328,10 +333,10 @@ def recommend(rows: list[dict], ds: Dataset, nl: float, ens=None) -> tuple[dict,
 
     def err(r):
         spread = r["uncertainty"] if np.isfinite(r["uncertainty"]) else 0.0
-        floor = r["test_rmse_at_snr"] if r["test_rmse_at_snr"] is not None else (r["test_rmse"] or 0.0)
+        floor = r["val_half68_at_snr"] if r.get("val_half68_at_snr") is not None else (r["test_rmse"] or 0.0)
         return max(spread, floor), spread, floor
 
-    ranked = sorted(cands, key=lambda r: (r["test_rmse_at_snr"] if r["test_rmse_at_snr"] is not None
+    ranked = sorted(cands, key=lambda r: (r["val_rmse_at_snr"] if r.get("val_rmse_at_snr") is not None
                                           else (r["test_rmse"] or 9.0)))
     best = ranked[0]
     by_run = {r["run_id"]: r for r in cands}
@@ -340,27 +345,29 @@ def recommend(rows: list[dict], ds: Dataset, nl: float, ens=None) -> tuple[dict,
     if len(members) > 1:
         value = float(sum(w * r["value"] for r, w in members))
         spread = float(sum(w * err(r)[1] for r, w in members))
-        floor = ens.rmse
-        u = max(spread, floor)
+        floor = ens.half68 if np.isfinite(ens.half68) else ens.rmse
+        u = floor if np.isfinite(ens.half68) else max(spread, floor)
         names = ", ".join(f"{r['model']} ({w:.2f})" for r, w in members)
         rec = {"model": f"weighted mean of {len(members)} predictors", "members": [
             {"model": r["model"], "weight": w, "value": r["value"], "run_id": r["run_id"]} for r, w in members],
             "value": value, "uncertainty": u, "agree": True, "outside_grid": False,
-            "why": f"the 1/RMSE²-weighted mean of the {len(members)} predictors with the lowest test RMSE on test "
-                   f"stars of S/N {ens.snr_range[0]:.0f}-{ens.snr_range[1]:.0f} at noise level {nl_text(nl)}: {names}; "
-                   f"error bar = the larger of their weighted spread ({spread:.3f}) and the weighted mean's test RMSE "
-                   f"on those {ens.n} stars ({floor:.3f} dex)"}
+            "val_rmse": ens.rmse, "test_rmse": ens.test_rmse, "test_coverage": ens.test_coverage,
+            "why": f"the 1/RMSE²-weighted mean of the {len(members)} predictors with the lowest validation RMSE on "
+                   f"validation stars of S/N {ens.snr_range[0]:.0f}-{ens.snr_range[1]:.0f} at noise level "
+                   f"{nl_text(nl)}: {names}; error bar = its 68 % interval at S/N {ens.at_snr:.0f}, calibrated on "
+                   f"the validation stars ({floor:.3f} dex; it held {100 * ens.test_coverage:.0f} % of this S/N "
+                   f"bin's test stars; the members' own input-noise spread: {spread:.3f})"}
     else:
         u, spread, floor = err(best)
         lo_s, hi_s = best["snr_bin"] or (np.nan, np.nan)
-        where = (f"test stars of S/N {lo_s:.0f}-{hi_s:.0f} ({best['test_stars_at_snr']} stars)" if best["snr_bin"]
-                 else "all test stars")
+        where = (f"validation stars of S/N {lo_s:.0f}-{hi_s:.0f} ({best.get('val_stars_at_snr')} stars)"
+                 if best["snr_bin"] else "all test stars")
         rec = {"model": best["model"], "members": [{"model": best["model"], "weight": 1.0, "value": best["value"],
                                                     "run_id": best["run_id"]}],
                "value": best["value"], "uncertainty": u, "agree": True, "outside_grid": False,
-               "why": f"lowest test RMSE among the report's predictors on {where} at noise level {nl_text(nl)} "
-                      f"({floor:.3f} dex); error bar = the larger of its {best['uncertainty_kind']} ({spread:.3f}) "
-                      f"and that RMSE"}
+               "why": f"lowest validation RMSE among the report's predictors on {where} at noise level "
+                      f"{nl_text(nl)}; error bar = the larger of its {best['uncertainty_kind']} ({spread:.3f}) and "
+                      f"the half-width holding 68 % of its errors there ({floor:.3f} dex)"}
     top = ranked[:4]
     worst = max(((abs(a["value"] - b["value"]) / max(np.hypot(err(a)[0], err(b)[0]), 1e-9), a, b)
                  for i, a in enumerate(top) for b in top[i + 1:]), default=None, key=lambda x: x[0])
