@@ -63,6 +63,10 @@ class Model:
     hyper_params: tuple = ()
     # a torch family whose network input is a torch function of view.x sets this and forward_tensor
     differentiable = False
+    # the fit reads FitContext.seed (initialisation, batches, bagging, noise draws); a family whose fit
+    # is a deterministic function of its data (Ridge, the Cannon, the likelihood fit) sets False: its
+    # training replicates would all be the same run, so none is made and its seed spread is zero
+    seed_dependent = True
     # predict() fits each spectrum on its own (slow): Predict runs it once, without noise re-draws
     per_spectrum_fit = False
     # label_fit() gives all three labels at once (Teff, log g, [M/H]) with their 1-sigma

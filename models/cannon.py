@@ -35,6 +35,7 @@ def design_jac(l: np.ndarray) -> np.ndarray:
 class CannonModel(Model):
     inputs = "flux+error"
     family = "cannon"
+    seed_dependent = False   # no randomness in the fit: replicates would repeat it
 
     def __init__(self, iterations: int = 8):
         super().__init__(iterations=iterations)

@@ -15,6 +15,7 @@ from models.base import Model, load_arrays, save_arrays
 class LikelihoodCeiling(Model):
     inputs = "flux+error"
     family = "physics"
+    seed_dependent = False       # nothing is trained: replicates would repeat it
     per_spectrum_fit = True      # a likelihood fit per spectrum: slow, one pass in Predict
 
     def __init__(self, max_templates: int = 20000):

@@ -29,6 +29,7 @@ def ridge_path(X: np.ndarray, y: np.ndarray, alphas) -> list[np.ndarray]:
 
 class RidgeModel(Model):
     """Ridge regression on every input pixel (standardised with train statistics)."""
+    seed_dependent = False   # no randomness in the fit: replicates would repeat it
     inputs = "flux"
     family = "linear"
 

@@ -131,7 +131,9 @@ class Ctx:
             if r is not None:
                 reps = [train.cached_result(dict(spec, replicate=k), con=self.con)
                         for k in range(1, self.max_replicate + 1)]
-                arm = Arm("", [r] + [x for x in reps if x is not None], fixed=spec.get("model") == "likelihood_ceiling")
+                from models import MODELS
+                fixed = not getattr(MODELS.get(spec.get("model")), "seed_dependent", True)   # no seed in its fit
+                arm = Arm("", [r] + [x for x in reps if x is not None], fixed=fixed)
             self._memo[key] = arm
         arm = self._memo[key]
         if arm is not None:

@@ -17,7 +17,8 @@ fraction m_b / m_a, or one arm's mean against a fixed number. Its uncertainty ha
   means (Welch). An arm with one replicate has no estimate of s: its term is left out (the known part
   is a lower bound) and the text names the arm; when no arm has two replicates the text says
   "single run, training spread unknown" and the verdict rests on SE_boot alone. An arm marked `fixed`
-  (the likelihood ceiling: nothing is trained) has no training spread, s = 0.
+  (a family whose fit uses no seed, Model.seed_dependent False: Ridge, the Cannon, the ceiling) has
+  no training spread, s = 0.
 
 combined = sqrt(SE_boot^2 + sd_seed^2). A rule states its hypothesis as a margin that is positive when
 the hypothesis holds (statistic - threshold, or threshold - statistic); `decide` calls it verified when
@@ -43,7 +44,7 @@ class Arm:
     """The replicates of one spec: results with .run_id and .metrics (and .predictions() when stored)."""
     label: str
     runs: list
-    fixed: bool = False          # no training spread by construction (not a trained model)
+    fixed: bool = False          # no training spread by construction (its fit uses no seed)
 
     @property
     def n(self) -> int:

@@ -45,10 +45,13 @@ def make_spec(model: str, params: dict | None = None, noise_level: float = 1.0, 
 
 def replicates(specs: list[dict], n: int) -> list[dict]:
     """Each spec as n training replicates (replicate 0 is the spec itself, same run id as always): the same
-    data, the same noise draws of every split (so the same test set), another training seed."""
+    data, the same noise draws of every split (so the same test set), another training seed. A family
+    whose fit uses no seed (Model.seed_dependent False: Ridge, the Cannon, the ceiling) gets one."""
     if n < 1:
         raise ValueError(f"--seeds must be at least 1, got {n}")
-    return [dict(s, replicate=r) if r else dict(s) for s in specs for r in range(n)]
+    from models import MODELS
+    return [dict(s, replicate=r) if r else dict(s) for s in specs
+            for r in range(n if getattr(MODELS.get(s.get("model")), "seed_dependent", True) else 1)]
 
 
 def training_seed(spec: dict) -> int:
