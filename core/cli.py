@@ -31,7 +31,8 @@ def cmd_data(a) -> int:
     from core import data
     if a.action == "build":
         t = time.time()
-        path = data.build(name=a.name, profile=a.profile, n=a.n, seed=a.seed, device=a.device, progress=_bar)
+        path = data.build(name=a.name, profile=a.profile, n=a.n, seed=a.seed, device=a.device, progress=_bar,
+                          nuisance=a.nuisance)
         ds = data.Dataset(path)
         print(f"built {ds.name}: {ds.n} spectra in {time.time() - t:.1f} s -> {path} (fingerprint {ds.fingerprint})")
     elif a.action == "import":
@@ -194,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--n", type=int, help="number of spectra (default: the profile's)")
     d.add_argument("--seed", type=int)
     d.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    d.add_argument("--nuisance", choices=list(config.NUISANCE_RECIPES),
+                   help="draw per-star RV, resolution, continuum tilt and tellurics from this recipe's priors "
+                        "(data build; default: the profile's, none)")
     d.set_defaults(func=cmd_data)
 
     from core.engine.suites import SUITES

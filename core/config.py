@@ -83,6 +83,39 @@ PROFILES: dict[str, dict] = {
 
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)  # train, val, test
 
+# Nuisance recipes: the priors of what the telescope adds, per star (core/physics/nuisance.py;
+# sources in docs/simulator.md, "Nuisances"), chosen by `data build --nuisance NAME`; a profile may
+# name one under "nuisance" (none does: their data sets are the native spectra). A prior is a number
+# (fixed) or a dict: uniform lo..hi, normal mu/sigma or lognormal median/sigma_ln, truncated to lo..hi.
+NUISANCE_RECIPES: dict[str, dict] = {
+    # after the pipeline's RV correction: the residual RV error of a medium-resolution survey
+    "survey": {
+        "description": "survey conditions after RV correction: residual RV 3 km/s, R +-10 %, "
+                       "continuum tilt +-2 %, Maunakea PWV, airmass 1.0-1.5",
+        "rv": {"dist": "normal", "mu": 0.0, "sigma": 3.0, "lo": -12.0, "hi": 12.0},
+        "resolution": {"dist": "uniform", "lo": 4500.0, "hi": 5500.0},
+        "tilt_c1": {"dist": "uniform", "lo": -0.02, "hi": 0.02},
+        "tilt_c2": {"dist": "uniform", "lo": -0.01, "hi": 0.01},
+        "pwv": {"dist": "lognormal", "median": 2.0, "sigma_ln": 0.6, "lo": 0.3, "hi": 10.0},
+        "airmass": {"dist": "uniform", "lo": 1.0, "hi": 1.5},
+    },
+}
+# the same, before any RV correction: heliocentric RVs of disk and halo stars
+NUISANCE_RECIPES["survey_uncorrected"] = {
+    **NUISANCE_RECIPES["survey"],
+    "description": "survey conditions without RV correction: RV 30 km/s rms, otherwise as survey",
+    "rv": {"dist": "normal", "mu": 0.0, "sigma": 30.0, "lo": -150.0, "hi": 150.0},
+}
+
+
+def nuisance_recipe(recipe: str | dict | None) -> dict | None:
+    """A recipe by name (NUISANCE_RECIPES), a recipe dict as given, or None (no nuisances)."""
+    if recipe is None or isinstance(recipe, dict):
+        return recipe
+    if recipe not in NUISANCE_RECIPES:
+        raise ValueError(f"unknown nuisance recipe {recipe!r}; choose one of {', '.join(NUISANCE_RECIPES)}")
+    return dict(NUISANCE_RECIPES[recipe], name=recipe)
+
 
 def profile(name: str) -> dict:
     if name not in PROFILES:

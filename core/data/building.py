@@ -3,6 +3,7 @@ written atomically to artifacts/data/NAME.h5 (`build`)."""
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 from pathlib import Path
 from typing import Callable
@@ -104,8 +105,15 @@ def _create_arrays(f: h5py.File, n: int, wave: np.ndarray):
 
 def build(name: str | None = None, profile: str = "quick", n: int | None = None, seed: int | None = None,
           device: str | None = None, progress: Callable[[float, str], None] | None = None,
-          batch: int = 256) -> Path:
-    """Simulate a data set and write it atomically to artifacts/data/NAME.h5. Returns the path."""
+          batch: int = 256, nuisance: str | dict | None = None) -> Path:
+    """Simulate a data set and write it atomically to artifacts/data/NAME.h5. Returns the path.
+
+    `nuisance`: a recipe of config.NUISANCE_RECIPES (a name or a dict; default: the profile's,
+    None for every profile today). With one, each star's RV, resolution, continuum polynomial and
+    telluric absorption are drawn from its priors (core/physics/nuisance.py), its spectrum is the
+    observed one (what the telescope records; the noise model is unchanged, sigma from that flux)
+    and the draws are stored under /nuisance with the recipe in the attrs. Without one the file is
+    byte for byte what it was before nuisances existed (the same draws, arrays, attrs, fingerprint)."""
     # OpenMP threads that sleep instead of spinning while they wait: on a shared or oversubscribed
     # CPU the default spin-wait made the build 2x slower (docs/benchmarks.md). Only takes effect
     # when torch is first imported here (the `python -m core data build` path); an explicit
@@ -113,10 +121,13 @@ def build(name: str | None = None, profile: str = "quick", n: int | None = None,
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
+    from core.physics import nuisance as nuis
     from core.physics import simulate
 
     prof = config.profile(profile)
-    name = name or prof["dataset"]
+    recipe = config.nuisance_recipe(nuisance if nuisance is not None else prof.get("nuisance"))
+    # an explicit recipe never overwrites the profile's plain data set: sim-quick-survey
+    name = name or (prof["dataset"] + (f"-{recipe.get('name', 'custom')}" if nuisance is not None else ""))
     n = int(n or prof["n_spectra"])
     seed = int(prof["seed"] if seed is None else seed)
     if n < 20:
@@ -128,6 +139,8 @@ def build(name: str | None = None, profile: str = "quick", n: int | None = None,
     labels = sample_labels(n, rng)
     counts = simulate.sample_star_counts(n, rng)
     splits = _split_indices(n, rng)
+    # nuisances from a generator of their own: labels, counts and splits stay those of the same seed without
+    nu = nuis.draw(recipe, n, np.random.default_rng([seed, 0x4E55])) if recipe is not None else None
     sim = simulate.default_simulator(device)
     check_room(path.parent, estimated_bytes(n, int(sim.wave.numel())), f"data set {name}")
     try:
@@ -145,11 +158,18 @@ def build(name: str | None = None, profile: str = "quick", n: int | None = None,
             meta.create_dataset("throughput", data=sim.throughput.cpu().double().numpy())
             meta.create_dataset("read_noise", data=simulate.READ_NOISE)
             meta.create_dataset("oh_relative", data=sim.oh_relative.cpu().double().numpy())
+            if nu is not None:
+                ng = f.create_group("nuisance")
+                for k, v in nu.items():
+                    ng.create_dataset(k, data=v.astype(np.float64))
             for i in range(0, n, batch):
                 lab = torch.as_tensor(labels[i:i + batch], dtype=torch.float32, device=device)
                 cnt = torch.as_tensor(counts[i:i + batch], dtype=torch.float32, device=device)
                 with torch.no_grad():
-                    flux = sim(lab)
+                    if nu is None:
+                        flux = sim(lab)
+                    else:
+                        flux = nuis.observe(sim, lab, {k: v[i:i + batch] for k, v in nu.items()})
                     sig = sim.sigma(flux, cnt)
                 f["flux"][i:i + len(lab)] = flux.cpu().numpy()
                 f["error"][i:i + len(lab)] = sig.cpu().numpy()
@@ -162,6 +182,9 @@ def build(name: str | None = None, profile: str = "quick", n: int | None = None,
                 "normalisation": "flux / mean of the Planck continuum over the window (smooth in Teff)",
                 "description": f"built-in simulator v{simulate.SIMULATOR_VERSION}, {n} spectra, seed {seed}",
             })
+            if recipe is not None:
+                f.attrs["nuisance_recipe"] = json.dumps(recipe, sort_keys=True)
+                f.attrs["description"] += f", nuisances {recipe.get('name', 'custom')}"
             f.attrs["fingerprint"] = _fingerprint(f)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:

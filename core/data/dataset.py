@@ -63,6 +63,10 @@ def _fingerprint(f: h5py.File, chunk: int = 2048) -> str:
         h.update(np.ascontiguousarray(f["labels"][k][:]).tobytes())
     for s in SPLITS:
         h.update(np.ascontiguousarray(f["split"][s][:]).tobytes())
+    if "nuisance" in f:                            # nuisance labels (absent before nuisances: unchanged)
+        for k in sorted(f["nuisance"]):
+            h.update(k.encode())
+            h.update(np.ascontiguousarray(f["nuisance"][k][:]).tobytes())
     n = f["flux"].shape[0]
     for i in range(0, n, chunk):
         h.update(np.ascontiguousarray(f["flux"][i:i + chunk]).tobytes())
@@ -160,6 +164,10 @@ class Dataset:
                 self.throughput = f["meta"]["throughput"][()]
                 self.read_noise = float(f["meta"]["read_noise"][()])
                 self.oh_relative = f["meta"]["oh_relative"][()] if "oh_relative" in f["meta"] else None
+            # per-star nuisance labels (core/physics/nuisance.py) of a data set built with a recipe, else None
+            self.nuisance = {k: f["nuisance"][k][()] for k in f["nuisance"]} if "nuisance" in f else None
+        rec = self.attrs.get("nuisance_recipe")
+        self.nuisance_recipe = json.loads(rec) if rec else None
         self.name = str(self.attrs.get("name", p.stem))
         self.fingerprint = str(self.attrs.get("fingerprint", ""))
         self.seed = int(self.attrs.get("seed", 0))
@@ -176,6 +184,8 @@ class Dataset:
             d[k] = self.attrs.get(k, "")
         for i, k in enumerate(LABELS):
             d[f"{k} range"] = f"{self.labels[:, i].min():.3g} .. {self.labels[:, i].max():.3g}"
+        if self.nuisance_recipe is not None:
+            d["nuisances"] = self.nuisance_recipe.get("name", "custom")
         return d
 
     def read(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

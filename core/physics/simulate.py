@@ -386,27 +386,42 @@ class Simulator(torch.nn.Module):
             prof = prof + depth * torch.sigmoid(d / 2.0) * torch.exp(-torch.clamp(d, min=0.0) / TIO_DECAY_A)
         return strength * prof[None, :]
 
-    def convolve_lsf(self, f):
+    def convolve_lsf(self, f, resolution=None):
+        """The Gaussian LSF: the native R = 5000 kernel, or per star (B,) resolving powers R (FWHM = lambda / R)."""
         f = torch.nn.functional.pad(f[:, None, :], (12, 12), mode="replicate")
-        return torch.nn.functional.conv1d(f, self.lsf)[:, 0, :]
+        if resolution is None:
+            return torch.nn.functional.conv1d(f, self.lsf)[:, 0, :]
+        return torch.nn.functional.conv1d(f.view(1, -1, f.shape[-1]), self.lsf_kernels(resolution), groups=f.shape[0])[0]
 
-    def forward(self, labels, alpha_m=None, rv=None, lines=True, line_mask=None):
+    def lsf_kernels(self, resolution):
+        """(B, 1, 25) normalised Gaussian LSF kernels for per-star resolving powers R."""
+        r = torch.as_tensor(resolution, dtype=self.dtype, device=self.lsf.device).reshape(-1, 1)
+        sig = (1.0 / r / self.dloglam) / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+        k = torch.arange(-12, 13, dtype=self.dtype, device=self.lsf.device)[None, :]
+        ker = torch.exp(-0.5 * (k / sig) ** 2)
+        return (ker / ker.sum(dim=1, keepdim=True))[:, None, :]
+
+    def forward(self, labels, alpha_m=None, rv=None, lines=True, line_mask=None, resolution=None, pre_lsf=None):
         """Normalised flux (B, 4096). `line_mask` (bool, one per line of core.lines.stellar_lines)
         keeps only the chosen lines (for equivalent widths of one species); `lines=False` gives the
-        line-free continuum (Planck x TiO after the LSF)."""
+        line-free continuum (Planck x TiO after the LSF). Nuisance hooks (core/physics/nuisance.py):
+        `resolution` per-star R (B,) for the LSF, `pre_lsf` (B, 4096) a transmission at rest applied
+        before the LSF (tellurics); both None: the native spectrum, unchanged."""
         labels = labels.to(self.dtype)
         teff, mh = labels[:, 0], labels[:, 2]
         f = self.continuum(teff) * torch.exp(-self.tio_opacity(teff, mh))
-        if not lines:
-            return self.convolve_lsf(f)
-        S, dlam_d, gamma = self.line_params(labels, alpha_m)
-        if line_mask is not None:
-            S = S * torch.as_tensor(line_mask, device=S.device).to(self.dtype)[None, :]
-        return self.convolve_lsf(f * self.transmission(S, dlam_d, gamma, rv))
+        if lines:
+            S, dlam_d, gamma = self.line_params(labels, alpha_m)
+            if line_mask is not None:
+                S = S * torch.as_tensor(line_mask, device=S.device).to(self.dtype)[None, :]
+            f = f * self.transmission(S, dlam_d, gamma, rv)
+        if pre_lsf is not None:
+            f = f * pre_lsf
+        return self.convolve_lsf(f, resolution)
 
     def line_ratio(self, labels, **kw):
         """Flux divided by the line-free pseudo-continuum (continuum x TiO): for equivalent widths."""
-        kw_cont = {k: v for k, v in kw.items() if k in ("alpha_m", "rv")}
+        kw_cont = {k: v for k, v in kw.items() if k in ("alpha_m", "rv", "resolution")}
         return self(labels, **kw) / self(labels, lines=False, **kw_cont)
 
     def species_mask(self, prefix: str) -> torch.Tensor:
