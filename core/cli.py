@@ -57,8 +57,9 @@ def _suite_specs(a) -> list[dict]:
     from core.engine import suites
     from core.engine.spec import replicates
     specs = suites.suite(a.suite, a.profile, a.dataset)
-    if getattr(a, "seeds", 1) > 1:
-        specs = replicates(specs, a.seeds)
+    seeds = a.seeds if getattr(a, "seeds", None) is not None else config.PROFILE_SEEDS[a.profile]
+    if seeds > 1:
+        specs = replicates(specs, seeds)
     if a.only:
         only = set(a.only.split(","))
         specs = [s for s in specs if s["model"] in only]
@@ -208,9 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--noise", type=float, help="only this noise level")
     t.add_argument("--dataset", help="data set name (default: the profile's)")
     t.add_argument("--force", action="store_true", help="refit even when a cached run exists")
-    t.add_argument("--seeds", type=int, default=1,
+    t.add_argument("--seeds", type=int, default=None,
                    help="training replicates per spec (another training seed each, the same data and test noise; "
-                        "replicate 0 is the run a single seed gives)")
+                        "replicate 0 is the run a single seed gives; default: the profile's, quick 2, default 3, "
+                        "full 5; fits without a seed, Ridge, the Cannon, the ceiling, get one)")
     t.add_argument("--workers", type=int, default=0,
                    help="fit this many specs at once, each in its own process (default: 2 on a CPU with "
                         "2 or more cores, 1 on a GPU)")
@@ -236,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--only")
     j.add_argument("--profile", default="quick", choices=list(config.PROFILES))
     j.add_argument("--dataset")
-    j.add_argument("--seeds", type=int, default=1, help="training replicates per spec (as for train)")
+    j.add_argument("--seeds", type=int, default=None, help="training replicates per spec (as for train)")
     j.add_argument("--token-file", help="a file holding the admin token (when LOGG_ADMIN_TOKEN or "
                                         "LOGG_ADMIN_TOKEN_FILE is set on this machine); LOGG_TOKEN works too")
     j.add_argument("--token", help="the admin token on the command line (visible in `ps`: prefer --token-file)")

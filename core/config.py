@@ -83,6 +83,11 @@ PROFILES: dict[str, dict] = {
 
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)  # train, val, test
 
+# training replicates `train` and `jobs submit` fit per spec unless --seeds says otherwise (#16): enough
+# to see the training spread beside the bootstrap. Kept outside PROFILES, whose settings every run id
+# hashes. Measured on 2 cores: the quick report suite with 2 seeds 245 s (docs/benchmarks.md).
+PROFILE_SEEDS = {"quick": 2, "default": 3, "full": 5}
+
 # Nuisance recipes: the priors of what the telescope adds, per star (core/physics/nuisance.py;
 # sources in docs/simulator.md, "Nuisances"), chosen by `data build --nuisance NAME`; a profile may
 # name one under "nuisance" (none does: their data sets are the native spectra). A prior is a number
