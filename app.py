@@ -1,7 +1,7 @@
 """The dashboard's entry point: `streamlit run app.py`.
 
 Draws the sidebar (data set, profile, noise level, device), builds the quick data set on the
-very first start, and runs the page chosen in the navigation. Pages live in pages/, one file
+very first start, and runs the page chosen in the navigation (the Summary by default). Pages live in pages/, one file
 a view; add a page by appending to PAGES.
 """
 import streamlit as st
@@ -11,7 +11,8 @@ st.set_page_config(page_title="log g from spectra", page_icon="⭐", layout="wid
 from pages._ui import appstate  # noqa: E402  (set_page_config must be the first Streamlit call)
 
 PAGES = [
-    st.Page("pages/data.py", title="Data", icon=":material/database:", default=True),
+    st.Page("pages/summary.py", title="Summary", icon=":material/dashboard:", default=True),
+    st.Page("pages/data.py", title="Data", icon=":material/database:"),
     st.Page("pages/overview.py", title="Overview", icon=":material/leaderboard:"),
     st.Page("pages/training.py", title="Training", icon=":material/model_training:"),
     st.Page("pages/predict.py", title="Predict", icon=":material/query_stats:"),

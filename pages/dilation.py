@@ -11,10 +11,12 @@ from core.analysis import report
 from core.analysis.linewidths import line_widths
 from core.engine import suites
 from pages._ui import appstate, job_panels
+from pages._ui.conclusion import page_conclusion
 
 st.title("Dilation, receptive field and line width")
 ds = appstate.require_dataset()
 profile = st.session_state.get("profile", "quick")
+page_conclusion("dilation", profile, ds)
 st.caption("The team found dilation 2 best and explained it by the receptive field matching the width of "
            "absorption lines (~10-20 pixels). Here: our R² per dilation, and the receptive fields of our "
            "runs against the widths of the simulator's lines measured on the pixel grid.")
@@ -34,8 +36,8 @@ res = load(profile, ds.name, ds.fingerprint)
 res["dilation"] = res["params"].apply(lambda p: p.get("dilation"))
 done = res[res["r2"].notna()]
 if done.empty:
-    st.info(f"The dilation sweep has not run on this data set yet: `python -m core train --suite dilation "
-            f"--profile {profile}`.")
+    st.caption(f"No dilation run has finished on this data set yet: `python -m core train --suite dilation "
+               f"--profile {profile}`, or queue it above.")
 else:
     d = done[done["model"] == "dilated_cnn"].copy()
     d["noise level"] = d["noise"].map(lambda x: f"{x:g}")

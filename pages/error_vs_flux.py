@@ -8,10 +8,12 @@ import streamlit as st
 
 from core.analysis import ablation
 from pages._ui import appstate, job_panels
+from pages._ui.conclusion import page_conclusion
 
 st.title("Error versus flux")
 ds = appstate.require_dataset()
 profile = st.session_state.get("profile", "quick")
+conc = page_conclusion("error_vs_flux", profile, ds)
 st.caption("The team found that the error vector alone predicts log g (R² ≈ 0.91 on their data) and feared their "
            "models learned that shortcut. Here the same models are trained on the flux, on the error, on both, and on "
            "controls that break the link between a star and its own error vector.")
@@ -26,9 +28,10 @@ df = load(profile, ds.name, ds.fingerprint)
 n_done = int(df["r2"].notna().sum())
 specs = ablation.suite_specs(profile, ds.name)
 if n_done == 0:
-    st.info(f"The ablation has not run on this data set yet: `python -m core train --suite error_ablation "
-            f"--profile {profile}`, or queue it below.")
-    job_panels.retrain_button(specs, f"error_ablation, {profile}", "ablation_empty")
+    st.caption(f"No ablation run has finished on this data set yet: `python -m core train --suite error_ablation "
+               f"--profile {profile}`" + (", or queue it above." if conc.verdict == "not run" else "."))
+    if conc.verdict != "not run":
+        job_panels.retrain_button(specs, f"error_ablation, {profile}", "ablation_empty")
     st.stop()
 st.caption(f"{n_done} of {len(df)} runs finished.")
 

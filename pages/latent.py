@@ -14,11 +14,13 @@ from core.data import LABEL_TITLES, LABELS
 from core.engine.suites import latent as suite_latent
 from models import blindspot, latent_features, probes
 from pages._ui import appstate, job_panels
+from pages._ui.conclusion import page_conclusion
 
 st.title("Latent: what the blind-spot encoder knows")
 ds = appstate.require_dataset()
 profile = st.session_state.get("profile", "quick")
 noise = float(st.session_state.get("noise_level", 1.0))
+conc = page_conclusion("latent", profile, ds)
 CMD = f"python -m core train --suite latent --profile {profile}"
 st.caption("The team trained a self-supervised blind-spot denoiser and read its latent with probes: Teff and [M/H] "
            "came out well (R² ≈ 0.97, 0.95), log g weakly (0.22), rising to 0.55 with enc_pre_latent + seg_mean_K8 "
@@ -39,9 +41,10 @@ res = load(profile, ds.name, ds.fingerprint)
 grid, sweep, enc, heads = res["grid"], res["sweep"], res["enc"], res["heads"]
 n_done = int(grid["r2"].notna().sum()) + int(enc["run_id"].notna().sum())
 if n_done == 0:
-    st.info(f"The latent suite has not run on this data set yet: `{CMD}` "
-            f"({len(specs)} runs at the {profile} profile), or queue it below.")
-    job_panels.retrain_button(specs, f"latent, {profile}", "latent_empty")
+    st.caption(f"No latent run has finished on this data set yet: `{CMD}` "
+               f"({len(specs)} runs at the {profile} profile)" + (", or queue it above." if conc.verdict == "not run" else "."))
+    if conc.verdict != "not run":
+        job_panels.retrain_button(specs, f"latent, {profile}", "latent_empty")
     st.stop()
 st.caption(f"{int(grid['run_id'].notna().sum())} of {len(grid)} grid cells filled; {len(specs)} runs in the "
            f"{profile} plan. Fill the rest with `{CMD}`.")

@@ -12,11 +12,13 @@ from core.analysis import report, saliency
 from core.engine import suites, train
 from core.physics.lines import stellar_lines
 from pages._ui import appstate
+from pages._ui.conclusion import page_conclusion
 
 st.title("Saliency and Fisher information")
 ds = appstate.require_dataset()
 profile = st.session_state.get("profile", "quick")
 noise = float(st.session_state.get("noise_level", 1.0))
+page_conclusion("saliency", profile, ds)
 st.caption(f"Data set **{ds.name}**, noise level **{noise:g}** (sidebar). Saliency: |gradient × input|, "
            "|integrated gradients| and occlusion for neural models, averaged over test spectra; coefficients "
            "for Ridge and the Cannon; gain for LightGBM. Fisher information: (d flux / d log g)² / σ² per pixel "

@@ -2,11 +2,11 @@
 tail a job's log, cancel a job. Training never runs inside the page: a worker process does it."""
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from core import config
-from core.engine import jobs, registry, suites
+from core.analysis import conclusions
+from core.engine import jobs, suites
 from pages._ui import appstate, job_panels
 
 st.title("Training")
@@ -26,29 +26,13 @@ specs = [s for s in all_specs if (not chosen or s["model"] in chosen) and s["noi
 
 @st.cache_data(ttl=30, show_spinner=False)
 def typical_fit_seconds(profile: str) -> dict:
-    """Median fit time per model from finished runs of this profile (the cost estimate)."""
-    con = registry.connect()
-    out = {}
-    for r in registry.runs(con, status="done"):
-        if r["spec"].get("profile") == profile and r.get("timings"):
-            out.setdefault(r["model"], []).append(float(r["timings"].get("fit_s", 0)) + float(r["timings"].get("data_s", 0)))
-    return {k: float(pd.Series(v).median()) for k, v in out.items()}
+    return conclusions.typical_fit_seconds(profile)
 
 
-from core.engine import train  # noqa: E402
-
-typ = typical_fit_seconds(profile)
-cached = [s for s in specs if train.cached_result(s) is not None]
-todo = [s for s in specs if train.cached_result(s) is None]
-known = [typ.get(s["model"]) for s in todo]
-est = sum(k for k in known if k is not None)
-unknown = sum(k is None for k in known)
-n_workers = max(1, min(jobs.job_workers(), len(todo)))   # fits side by side (core/engine/pool.py)
-cost = (f"Estimated cost: ~{max(est / n_workers, 1) / 60:.1f} min on this machine (medians of earlier runs of the "
-        f"same model and profile" + (f", {n_workers} at a time" if n_workers > 1 else "") + ")"
-        + (f", plus {unknown} spec(s) of models never run here before" if unknown else "")
-        if len(known) > unknown else "No estimate yet: none of these models has run with this profile here")
-st.info(f"**{len(specs)} specs**: {len(cached)} already finished (reused), {len(todo)} to fit. {cost}.",
+est = conclusions.estimate(specs, profile, typical=typical_fit_seconds(profile))
+todo = est["todo"]
+cost = conclusions.cost_phrase(est)
+st.info(f"**{len(specs)} specs**: {est['n_done']} already finished (reused), {len(todo)} to fit. {cost}.",
         icon=":material/schedule:")
 tok = job_panels.token_input("launch")
 label = f"{suite_name}" + (f" ({', '.join(chosen)})" if chosen else "") + f", {profile}, noise {', '.join(f'{n:g}' for n in noises)}"

@@ -13,12 +13,15 @@ APP = str(ROOT / "app.py")
 N_DATA_CHARTS = 11  # 3 histograms, 1 heat map, 2 x (flux + error) examples, 1 S/N, 2 live simulator
 
 
-def run_app(timeout: float = 120, dataset: str | None = None) -> AppTest:
-    """app.py in AppTest; `dataset` preselects the sidebar's data set (other test modules may
-    have built theirs in the same session folder, and the sidebar defaults to the first by name)."""
+def run_app(timeout: float = 120, dataset: str | None = None, page: str | None = "pages/data.py") -> AppTest:
+    """app.py in AppTest, on `page` (None: the default page, the Summary); `dataset` preselects the
+    sidebar's data set (other test modules may have built theirs in the same session folder, and the
+    sidebar defaults to the first by name)."""
     at = AppTest.from_file(APP, default_timeout=timeout)
     if dataset:
         at.session_state["dataset"] = dataset
+    if page:
+        at.switch_page(page)
     return at.run()
 
 
@@ -46,9 +49,9 @@ def no_problems(at: AppTest) -> None:
 # --------------------------------------------------------------------------- the app
 def test_app_runs_and_sidebar(tiny_dataset):
     from core import data
-    at = run_app()
+    at = run_app(page=None)
     no_problems(at)
-    assert [t.value for t in at.title] == ["Data"]  # the default page
+    assert [t.value for t in at.title] == ["Summary"]  # the default page
     ds_box = at.sidebar.selectbox(key="dataset")
     assert ds_box.options == data.list_datasets() and tiny_dataset in ds_box.options
     assert ds_box.value == ds_box.options[0]  # nothing chosen yet: the first data set by name
@@ -118,12 +121,12 @@ def test_first_start_builds_the_quick_data_set(tmp_path, monkeypatch):
     monkeypatch.setenv("LOGG_ARTIFACTS", str(tmp_path / "fresh"))
     monkeypatch.setenv("LOGG_BOOTSTRAP_N", "40")
     assert data.list_datasets() == []
-    at = run_app(timeout=180)
+    at = run_app(timeout=180, page=None)
     no_problems(at)
     assert data.list_datasets() == ["sim-quick"]
     ds = data.Dataset("sim-quick")
     assert ds.n == 40 and ds.attrs["profile"] == "quick"
-    assert [t.value for t in at.title] == ["Data"]  # rerun after the build lands on the Data page
+    assert [t.value for t in at.title] == ["Summary"]  # rerun after the build lands on the default page
 
 
 def test_bad_bootstrap_size_is_one_line_error(tmp_path, monkeypatch):

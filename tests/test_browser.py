@@ -65,6 +65,9 @@ def _app(folder, log_path):
 
 @pytest.fixture(scope="module")
 def server(tiny_dataset, artifacts_dir, tmp_path_factory):
+    from core.engine import executor, suites
+    ridge = [s for s in suites.suite("report", "quick", tiny_dataset) if s["model"] == "ridge"]
+    executor.run_many(ridge, workers=1, log=lambda m: None)     # a best method for the Summary (seconds)
     log_path = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
     with _app(artifacts_dir, log_path) as base:
         yield base, log_path
@@ -138,6 +141,10 @@ def test_every_page_in_chromium(server):
             assert "Data set" in sidebar, f"/{deep} on a fresh server ran without app.py's sidebar"
             page.goto(base + "/")
             _settle(page)
+            # the landing page is the Summary, and it shows the best method's R² with its ±
+            assert page.inner_text("h1").strip() == "Summary"
+            best = re.search(r"best predictor is (.+?), R² = (-?\d+\.\d{3} ± \d+\.\d{3})", page.inner_text("body"))
+            assert best, f"no best method with ± on the Summary: {page.inner_text('body')[:800]}"
             links = [base + "/"]
             for el in page.query_selector_all("[data-testid='stSidebarNav'] a, [data-testid='stSidebarNavLink']"):
                 href = el.get_attribute("href")
