@@ -151,4 +151,5 @@ def test_latent_page_draws_the_grid_and_says_how_to_fill_it(ds, tiny_dataset):
     assert any(t.startswith("PCA of") for t in titles)
     empty = _page(tiny_dataset)          # nothing of the latent suite has run on it
     assert not empty.exception
-    assert any("python -m core train --suite latent --profile quick" in i.value for i in empty.info)
+    assert any("python -m core train --suite latent --profile quick" in i.value
+               for i in list(empty.info) + list(empty.caption))
