@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from test_predict import csv_bytes, fits_image_bytes
 
+from core import config
 from core import predict as P
 from core.predict import frame
 from core.predict.inference import recommend
@@ -425,3 +426,19 @@ def test_the_error_model_is_calibrated_where_it_is_fitted():
         assert np.mean(inside[sel]) == pytest.approx(0.68, abs=0.05), (lo, hi)
     flat = np.abs(fresh) <= np.sqrt(np.mean(sd ** 2))
     assert np.mean(flat[snr > 100]) > 0.85 and np.mean(flat[snr < 40]) < 0.6
+
+
+def test_the_reference_is_kept_on_disk_and_read_back_the_same(trained):
+    """The OOD reference (3 s of a cold predict call on the quick data) is made once per data set and noise
+    level and read back from artifacts/explain/ by the next process: the same arrays."""
+    from core.predict import reference as R
+    ds, _ = trained
+    made = R._stored_reference(ds, 1.0)
+    files = list((config.artifacts_dir() / "explain" / ds.fingerprint).glob("predict_reference_v*_nl1_*.npz"))
+    assert len(files) == 1
+    again = R._stored_reference(ds, 1.0)
+    for k in R.FIELDS:
+        assert np.array_equal(getattr(made, k), getattr(again, k)), k
+    assert again.scale_rms == made.scale_rms
+    files[0].write_bytes(b"not an npz")                       # a damaged file is remade, not an error
+    assert np.array_equal(R._stored_reference(ds, 1.0).mu, made.mu)

@@ -25,9 +25,32 @@ class Reference:
     scale_rms: float = 0.0  # RMS error of the fitted continuum level on validation spectra (true level: 1)
 
 
+# bump when _make_reference changes what it computes: the files kept under artifacts/explain/ are then remade
+REFERENCE_VERSION = 1
+FIELDS = ("mu", "comps", "score_var", "ref_dist", "ref_chi2", "err_median", "snr")
+
+
 def reference(ds: Dataset, noise_level: float) -> Reference:
+    """The reference at this noise level: made once per data set and kept on disk (3 s of a cold
+    `predict` call on the quick data set), and once per process in memory."""
     key = ("ref", str(ds.path), ds.fingerprint, float(noise_level))
-    return _cached(key, lambda: _make_reference(ds, float(noise_level)))
+    return _cached(key, lambda: _stored_reference(ds, float(noise_level)))
+
+
+def _stored_reference(ds: Dataset, nl: float) -> Reference:
+    from core import config
+    from core.data.cache import atomic_savez
+    path = (config.artifacts_dir() / "explain" / ds.fingerprint /
+            f"predict_reference_v{REFERENCE_VERSION}_nl{nl:g}_k{N_PCA}_t{PCA_MAX_TRAIN}_r{REF_MAX}.npz")
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return Reference(nl, *(z[k] for k in FIELDS), scale_rms=float(z["scale_rms"]))
+        except (OSError, KeyError, ValueError):
+            pass   # a damaged file is remade
+    ref = _make_reference(ds, nl)
+    atomic_savez(path, scale_rms=np.array(ref.scale_rms), **{k: getattr(ref, k) for k in FIELDS})
+    return ref
 
 
 def _make_reference(ds: Dataset, nl: float) -> Reference:
