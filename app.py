@@ -14,6 +14,7 @@ PAGES = [
     st.Page("pages/summary.py", title="Summary", icon=":material/dashboard:", default=True),
     st.Page("pages/data.py", title="Data", icon=":material/database:"),
     st.Page("pages/overview.py", title="Overview", icon=":material/leaderboard:"),
+    st.Page("pages/limit.py", title="Limit", icon=":material/trending_up:"),
     st.Page("pages/training.py", title="Training", icon=":material/model_training:"),
     st.Page("pages/predict.py", title="Predict", icon=":material/query_stats:"),
     st.Page("pages/error_vs_flux.py", title="Error vs flux", icon=":material/compare_arrows:"),

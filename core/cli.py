@@ -90,8 +90,9 @@ def cmd_train(a) -> int:
 
 
 def cmd_report(a) -> int:
-    from core.analysis import breakdown, report
-    print(report.markdown(a.suite, a.profile, a.dataset))
+    from core.analysis import breakdown, learning, report
+    print(learning.markdown(a.profile, a.dataset) if a.suite == learning.SUITE else
+          report.markdown(a.suite, a.profile, a.dataset))
     by = a.by or ("snr" if a.suite == "report" else "none")
     if by != "none":
         print()

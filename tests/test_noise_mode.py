@@ -128,6 +128,8 @@ def _legacy_hash(s: dict, fp: str) -> str:
     payload = {k: n[k] for k in spec.SPEC_KEYS}
     if n.get("replicate"):
         payload["replicate"] = n["replicate"]
+    if n.get("n_train"):                      # the learning curve's key (#17 part 3), hashed only when given
+        payload["n_train"] = n["n_train"]
     prof = config.profile(n["profile"])
     payload["dataset_fp"] = fp
     payload["profile_settings"] = {k: v for k, v in prof.items() if k not in ("name", "dataset", "n_spectra")}

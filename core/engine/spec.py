@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+import numpy as np
+
 from core import config
 from core.data import LABELS
 
@@ -27,9 +29,10 @@ REPLICATE_SEED_STEP = 1000   # replicate r trains with seed + r * this (its view
 
 def make_spec(model: str, params: dict | None = None, noise_level: float = 1.0, profile: str = "quick",
               dataset: str | None = None, suite: str | None = None, inputs: str | None = None, seed: int = 0,
-              target: str | None = None, replicate: int = 0) -> dict:
+              target: str | None = None, replicate: int = 0, n_train: int | None = None) -> dict:
     """A spec for `model` with these parameters; the data set is the profile's unless given, the
-    inputs the family's own unless given."""
+    inputs the family's own unless given; n_train: train on the first n_train spectra of the training
+    split (None: the profile's max_train)."""
     s = {"model": model, "params": dict(params or {}), "noise_level": noise_level, "profile": profile,
          "dataset": dataset or config.profile(profile)["dataset"], "seed": seed}
     if suite:
@@ -40,6 +43,8 @@ def make_spec(model: str, params: dict | None = None, noise_level: float = 1.0, 
         s["target"] = target
     if replicate:
         s["replicate"] = int(replicate)
+    if n_train is not None:
+        s["n_train"] = n_train
     return s
 
 
@@ -102,9 +107,51 @@ def normalise_spec(spec: dict) -> dict:
         raise ValueError(f"replicate must be >= 0, got {spec['replicate']!r}")
     if int(spec.get("replicate", 0) or 0):
         out["replicate"] = int(spec["replicate"])
+    n_train = _check_n_train(spec, out, prof)
+    if n_train is not None:
+        out["n_train"] = n_train
     if "suite" in spec:
         out["suite"] = spec["suite"]
     return out
+
+
+# training-split sizes of the data sets n_train was checked against, by (path, mtime): a suite
+# normalises its specs many times
+_SPLIT_SIZES: dict[tuple, int] = {}
+
+
+def _train_split_size(name: str) -> int | None:
+    """How many spectra the training split of data set `name` holds; None where it does not exist
+    (no data set yet: n_train is checked against it when it does)."""
+    from core import data
+    try:
+        path = data.dataset_path(name)
+        key = (str(path), path.stat().st_mtime_ns)
+    except (data.DataError, OSError, ValueError):
+        return None
+    if key not in _SPLIT_SIZES:
+        try:
+            _SPLIT_SIZES[key] = int(data.Dataset(path).splits["train"].size)
+        except (data.DataError, OSError):
+            return None
+    return _SPLIT_SIZES[key]
+
+
+def _check_n_train(spec: dict, out: dict, prof: dict) -> int | None:
+    """The spec's n_train, checked (a positive integer no larger than the data set's training split),
+    or None: absent, or equal to the profile's max_train (what an absent key trains on), so that such
+    a spec keeps the run id it has without the key."""
+    n = spec.get("n_train")
+    if n is None:
+        return None
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or int(n) < 1:
+        raise ValueError(f"n_train must be a positive whole number of training spectra, got {n!r}")
+    n = int(n)
+    have = _train_split_size(out["dataset"])
+    if have is not None and n > have:
+        raise ValueError(f"n_train={n:,} is more than the {have:,} spectra of the training split of data set "
+                         f"{out['dataset']!r}; choose at most {have:,}")
+    return None if n == prof.get("max_train") else n
 
 
 def spec_hash(spec: dict, dataset_fp: str) -> str:
@@ -118,6 +165,8 @@ def spec_hash(spec: dict, dataset_fp: str) -> str:
     payload["params"] = {k: v for k, v in s["params"].items() if legacy.get(k, _NO_DEFAULT) != v}
     if s.get("replicate"):            # only when > 0: replicate 0 keeps every run id it always had
         payload["replicate"] = s["replicate"]
+    if s.get("n_train"):              # only when given: without it every run id is the one it always had
+        payload["n_train"] = s["n_train"]
     payload["dataset_fp"] = dataset_fp
     payload["profile_settings"] = {k: v for k, v in prof.items() if k not in ("name", "dataset", "n_spectra")}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -116,8 +116,10 @@ def _cached_view(ds: Dataset, split: str, nl: float, inputs: str, seed: int, lim
 
 
 def _views(ds: Dataset, spec: dict, prof: dict):
+    """The training view (its first n_train rows where the spec says, else the profile's max_train:
+    rows keep the split's order, so a smaller n_train is a prefix of a larger), validation and test."""
     inputs, nl, seed = spec["inputs"], spec["noise_level"], spec["seed"]
-    train = _cached_view(ds, "train", nl, inputs, seed, prof.get("max_train"))
+    train = _cached_view(ds, "train", nl, inputs, seed, spec.get("n_train") or prof.get("max_train"))
     val = _cached_view(ds, "val", nl, inputs, seed)
     test = _cached_view(ds, "test", nl, inputs, seed)
     return train, val, test
@@ -201,7 +203,7 @@ def run(spec: dict, force: bool = False, log=print, con=None, on_progress=None) 
             raise RuntimeError(f"{spec['model']} produced {int((~np.isfinite(mean)).sum())} non-finite predictions")
         metrics = regression_metrics(y, mean)
         metrics["n_params"] = int(model.n_params)
-        metrics["n_train"] = int(len(train.y))
+        metrics["n_train"] = int(len(train.y))     # the spectra it trained on (spec n_train, else max_train)
         metrics["n_test"] = int(len(y))
         metrics.update({k: float(v) for k, v in model.run_metrics().items()})   # the model's own numbers
         timings = {"data_s": round(t_data, 3), "fit_s": round(t_fit, 3), "predict_s": round(t_pred, 3),

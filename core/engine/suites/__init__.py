@@ -104,6 +104,11 @@ def _noise_ablation(profile, dataset):
     return noise.suite_specs(profile, dataset, {m: p for _, m, p in REPORT_ROWS})
 
 
+def _learning_curve(profile, dataset):
+    from core.engine.suites import learning
+    return learning.suite_specs(profile, dataset, {m: p for _, m, p in REPORT_ROWS}, _ceiling(profile, dataset))
+
+
 SUITES = {
     "report": _report,
     "ceiling": _ceiling,
@@ -115,6 +120,7 @@ SUITES = {
     "fusion": _fusion,
     "latent": _latent,
     "noise_ablation": _noise_ablation,
+    "learning_curve": _learning_curve,
 }
 
 
@@ -142,6 +148,27 @@ def _method_label(spec: dict) -> str:
         if spec["model"] == m and all(spec.get("params", {}).get(k) == v for k, v in p.items()) and \
                 len(spec.get("params", {})) == len(p):
             return label
+    general = _family_label(spec) if usual and target == "logg" else None
+    if general:
+        return general
     ps = ", ".join(f"{k}={v}" for k, v in sorted((spec.get("params") or {}).items()))
     return f"{spec['model']}({ps})" + (f" [{inp}]" if inp and not usual else "") + \
         (f" -> {target}" if target != "logg" else "")
+
+
+def _family_label(spec: dict) -> str | None:
+    """A report family at other values of the report row's own parameters, named by that row's rule:
+    "Top-K window transformer (K=256)" gives "Top-K window transformer (K=64)" for params {"K": 64},
+    "Dilated CNN (d=2)" gives "Dilated CNN (d=4)" for {"dilation": 4}. None when the parameters are not
+    exactly the row's keys (the raw model(params) name then)."""
+    params = spec.get("params") or {}
+    for label, m, p in REPORT_ROWS:
+        if spec["model"] != m or not p or set(params) != set(p):
+            continue
+        out = label
+        for k, v in p.items():
+            if f"={v}" not in out:
+                return None
+            out = out.replace(f"={v}", f"={params[k]}", 1)
+        return out
+    return None

@@ -1,0 +1,66 @@
+"""Limit: how close a learned model gets to the physical limit, and with how much data. Test R² of
+log g at noise 1.0 against the number of training spectra (log axis), one line per method and
+training-noise mode, the likelihood ceiling on the same test stars as a horizontal band
+(the learning_curve suite; core/analysis/learning.py)."""
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from core.analysis import learning
+from core.engine import suites
+from pages._ui import appstate, job_panels
+
+st.title("Limit: learning curves against the ceiling")
+ds = appstate.require_dataset()
+profile = st.session_state.get("profile", "quick")
+st.caption("Test R² of log g at noise level 1.0 against the number of training spectra, for Ridge, LightGBM, "
+           "the pixel MLP, the top-K window CNN and the FiLM fusion, each trained on one fixed noise draw per "
+           "spectrum or on a fresh draw every epoch; the band is the likelihood fit of the simulator itself on "
+           "the same test stars, the best the physics allows.")
+
+
+@st.cache_data(show_spinner=False, ttl=10)
+def load(profile: str, dataset: str, fp: str) -> tuple[pd.DataFrame, float | None]:
+    return learning.table(profile, dataset), learning.ceiling_r2(profile, dataset)
+
+
+df, ceil = load(profile, ds.name, ds.fingerprint)
+st.info(learning.conclusion(df, ceil), icon=":material/flag:")
+done = df[df["r2"].notna()].copy()
+if done.empty:
+    st.caption(f"No learning-curve run has finished on this data set yet: `python -m core train --suite "
+               f"learning_curve --profile {profile}`, or queue it below.")
+else:
+    done["line"] = done["method"] + " (" + done["mode"] + " noise)"
+    done["lo"] = done["r2"] - done["r2_sd"].fillna(0)
+    done["hi"] = done["r2"] + done["r2_sd"].fillna(0)
+    x = alt.X("n_train:Q", title="training spectra (log scale)", scale=alt.Scale(type="log"))
+    color = alt.Color("method:N", title="method")
+    dash = alt.StrokeDash("mode:N", title="training noise")
+    layers = [
+        alt.Chart(done).mark_line(point=True).encode(
+            x=x, y=alt.Y("r2:Q", title="test R² of log g", scale=alt.Scale(zero=False)), color=color,
+            strokeDash=dash, detail="line:N",
+            tooltip=["method", "mode", "n_train", alt.Tooltip("r2:Q", format=".3f"),
+                     alt.Tooltip("r2_sd:Q", format=".3f", title="sd over seeds"), "n_seeds",
+                     alt.Tooltip("of_ceiling:Q", format=".1%", title="of the ceiling")]),
+        alt.Chart(done).mark_errorbar().encode(x=x, y="lo:Q", y2="hi:Q", color=color, detail="line:N"),
+    ]
+    if ceil is not None:
+        band = pd.DataFrame({"lo": [ceil - 0.005], "hi": [ceil + 0.005], "r2": [ceil],
+                             "what": [f"{suites.CEILING_LABEL}: R² {ceil:.3f}"]})
+        layers.insert(0, alt.Chart(band).mark_rect(color="gray", opacity=0.3).encode(
+            y="lo:Q", y2="hi:Q", tooltip=["what"]))
+        layers.append(alt.Chart(band).mark_rule(color="black", strokeDash=[2, 2]).encode(y="r2:Q", tooltip=["what"]))
+    st.altair_chart(alt.layer(*layers).properties(title="R² against training spectra, noise 1.0", height=380),
+                    width="stretch")
+    st.caption("Solid and dashed lines: fresh and fixed training noise (Ridge and LightGBM train on the fixed "
+               "draw); bars: ± 1 sd over training seeds where there are several; grey band: the likelihood "
+               "ceiling on the same test stars.")
+    wide = done.pivot_table(index=["method", "mode"], columns="n_train", values="r2", sort=False)
+    wide.columns = [f"R² @ {int(c):,}" for c in wide.columns]
+    st.dataframe(wide.style.format("{:.3f}", na_rep="-"), width="content")
+job_panels.retrain_button(suites.suite("learning_curve", profile, ds.name), f"learning curve, {profile}",
+                          "learning_curve")
