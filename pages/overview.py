@@ -161,13 +161,17 @@ else:
     where_it_fails(tables)
 
 # ---- the matrix as a heat map: ours and the team's side by side
+UNSEEDED = {m for m, fam in zip(res["method"], res["model"]) if not getattr(MODELS.get(fam), "seed_dependent", True)}
 long = []
 for _, r in res.iterrows():
     ours = r["r2_mean"] if pd.notna(r.get("r2_mean")) else r["r2"]      # the mean over training seeds
+    sd = None if r["method"] in UNSEEDED else r.get("r2_sd")      # Ridge, the Cannon: every seed the same fit
     long.append({"method": r["method"], "noise": f"noise {r['noise']:g}", "source": "ours", "R2": ours,
-                 "seeds": r.get("n_seeds"), "sd": r.get("r2_sd")})
+                 "seeds": r.get("n_seeds"), "sd": sd,
+                 "text": "" if pd.isna(ours) else f"{ours:.2f}" + (f" ± {sd:.2f}" if sd is not None and pd.notna(sd) else "")})
     if r["team_r2"] is not None and pd.notna(r["team_r2"]):
-        long.append({"method": r["method"], "noise": f"noise {r['noise']:g}", "source": "team report", "R2": r["team_r2"]})
+        long.append({"method": r["method"], "noise": f"noise {r['noise']:g}", "source": "team report", "R2": r["team_r2"],
+                     "text": f"{r['team_r2']:.2f}"})
 long = pd.DataFrame(long)
 order = [m for m in mat["method"]]
 base = alt.Chart(long).encode(
@@ -180,32 +184,65 @@ heat = base.mark_rect().encode(
                                                                                         title="sd over seeds"),
              alt.Tooltip("seeds:Q", title="seeds")])
 text = base.mark_text(fontSize=12).encode(
-    text=alt.Text("R2:Q", format=".3f"),
+    text=alt.Text("text:N"),
     color=alt.condition("datum.R2 > 0.55", alt.value("black"), alt.value("white")))
 chart = (heat + text).properties(width=140, height=alt.Step(26)).facet(
     column=alt.Column("noise:N", title=None, header=alt.Header(labelFontSize=14))).properties(
     title="Test R² of log g per method and noise level (ours vs team report)")
 st.altair_chart(chart)
 st.caption("Each cell is the coefficient of determination of log g on the held-out test split (with several "
-           "training seeds, their mean: sd and N in the table and the tooltip); blank cells: not run, or the team "
+           "training seeds, their mean ± sd over them; N in the table and the tooltip); blank cells: not run, or the team "
            "report gives no number. Colour scale clipped at 0.")
 
-# ---- the table, with disagreement marks
+# ---- the table: numbers stay numbers (sortable), ± in its own column, the best of each column highlighted
 show = mat.copy()
 for c in show.columns:
     if c not in ("method", "device", "disagrees with team"):
         show[c] = pd.to_numeric(show[c], errors="coerce")
 flag_col = "disagrees with team"
 st.subheader("Numbers")
-cfg = {c: st.column_config.NumberColumn(c, format="%.3f") for c in show.columns if c.startswith(("R2", "team", "MAE"))}
-cfg.update({c: st.column_config.NumberColumn(c, format="percent", help="our R² / the likelihood ceiling's R²")
-            for c in show.columns if c.startswith("of ceiling")})
-cfg.update({c: st.column_config.NumberColumn(c + " [s]", format="%.1f") for c in show.columns if c.startswith("fit s")})
-cfg["params"] = st.column_config.NumberColumn("parameters", format="%d")
-cfg.update({c: st.column_config.NumberColumn(c, format="%d", help="training replicates found (train --seeds N); "
-                                             "R2 is their mean, R2 sd their spread")
-            for c in show.columns if c.startswith("seeds")})
-st.dataframe(show, hide_index=True, column_config=cfg, width="stretch")
+noise_tags = [f"{n:g}" for n in config.NOISE_LEVELS]
+main_cols = ["method"] + [c for n in noise_tags for c in (f"R2 @{n}", f"R2 sd @{n}", f"of ceiling @{n}", f"team R2 @{n}")
+                          if c in show.columns]
+main = show[main_cols].rename(columns={f"R2 sd @{n}": f"± @{n}" for n in noise_tags})
+for c in main.columns:
+    if c.startswith("± @"):                # a fit that uses no seed has one value however many seeds ran
+        main.loc[main["method"].isin(UNSEEDED), c] = np.nan
+BEST = "background-color: rgba(44, 160, 44, 0.30); font-weight: bold"
+
+
+def _best_css(t: pd.DataFrame) -> pd.DataFrame:
+    """The best learned method of each R² / fraction-of-ceiling column (the ceiling is the yardstick)."""
+    css = pd.DataFrame("", index=t.index, columns=t.columns)
+    learned = t["method"] != suites.CEILING_LABEL
+    for c in t.columns:
+        if c.startswith(("R2 @", "of ceiling @")) and t.loc[learned, c].notna().any():
+            css.loc[t.loc[learned, c].astype(float).idxmax(), c] = BEST
+    return css
+
+
+styled = main.style.apply(_best_css, axis=None).format(
+    {c: "{:.3f}" for c in main.columns if c.startswith(("R2 @", "± @", "team R2 @"))} |
+    {c: "{:.0%}" for c in main.columns if c.startswith("of ceiling @")}, na_rep="–")
+cfg = {"method": st.column_config.TextColumn("method", width=220)}
+cfg.update({c: st.column_config.NumberColumn(c, help="sd of R² over the training seeds (blank: one run)")
+            for c in main.columns if c.startswith("± @")})
+cfg.update({c: st.column_config.NumberColumn(c, help="our R² / the likelihood ceiling's R²")
+            for c in main.columns if c.startswith("of ceiling")})
+st.dataframe(styled, hide_index=True, column_config=cfg, width="stretch", key="numbers_table",
+             height=35 * (len(main) + 1) + 3)
+st.caption("Click a column header to sort. Green: the best learned method of the column (the likelihood ceiling is "
+           "the physics limit, not a competitor). R2: mean over training seeds; ±: their sd (None: one run, or a fit "
+           "that uses no seed).")
+with st.expander("MAE, parameters, fit time, device, seeds", icon=":material/table:"):
+    rest = ["method"] + [c for c in show.columns if c.startswith(("MAE", "fit s", "seeds"))] + \
+        [c for c in ("params", "device") if c in show.columns]
+    more = {c: st.column_config.NumberColumn(c, format="%.3f") for c in rest if c.startswith("MAE")}
+    more.update({c: st.column_config.NumberColumn(c + " [s]", format="%.1f") for c in rest if c.startswith("fit s")})
+    more["params"] = st.column_config.NumberColumn("parameters", format="%d")
+    more.update({c: st.column_config.NumberColumn(c, format="%d", help="training replicates found (train --seeds N)")
+                 for c in rest if c.startswith("seeds")})
+    st.dataframe(show[rest], hide_index=True, column_config=more, width="stretch")
 dis = show[show[flag_col].astype(bool)]
 if len(dis):
     st.warning("Where our data disagree with the team report by more than "
@@ -232,39 +269,93 @@ with st.expander("How the numbers moved", icon=":material/history:"):
                      column_config={c: st.column_config.NumberColumn(c, format="%.3f") for c in ("R2 then", "R2 now", "change")})
         st.download_button("Download (CSV)", hist.to_csv(index=False).encode(), "history.csv", "text/csv")
 
-# ---- predicted vs true for one method
+# ---- predicted vs true for one method: the best at the chosen noise level unless the reader picks another
+def r2_boot_se(y: np.ndarray, p: np.ndarray, n_boot: int = 200) -> float:
+    """Bootstrap standard error of R² over the test stars (seeded: the same number on every rerun)."""
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, len(y), (n_boot, len(y)))
+    yy, pp = y[idx], p[idx]
+    r2 = 1 - ((pp - yy) ** 2).sum(1) / ((yy - yy.mean(1, keepdims=True)) ** 2).sum(1)
+    return float(np.std(r2, ddof=1))
+
+
+def best_method(done: pd.DataFrame, noise: float) -> str:
+    """The learned method with the highest R² (mean over seeds) at `noise`; the ceiling is the yardstick."""
+    d = done[(done["noise"] == noise) & (done["model"] != "likelihood_ceiling")]
+    if d.empty:
+        return str(done["method"].iloc[0])
+    score = d["r2_mean"].where(d["r2_mean"].notna(), d["r2"]).astype(float)
+    return str(d.loc[score.idxmax(), "method"])
+
+
 st.subheader("Predicted versus true log g")
 done = res[res["r2"].notna()]
 c1, c2 = st.columns([3, 1])
-method = c1.selectbox("Method", list(dict.fromkeys(done["method"])))
-noise_opts = sorted(done[done["method"] == method]["noise"].unique())
-noise = c2.radio("Noise level", noise_opts, horizontal=True,
-                 index=noise_opts.index(st.session_state.get("noise_level")) if st.session_state.get("noise_level") in noise_opts else 0)
+noise_all = sorted(done["noise"].unique())
+pick = st.session_state.get("noise_level")
+noise = c2.radio("Noise level", noise_all, horizontal=True, key="pvt_noise",
+                 index=noise_all.index(pick) if pick in noise_all else 0)
+methods = list(dict.fromkeys(done[done["noise"] == noise]["method"]))
+best = best_method(done, noise)
+if st.session_state.get("_pvt_best") != (noise, best) or st.session_state.get("pvt_method") not in methods:
+    st.session_state["pvt_method"] = best       # a new noise level or a new best: back to the best
+    st.session_state["_pvt_best"] = (noise, best)
+method = c1.selectbox("Method (default: the best R² at this noise level)", methods, key="pvt_method")
 row = done[(done["method"] == method) & (done["noise"] == noise)].iloc[0]
-spec = [s for s in suites.suite("report", profile, ds.name) if suites.row_label(s) == method and s["noise_level"] == noise][0]
+spec = [s for s in suites.suite("report", profile, ds.name) + suites.suite("ceiling", profile, ds.name)
+        if suites.row_label(s) == method and s["noise_level"] == noise][0]
 r = train.cached_result(spec)
 if r is not None:
     p = r.predictions()
+    rows, snr = breakdown.test_snr(ds, noise)
+    pos = np.clip(np.searchsorted(rows, p["index"]), 0, max(0, len(rows) - 1))
+    star_snr = np.where(rows[pos] == p["index"], snr[pos], np.nan) if len(rows) else np.full(len(p["index"]), np.nan)
     df = pd.DataFrame({"true log g": p["y_true"], "predicted log g": p["y_pred"],
-                       "residual": p["y_pred"] - p["y_true"], "Teff": p["labels"][:, 0], "M_H": p["labels"][:, 2]})
+                       "residual": p["y_pred"] - p["y_true"], "|error|": np.abs(p["y_pred"] - p["y_true"]),
+                       "Teff": p["labels"][:, 0], "M_H": p["labels"][:, 2], "S/N": star_snr})
+    se = r2_boot_se(np.asarray(p["y_true"], float), np.asarray(p["y_pred"], float))
+    sd = None if method in UNSEEDED else row.get("r2_sd")
+    seeded = sd is not None and pd.notna(sd)
+    r2_txt = f"R² {row['r2_mean']:.3f} ± {sd:.3f}" if seeded else f"R² {row['r2']:.3f} ± {se:.3f}"
+    pm_txt = (f"±: sd over {int(row['n_seeds'])} training seeds (bootstrap SE over the test stars of one run "
+              f"{se:.3f}); " if seeded else "±: bootstrap standard error over the test stars (200 resamples); ")
     lim = [float(min(df["true log g"].min(), df["predicted log g"].min())) - 0.1,
            float(max(df["true log g"].max(), df["predicted log g"].max())) + 0.1]
-    sc = alt.Chart(df).mark_circle(size=18, opacity=0.6).encode(
+    pts = alt.Chart(df).mark_circle(size=18, opacity=0.6)
+    sc = pts.encode(
         x=alt.X("true log g:Q", scale=alt.Scale(domain=lim), title="true log g [dex]"),
         y=alt.Y("predicted log g:Q", scale=alt.Scale(domain=lim), title="predicted log g [dex]"),
         color=alt.Color("Teff:Q", scale=alt.Scale(scheme="redblue", reverse=True), title="Teff [K]"),
         tooltip=["true log g", "predicted log g", "Teff", alt.Tooltip("M_H:Q", title="[M/H]")])
     one = alt.Chart(pd.DataFrame({"x": lim, "y": lim})).mark_line(color="gray", strokeDash=[4, 4]).encode(x="x", y="y")
-    res_chart = alt.Chart(df).mark_circle(size=18, opacity=0.6).encode(
-        x=alt.X("true log g:Q", title="true log g [dex]"), y=alt.Y("residual:Q", title="predicted - true [dex]"),
+    res_chart = pts.encode(
+        x=alt.X("true log g:Q", scale=alt.Scale(zero=False), title="true log g [dex]"),
+        y=alt.Y("residual:Q", title="predicted - true [dex]"),
         color=alt.Color("M_H:Q", scale=alt.Scale(scheme="viridis"), title="[M/H] [dex]"))
     zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(color="gray").encode(y="y")
+    snr_chart = pts.encode(
+        x=alt.X("S/N:Q", scale=alt.Scale(type="log"), title="S/N of the test spectrum (median per pixel)"),
+        y=alt.Y("residual:Q", title="predicted - true [dex]"),
+        color=alt.Color("true log g:Q", scale=alt.Scale(scheme="viridis"), title="true log g [dex]"),
+        tooltip=[alt.Tooltip("S/N:Q", format=".1f"), "true log g", "predicted log g"])
+    err_max = float(max(0.05, np.nanquantile(df["|error|"], 0.95)))
+    kiel = pts.encode(
+        x=alt.X("Teff:Q", scale=alt.Scale(reverse=True, zero=False), title="Teff [K]"),
+        y=alt.Y("true log g:Q", scale=alt.Scale(reverse=True, zero=False), title="true log g [dex]"),
+        color=alt.Color("|error|:Q", scale=alt.Scale(scheme="inferno", reverse=True, domain=[0, err_max], clamp=True),
+                        title="|error| [dex]"),
+        tooltip=["Teff", "true log g", "predicted log g", alt.Tooltip("|error|:Q", format=".3f")])
     a, b = st.columns(2)
-    a.altair_chart((sc + one).properties(title=f"{method}, noise {noise:g}: R² = {row['r2']:.3f}, MAE = {row['mae']:.3f} dex",
-                                         height=380), width="stretch")
-    b.altair_chart((res_chart + zero).properties(title="Residuals against true log g", height=380), width="stretch")
-    st.caption(f"{len(df)} test spectra; dashed line: perfect prediction; slope of predicted on true log g "
-               f"{breakdown.slope(p['y_true'], p['y_pred']):.2f} (1: unbiased). Run `{r.run_id}`, "
+    a.altair_chart((sc + one).properties(title=f"{method} @ {noise:g}: {r2_txt}", height=340), width="stretch")
+    b.altair_chart((res_chart + zero).properties(title="Residuals against true log g", height=340), width="stretch")
+    a, b = st.columns(2)
+    a.altair_chart((snr_chart + zero).properties(title="Residuals against S/N", height=340), width="stretch")
+    b.altair_chart(kiel.properties(title="Kiel diagram of the test stars, coloured by |error|", height=340),
+                   width="stretch")
+    st.caption(f"{len(df)} test spectra; {pm_txt}dashed line: perfect prediction; slope of predicted on true log g "
+               f"{breakdown.slope(p['y_true'], p['y_pred']):.2f} (1: unbiased); MAE {row['mae']:.3f} dex. "
+               f"S/N: as on the Predict page (core/analysis/breakdown.test_snr). Kiel colour clipped at the 95th "
+               f"percentile of |error| ({err_max:.2f} dex). Run `{r.run_id}`, "
                f"fit {r.timings.get('fit_s', float('nan')):.1f} s on {r.timings.get('device', '?')}.")
     bins = pd.DataFrame(r.metrics.get("bins", []))
     if len(bins):

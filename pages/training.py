@@ -34,6 +34,14 @@ todo = est["todo"]
 cost = conclusions.cost_phrase(est)
 st.info(f"**{len(specs)} specs**: {est['n_done']} already finished (reused), {len(todo)} to fit. {cost}.",
         icon=":material/schedule:")
+with st.expander(f"What will run: {len(specs)} specs ({len(todo)} to fit)", icon=":material/list:"):
+    if specs:
+        st.dataframe(job_panels.specs_frame(specs, todo), hide_index=True, width="stretch",
+                     column_config={"noise": st.column_config.NumberColumn("noise", format="%g"),
+                                    "replicate": st.column_config.NumberColumn("replicate", format="%d",
+                                                                              help="training seed index (0: the first)")})
+    else:
+        st.caption("No spec matches the models and noise levels chosen.")
 tok = job_panels.token_input("launch")
 label = f"{suite_name}" + (f" ({', '.join(chosen)})" if chosen else "") + f", {profile}, noise {', '.join(f'{n:g}' for n in noises)}"
 no_write = job_panels.read_only()
@@ -51,8 +59,14 @@ def live_queue():
     if df.empty:
         return
     ids = df["job"].tolist()
-    default = st.session_state.get("last_job", ids[0])
-    jid = st.selectbox("Job", ids, index=ids.index(default) if default in ids else 0, key="job_pick")
+    # the picker follows the job launched last (here or from a 'retrain' button), even over an earlier pick
+    last = st.session_state.get("last_job")
+    if last in ids and st.session_state.get("_followed_job") != last:
+        st.session_state["job_pick"] = last
+        st.session_state["_followed_job"] = last
+    if st.session_state.get("job_pick") not in ids:
+        st.session_state["job_pick"] = ids[0]
+    jid = st.selectbox("Job", ids, key="job_pick")
     j = jobs.get(int(jid))
     a, b = st.columns([4, 1])
     with a:
@@ -60,11 +74,21 @@ def live_queue():
     with b:
         if j and j["state"] in ("queued", "running"):
             ctok = job_panels.token_input("cancel")
-            if st.button("Cancel job", key="cancel_btn"):
+            if st.button("Cancel job", key="cancel_btn", disabled=job_panels.is_cancelling(j)):
                 try:
-                    st.write(jobs.cancel(int(jid), token=ctok))
+                    msg = jobs.cancel(int(jid), token=ctok)
+                    job_panels.mark_cancelling(int(jid))
+                    j = jobs.get(int(jid)) or j
+                    st.caption(msg)
                 except jobs.NotAllowed as e:
                     st.error(str(e))
+            if job_panels.is_cancelling(j):
+                st.info("cancelling… (the worker stops at its next progress update)", icon=":material/hourglass_top:")
+            eta = job_panels.eta_text(j)
+            if eta:
+                st.caption(eta)
+        elif j and j["state"] == "done":
+            job_panels.results_link(j)
         elif j and j["state"] in ("interrupted", "failed", "cancelled"):
             rtok = job_panels.token_input("requeue")
             if st.button("Queue again (resumes)", key="requeue_btn"):

@@ -2,12 +2,13 @@
 button of every result page. The logic (queue, worker, token) is in core/engine/jobs.py."""
 from __future__ import annotations
 
+import datetime as _dt
 import os
 
 import pandas as pd
 import streamlit as st
 
-from core.engine import jobs, registry
+from core.engine import jobs, registry, suites
 
 STATE_ICON = {"queued": "⏳", "running": "▶️", "done": "✅", "failed": "❌", "cancelled": "⏹️", "interrupted": "⚠️"}
 
@@ -63,19 +64,12 @@ def queue_frame(limit: int = 30) -> pd.DataFrame:
     rows = []
     for j in jobs.list_jobs(limit):
         p = j["progress"] or {}
-        where = ""
-        if p:
-            where = f"spec {p.get('spec')}/{p.get('of')}: {p.get('model', '')} @ noise {p.get('noise_level', '')}"
-            if "epoch" in p:
-                where += f", epoch {p['epoch']}" + (f"/{p['epochs']}" if "epochs" in p else "")
-                if "val_loss" in p:
-                    where += f", val loss {float(p['val_loss']):.4f}"
-            if "building" in p:
-                where += f" ({p['building']})"
+        where = running_text(p, j.get("specs") or [], loss=True) if p else ""
         frac = (p.get("spec", 0) - (0 if j["state"] in ("done",) else 1)) / max(1, p.get("of", 1)) if p else 0.0
         if j["state"] == "done":
             frac = 1.0
-        rows.append({"job": j["job_id"], "state": f"{STATE_ICON.get(j['state'], '')} {j['state']}", "what": j["label"],
+        state = "cancelling…" if is_cancelling(j) else j["state"]
+        rows.append({"job": j["job_id"], "state": f"{STATE_ICON.get(j['state'], '')} {state}", "what": j["label"],
                      "progress": max(0.0, min(1.0, frac)), "now": where, "queued": j["created"],
                      "started": j["started"] or "", "finished": j["finished"] or "", "error": j["error"] or ""})
     return pd.DataFrame(rows)
@@ -129,11 +123,112 @@ def progress_panel() -> None:
     for j in act:
         p = j["progress"] or {}
         frac = (max(0, p.get("spec", 1) - 1) / max(1, p.get("of", 1))) if p else 0.0
-        what = f"job {j['job_id']} ({j['label']}): {j['state']}"
+        what = f"job {j['job_id']} ({j['label']}): {'cancelling…' if is_cancelling(j) else j['state']}"
         if p:
-            what += f" - spec {p.get('spec')}/{p.get('of')} {p.get('model', '')} @ noise {p.get('noise_level', '')}"
-            if "epoch" in p:
-                what += f", epoch {p['epoch']}" + (f"/{p['epochs']}" if "epochs" in p else "")
-            if "building" in p:
-                what += f" - {p['building']}"
-        st.progress(min(1.0, frac), text=what)
+            what += " - " + running_text(p, j.get("specs") or [])
+        eta = eta_text(j)
+        st.progress(min(1.0, frac), text=what + (f" · {eta}" if eta else ""))
+
+
+# --------------------------------------------------------------------------- what a job runs, in words
+INPUT_NAMES = {"meta": "metadata", "flux": "flux", "flux+error": "flux + error"}
+# the page that shows a suite's results (pages not named here: the Overview)
+RESULT_PAGES = {"report": ("pages/overview.py", "Overview"), "dilation": ("pages/dilation.py", "Dilation"),
+                "topk": ("pages/saliency.py", "Saliency"), "latent": ("pages/latent.py", "Latent"),
+                "error_ablation": ("pages/error_vs_flux.py", "Error vs flux")}
+
+
+def input_of(spec: dict) -> str:
+    """The spec's input in words: its own `inputs`, or its family's usual one."""
+    from models import MODELS
+    inp = spec.get("inputs") or getattr(MODELS.get(spec.get("model")), "inputs", None) or "?"
+    from core.engine.suites.ablation import INPUT_LABELS
+    return INPUT_NAMES.get(inp) or INPUT_LABELS.get(inp, inp)
+
+
+def spec_text(spec: dict) -> str:
+    """'MLP on flux': the method's human label (suites.row_label) and its input."""
+    return f"{suites.row_label(spec)} on {input_of(spec)}"
+
+
+def specs_frame(specs: list[dict], todo: list[dict] | None = None) -> pd.DataFrame:
+    """One row per spec: what will run (label, input, noise level, replicate) and whether it is reused."""
+    fit = {id(s) for s in todo} if todo is not None else None
+    return pd.DataFrame([{"method": suites.row_label(s), "input": input_of(s), "noise": float(s["noise_level"]),
+                          "replicate": int(s.get("replicate") or 0),
+                          **({"status": "to fit" if id(s) in fit else "cached (reused)"}
+                             if fit is not None else {})} for s in specs])
+
+
+def _strip(params: dict | None) -> dict:
+    return {k: v for k, v in (params or {}).items() if k != "noise_mode"}
+
+
+def running_text(p: dict, specs: list[dict], loss: bool = False) -> str:
+    """'spec 3/8: MLP on flux @ noise 0.1, epoch 4/30' from a job's progress; the method and input come from
+    the job's own specs (progress names only the model families being fitted, " + "-joined)."""
+    out = f"spec {p.get('spec')}/{p.get('of')}"
+    names = [m for m in str(p.get("model", "")).split(" + ") if m]
+    if names:
+        noise, texts = p.get("noise_level"), []
+        for i, m in enumerate(names):
+            cands = [s for s in specs if s.get("model") == m]
+            best = [s for s in cands if s.get("noise_level") == noise and (i or _strip(s.get("params")) == _strip(p.get("params")))]
+            s = (best or cands or [None])[0]
+            texts.append(spec_text(s) if s else m)
+        texts = list(dict.fromkeys(texts))
+        out += ": " + " + ".join(texts) + (f" @ noise {float(noise):g}" if noise not in (None, "") else "")
+    if "epoch" in p:
+        out += f", epoch {p['epoch']}" + (f"/{p['epochs']}" if "epochs" in p else "")
+        if loss and "val_loss" in p:
+            out += f", val loss {float(p['val_loss']):.4f}"
+    if "building" in p:
+        out += f" ({p['building']})"
+    return out
+
+
+def _seconds_since(stamp: str | None) -> float | None:
+    try:
+        t = _dt.datetime.fromisoformat(str(stamp))
+    except (TypeError, ValueError):
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=_dt.timezone.utc)
+    return max(0.0, (_dt.datetime.now(_dt.timezone.utc) - t).total_seconds())
+
+
+def _dur(s: float) -> str:
+    return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
+
+
+def eta_text(job: dict) -> str | None:
+    """'elapsed 2.1 min · ETA ~3.4 min (mean 25 s per finished spec × 8 left)' for a running job; the ETA
+    only once a spec has finished (the job's own pace, cached specs included)."""
+    if job.get("state") != "running":
+        return None
+    el = _seconds_since(job.get("started"))
+    if el is None:
+        return None
+    p = job.get("progress") or {}
+    n_fin, of = int(p.get("spec", 1)) - 1, int(p.get("of", 0) or 0)
+    if n_fin < 1 or of <= n_fin:
+        return f"elapsed {_dur(el)}"
+    per = el / n_fin
+    return f"elapsed {_dur(el)} · ETA ~{_dur(per * (of - n_fin))} (mean {_dur(per)} per finished spec × {of - n_fin} left)"
+
+
+def is_cancelling(job: dict) -> bool:
+    """Cancel asked (here, or by anyone: the registry's flag) and the job not stopped yet."""
+    asked = bool(job.get("cancel")) or job.get("job_id") in st.session_state.get("_cancelling", set())
+    return asked and job.get("state") in ("queued", "running")
+
+
+def mark_cancelling(job_id: int) -> None:
+    st.session_state.setdefault("_cancelling", set()).add(job_id)
+
+
+def results_link(job: dict) -> None:
+    """A finished job: a link to the page showing its suite's results."""
+    suite = next((s.get("suite") for s in job.get("specs") or [] if s.get("suite")), None)
+    path, title = RESULT_PAGES.get(suite, ("pages/overview.py", "Overview"))
+    st.page_link(path, label=f"Results of job {job['job_id']}: the {title} page", icon=":material/arrow_forward:")
