@@ -7,6 +7,7 @@ import streamlit as st
 from core import config
 from core.analysis import conclusions
 from core.engine import jobs, suites
+from core.engine.spec import replicates
 from pages._ui import appstate, job_panels
 
 st.title("Training")
@@ -20,8 +21,14 @@ profile = c3.selectbox("Profile", list(config.PROFILES), index=list(config.PROFI
 all_specs = suites.suite(suite_name, profile, ds.name)
 models = sorted({s["model"] for s in all_specs})
 chosen = c2.multiselect("Models (empty = all of the suite)", models)
-noises = st.multiselect("Noise levels", list(config.NOISE_LEVELS), default=list(config.NOISE_LEVELS))
-specs = [s for s in all_specs if (not chosen or s["model"] in chosen) and s["noise_level"] in noises]
+n1, n2 = st.columns([4, 1])
+noises = n1.multiselect("Noise levels", list(config.NOISE_LEVELS), default=list(config.NOISE_LEVELS))
+seeds = n2.number_input("Training seeds", 1, 10, config.PROFILE_SEEDS[profile], key=f"seeds_{profile}",
+                        help="Replicates per spec with another training seed, the same data and test noise (as "
+                             "`train --seeds`; the profile's default). Fits that use no seed (Ridge, the Cannon, "
+                             "the ceiling) get one.")
+specs = replicates([s for s in all_specs if (not chosen or s["model"] in chosen) and s["noise_level"] in noises],
+                   int(seeds))
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -43,7 +50,8 @@ with st.expander(f"What will run: {len(specs)} specs ({len(todo)} to fit)", icon
     else:
         st.caption("No spec matches the models and noise levels chosen.")
 tok = job_panels.token_input("launch")
-label = f"{suite_name}" + (f" ({', '.join(chosen)})" if chosen else "") + f", {profile}, noise {', '.join(f'{n:g}' for n in noises)}"
+label = f"{suite_name}" + (f" ({', '.join(chosen)})" if chosen else "") + f", {profile}, noise {', '.join(f'{n:g}' for n in noises)}" \
+    + (f", {int(seeds)} seeds" if seeds > 1 else "")
 no_write = job_panels.read_only()
 if no_write:
     st.warning(f"Browsing only: {no_write}", icon=":material/block:")

@@ -140,6 +140,9 @@ def test_training_selects_the_launched_job_and_lists_the_specs(private, tiny_dat
     assert list(lst.columns) == ["method", "input", "noise", "replicate", "status"]
     assert "Top-K window transformer (K=64)" in set(lst["method"]) and "topk_transformer(K=64)" not in set(lst["method"])
     assert set(lst["input"]) >= {"flux", "metadata"} and set(lst["status"]) == {"to fit"}
+    # the profile's training seeds (quick 2), as `train` fits them; Ridge (no seed in its fit) once
+    assert sorted(set(lst[lst["method"] == "MLP"]["replicate"])) == [0, 1]
+    assert sorted(set(lst[lst["method"] == "Ridge"]["replicate"])) == [0]
     at.multiselect[0].set_value(["ridge"]).run()
     at.button[[b.label for b in at.button].index("Launch")].click().run()
     _ok(at)
