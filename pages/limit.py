@@ -38,7 +38,9 @@ else:
     done["hi"] = done["r2"] + done["r2_sd"].fillna(0)
     x = alt.X("n_train:Q", title="training spectra (log scale)", scale=alt.Scale(type="log"))
     color = alt.Color("method:N", title="method")
-    dash = alt.StrokeDash("mode:N", title="training noise")
+    dash = alt.StrokeDash("mode:N", title="training noise",   # fresh solid, fixed dashed (the caption says so)
+                          scale=alt.Scale(domain=["fresh", "fixed"], range=[[1, 0], [6, 4]]),
+                          legend=None)   # a dash legend draws no visible symbol here: the caption names them
     layers = [
         alt.Chart(done).mark_line(point=True).encode(
             x=x, y=alt.Y("r2:Q", title="test R² of log g", scale=alt.Scale(zero=False)), color=color,
@@ -56,7 +58,7 @@ else:
         layers.append(alt.Chart(band).mark_rule(color="black", strokeDash=[2, 2]).encode(y="r2:Q", tooltip=["what"]))
     st.altair_chart(alt.layer(*layers).properties(title="R² against training spectra, noise 1.0", height=380),
                     width="stretch")
-    st.caption("Solid and dashed lines: fresh and fixed training noise (Ridge and LightGBM train on the fixed "
+    st.caption("Solid lines: fresh training noise; dashed: fixed (Ridge and LightGBM train on the fixed "
                "draw); bars: ± 1 sd over training seeds where there are several; grey band: the likelihood "
                "ceiling on the same test stars.")
     wide = done.pivot_table(index=["method", "mode"], columns="n_train", values="r2", sort=False)
