@@ -5,8 +5,7 @@ here fits a model or changes what a fit writes.
 Bins of the test stars, the same for every method of a data set and noise level so rows compare:
 
 * S/N quartiles: a star's S/N is the median over pixels of clean flux / (noise level x 1-sigma error),
-  the definition core/predict/skill.test_snr uses for the Predict page (the layers keep
-  core/analysis from importing core/predict; tests/test_breakdown.py checks the two agree). The
+  Dataset.split_snr, which the Predict page's bins use too (tests/test_breakdown.py checks they agree). The
   edges are the quartiles of every test star of the data set at that noise level (Q1 lowest S/N).
 * log g bins 1-2, 2-3, 3-4, 4-5 dex (core.engine.metrics.LOGG_BINS, the same edges as
   core/analysis/saliency.LOGG_BIN_EDGES), by the star's true log g, the last bin closed.
@@ -150,21 +149,14 @@ def mean_sd(values) -> tuple[float, float | None, int]:
 
 # --------------------------------------------------------------------------- the registry
 def test_snr(ds, noise_level: float, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """(test rows, their S/N at this noise level): core/predict/skill.test_snr's measure."""
+    """(test rows, their S/N at this noise level): Dataset.split_snr, as Predict measures it."""
     return _test_snr(str(ds.path), ds.fingerprint, float(noise_level), chunk)
 
 
 @lru_cache(maxsize=16)
 def _test_snr(path: str, fingerprint: str, noise_level: float, chunk: int):
     from core.data import Dataset
-    ds = Dataset(path)
-    rows = ds.split_rows("test")
-    out = np.empty(rows.size, np.float64)
-    scale = noise_level if noise_level > 0 else 1.0
-    for i in range(0, rows.size, chunk):
-        fl, er = ds.read(rows[i:i + chunk])
-        out[i:i + chunk] = np.median(fl / (scale * er), axis=1)
-    return rows, out
+    return Dataset(path).split_snr("test", noise_level, chunk)
 
 
 def _is_torch(model: str) -> bool:

@@ -341,6 +341,18 @@ class Dataset:
         rows = self.splits[split]
         return rows[:limit] if limit else rows
 
+    def split_snr(self, split: str, noise_level: float, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """(rows of a split, each star's S/N at this noise level): the median over pixels of clean flux /
+        (noise level x 1-sigma error), what Predict measures of an upload and the S/N bins of the Overview
+        and the digest are made of. Read in chunks of rows."""
+        rows = self.split_rows(split)
+        out = np.empty(rows.size, np.float64)
+        scale = noise_level if noise_level > 0 else 1.0
+        for i in range(0, rows.size, chunk):
+            fl, er = self.read(rows[i:i + chunk])
+            out[i:i + chunk] = np.median(fl / (scale * er), axis=1)
+        return rows, out
+
     def view(self, split: str, noise_level: float, inputs: str = "flux", seed: int = 0,
              limit: int | None = None) -> View:
         """The whole split (or its first `limit` rows) in memory. Deterministic in every argument."""

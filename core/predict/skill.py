@@ -46,11 +46,8 @@ def _mtime(entry: Entry) -> int:
 def split_snr(ds: Dataset, noise_level: float, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
     """(rows of a split, their median S/N per pixel at this noise level): the same measure prepare()
     takes of an upload (median flux / error over the model pixels)."""
-    def make():
-        rows = ds.split_rows(split)
-        fl, er = ds.read(rows)
-        return rows, np.median(fl / (noise_level * er), axis=1).astype(np.float64)
-    return _cached((f"{split}-snr", str(ds.path), ds.fingerprint, float(noise_level)), make)
+    return _cached((f"{split}-snr", str(ds.path), ds.fingerprint, float(noise_level)),
+                   lambda: ds.split_snr(split, float(noise_level)))
 
 
 def test_snr(ds: Dataset, noise_level: float) -> tuple[np.ndarray, np.ndarray]:
