@@ -168,10 +168,20 @@ def cmd_jobs(a) -> int:
 
 
 def cmd_digest(a) -> int:
-    from core.analysis import digest
+    from core.analysis import digest, digest_html
+    for path in (a.html, a.out):     # a path that cannot be written fails before the digest is computed
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise ValueError(f"{path}: its folder does not exist")
+    if a.html:    # one self-contained HTML file with the key charts, for the meeting notes
+        page = digest_html.build(a.profile, a.dataset, since=a.since, lang=a.lang)
+        with open(a.html, "w", encoding="utf-8") as f:
+            f.write(page)
+        print(f"wrote {a.html}", file=sys.stderr)
+        if not a.out:
+            return 0
     md = digest.build(a.profile, a.dataset, since=a.since, lang=a.lang)
     if a.out:
-        with open(a.out, "w") as f:
+        with open(a.out, "w", encoding="utf-8") as f:
             f.write(md)
         print(f"wrote {a.out}", file=sys.stderr)
     else:
@@ -251,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     dg.add_argument("--dataset")
     dg.add_argument("--since", help="YYYY-MM-DD: mark questions answered by runs finished since then")
     dg.add_argument("--lang", default="en", choices=["en", "zh"])
-    dg.add_argument("--out", help="write to this file instead of printing")
+    dg.add_argument("--out", help="write the Markdown to this file instead of printing it")
+    dg.add_argument("--html", help="write an HTML file with the key charts (inline PNG) to this path")
     dg.set_defaults(func=cmd_digest)
 
     w = sub.add_parser("worker", help="run queued jobs one at a time (one worker per artifacts folder)")

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from core import data
-from core.analysis import digest
+from core.analysis import digest, hypotheses
 from core.engine import registry, train
 
 DS = "digest-test"
@@ -32,21 +32,21 @@ def set_r2(run_id, value):
 
 
 def test_verdict_flips_with_numbers(ds):
-    hyps, c = digest.evaluate("quick", DS)
+    hyps, c = hypotheses.evaluate("quick", DS)
     meta = [h for h in hyps if h["key"] == "metadata"][0]
     assert meta["verdict"] == "verified", meta["evidence"].text()
     target = meta["evidence"].runs()[0]
     old = target.metrics["r2"]
     try:
         set_r2(target.run_id, 0.4)
-        hyps2, _ = digest.evaluate("quick", DS)
+        hyps2, _ = hypotheses.evaluate("quick", DS)
         assert [h for h in hyps2 if h["key"] == "metadata"][0]["verdict"] == "refuted"
     finally:
         set_r2(target.run_id, old)
 
 
 def test_missing_runs_read_not_run(ds):
-    hyps, _ = digest.evaluate("quick", DS)
+    hyps, _ = hypotheses.evaluate("quick", DS)
     by = {h["key"]: h["verdict"] for h in hyps}
     assert by["dilation"] == "not run" and by["fusion"] == "not run" and by["ceiling"] == "not run"
     md = digest.build("quick", DS, lang="en")
@@ -67,11 +67,11 @@ def test_every_number_is_the_registrys(ds):
             assert abs(mean - v) < 5e-4, (rids, v, mean)
     en, zh = digest.build("quick", DS, lang="en"), digest.build("quick", DS, lang="zh")
     assert sorted(digest.numbers_with_runs(en)) == sorted(digest.numbers_with_runs(zh))
-    assert "核心结论汇总" in zh and "Core conclusions" in en
+    assert "## 结论" in zh and "## The answer" in en
 
 
 class FakeCtx:
-    """Stands in for digest.Ctx: results by (model, noise) or by spec id, no registry."""
+    """Stands in for hypotheses.Ctx: results by (model, noise) or by spec id, no registry."""
 
     def __init__(self, by_model=None, by_spec=None):
         import types
@@ -88,9 +88,9 @@ class FakeCtx:
 
 
 def test_finetune_verdict_flips():
-    assert digest.h_finetune(FakeCtx({("blindspot_head", 1.0): 0.40, ("blindspot_finetune", 1.0): 0.47}))[0] == "verified"
-    assert digest.h_finetune(FakeCtx({("blindspot_head", 1.0): 0.46, ("blindspot_finetune", 1.0): 0.47}))[0] == "refuted"
-    assert digest.h_finetune(FakeCtx({("blindspot_head", 1.0): 0.46}))[0] == "not run"
+    assert hypotheses.h_finetune(FakeCtx({("blindspot_head", 1.0): 0.40, ("blindspot_finetune", 1.0): 0.47}))[0] == "verified"
+    assert hypotheses.h_finetune(FakeCtx({("blindspot_head", 1.0): 0.46, ("blindspot_finetune", 1.0): 0.47}))[0] == "refuted"
+    assert hypotheses.h_finetune(FakeCtx({("blindspot_head", 1.0): 0.46}))[0] == "not run"
 
 
 def test_latent_extraction_verdict_flips(monkeypatch):
@@ -108,11 +108,11 @@ def test_latent_extraction_verdict_flips(monkeypatch):
 
     for team, other, want in ((0.33, 0.34, "verified"), (0.33, 0.38, "refuted")):
         monkeypatch.setattr(latent, "grid", lambda *a, **k: grid_with(team, other))
-        verdict, ev = digest.h_latent_best(FakeCtx(by_spec={1: team, 2: other}))
+        verdict, ev = hypotheses.h_latent_best(FakeCtx(by_spec={1: team, 2: other}))
         assert verdict == want, (team, other, verdict)
         assert f"{team:.3f}" in ev.text()
     monkeypatch.setattr(latent, "grid", lambda *a, **k: grid_with(np.nan, 0.4))
-    assert digest.h_latent_best(FakeCtx(by_spec={2: 0.4}))[0] == "not run"
+    assert hypotheses.h_latent_best(FakeCtx(by_spec={2: 0.4}))[0] == "not run"
 
 
 def test_close_runs_are_inconclusive_and_clear_wins_are_not():
@@ -137,8 +137,41 @@ def test_close_runs_are_inconclusive_and_clear_wins_are_not():
         return c
 
     good, close, bad = run("a", 0.30), run("b", 0.305), run("c", 0.60)
-    assert digest.h_k256(ctx(good, bad))[0] == "verified"
-    assert digest.h_k256(ctx(bad, good))[0] == "refuted"
-    assert digest.h_k256(ctx(good, close))[0] == "inconclusive"
-    d, se = digest.r2_gap(good, close)
+    assert hypotheses.h_k256(ctx(good, bad))[0] == "verified"
+    assert hypotheses.h_k256(ctx(bad, good))[0] == "refuted"
+    assert hypotheses.h_k256(ctx(good, close))[0] == "inconclusive"
+    d, se = hypotheses.r2_gap(good, close)
     assert abs(d) <= 2 * se and se > 0
+
+
+def test_html_export_is_one_file_with_the_tables_and_a_chart(ds, tmp_path):
+    from html.parser import HTMLParser
+
+    from core import cli
+    out = tmp_path / "digest.html"
+    assert cli.main(["digest", "--dataset", DS, "--html", str(out), "--lang", "zh"]) == 0
+    page = out.read_text(encoding="utf-8")
+
+    class Count(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags, self.srcs, self.rows = {}, [], []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags[tag] = self.tags.get(tag, 0) + 1
+            if tag == "img":
+                self.srcs.append(dict(attrs)["src"])
+            if tag == "tr":
+                self.rows.append(0)
+            if tag in ("td", "th"):
+                self.rows[-1] += 1
+    p = Count()
+    p.feed(page)
+    assert p.tags.get("table") == 2 and "假设验证" in page                  # hypotheses and matrix, in Chinese
+    assert len(set(p.rows[:1 + 12])) == 1                                   # the hypotheses table is rectangular
+    assert p.srcs and all(s.startswith("data:image/png;base64,") for s in p.srcs)   # inline, nothing external
+    assert "http://" not in page and "https://" not in page
+    body, _ = digest.index_section(digest.build("quick", DS, lang="zh"))
+    ids = {r["run_id"] for r in registry.runs(registry.connect(), status="done", dataset=DS)}
+    assert all(rid in page for rid in ids)                                  # the footnote came along
+    assert cli.main(["digest", "--dataset", DS, "--html", str(tmp_path / "no" / "such" / "x.html")]) == 2

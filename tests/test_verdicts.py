@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from core import data
-from core.analysis import digest, verdicts
+from core.analysis import digest, hypotheses, verdicts
 from core.engine import registry, train
 
 DS = "verdicts-test"
@@ -89,11 +89,11 @@ def test_a_rule_with_a_threshold_judges_gap_minus_threshold():
         return c
 
     # the case: fine-tuning ahead by 0.04 against a 0.02 threshold, with a seed spread of ~0.016
-    verdict, ev = digest.h_finetune(ctx([0.50, 0.53], [0.48, 0.47]))
+    verdict, ev = hypotheses.h_finetune(ctx([0.50, 0.53], [0.48, 0.47]))
     assert verdict == "inconclusive" and ev.threshold == "gap > 0.02"
     assert ev.stat.startswith("gap 0.040 ± 0.016 (2 seeds")
-    assert digest.h_finetune(ctx([0.515, 0.515], [0.475, 0.475]))[0] == "verified"   # no spread: 0.04 - 0.02 > 0
-    assert digest.h_finetune(ctx([0.49, 0.49], [0.475, 0.475]))[0] == "refuted"      # gap 0.015 < 0.02
+    assert hypotheses.h_finetune(ctx([0.515, 0.515], [0.475, 0.475]))[0] == "verified"   # no spread: 0.04 - 0.02 > 0
+    assert hypotheses.h_finetune(ctx([0.49, 0.49], [0.475, 0.475]))[0] == "refuted"      # gap 0.015 < 0.02
 
 
 def test_a_single_replicate_verdict_says_its_training_spread_is_unknown():
@@ -109,7 +109,7 @@ def test_a_single_replicate_verdict_says_its_training_spread_is_unknown():
     single = [types.SimpleNamespace(run_id="ft".ljust(16, "0"), metrics={"r2": 0.5})]
     other = [types.SimpleNamespace(run_id="fz".ljust(16, "0"), metrics={"r2": 0.4})]
     cx = types.SimpleNamespace(get=lambda model, noise, inputs=None, **p: single if model == "blindspot_finetune" else other)
-    verdict, ev = digest.h_finetune(cx)
+    verdict, ev = hypotheses.h_finetune(cx)
     assert verdict == "verified" and "single run, training spread unknown" in ev.stat
 
 
@@ -156,15 +156,16 @@ def test_the_digest_is_valid_markdown_with_its_caveats_and_run_ids_in_the_index(
     for lang in ("en", "zh"):
         md = digest.build("quick", DS, lang=lang)
         tables = _tables(md)
-        assert len(tables) == 4                                          # 2 matrices, hypotheses, run index
+        assert len(tables) == 2                                          # hypotheses, the matrix
+        assert len(md.splitlines()) <= 80                                # a document to paste (#21)
         for t in tables:                                                 # every row has the header's cells
             n = len(_cells(t[0]))
             assert all(len(_cells(row)) == n for row in t), t[0]
             assert re.fullmatch(r"\|(---\|)+", t[1]) and t[1].count("---") == n
-        hyp = next(t for t in tables if len(_cells(t[0])) == 6)
-        assert len(hyp) == 2 + len(digest.HYPOTHESES)
+        hyp = next(t for t in tables if len(_cells(t[0])) == 5)
+        assert len(hyp) == 2 + len(hypotheses.HYPOTHESES)
         body, index = digest.index_section(md)
-        assert index and not any(rid in body for rid in ids)            # run ids only in the index
+        assert index and not any(rid in body for rid in ids)            # run ids only in the footnote
         assert all(rid in index for rid in ids)
         # the caveats: which data set, how many spectra, how many seeds
         caveats = body.split("\n## ")[1]
@@ -173,10 +174,10 @@ def test_the_digest_is_valid_markdown_with_its_caveats_and_run_ids_in_the_index(
         assert re.search(r"(\d+) (are means over|个是) 2 ", caveats)
     en = digest.build("quick", DS, lang="en")
     assert "our simulated data, not the team's" in en
-    hyps, _ = digest.evaluate("quick", DS)
+    hyps, _ = hypotheses.evaluate("quick", DS)
     by = {h["key"]: h for h in hyps}
     assert by["metadata"]["verdict"] == "verified" and "2 seeds" in by["metadata"]["stat"]
     err = by["error"]["evidence"].text()
-    assert "control, the error shuffled across stars" in err and "ridge on shuffled error @1" in err
+    assert "control, the error shuffled across stars" in err and "Ridge on error shuffled across stars (control) @1" in err
     assert "single run, training spread unknown" in by["error"]["stat"]
     assert all(h["threshold"] for h in hyps if h["verdict"] != "not run")

@@ -3,7 +3,7 @@ result page opens with (Dilation, Saliency, Latent, Error vs flux), and what has
 
 Nothing here draws (pages/summary.py and pages/_ui/conclusion.py do) and nothing fits a model. Numbers come
 from report (the matrix, the team's column), verdicts (mean over training seeds ± sqrt(SE_boot² + sd²/N))
-and digest (the hypotheses and their rules); the cost of what has not run is the median fit time of
+and hypotheses (the rules behind every verdict); the cost of what has not run is the median fit time of
 earlier runs of the same model and profile (also the Training page's estimate).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from core.analysis import digest, report, verdicts
+from core.analysis import hypotheses, report, verdicts
 from core.engine import jobs, registry, suites, train
 
 # the hypothesis each result page opens with, and the suite that holds its runs
@@ -106,7 +106,7 @@ def _errors(arm: verdicts.Arm, est: verdicts.Estimate) -> str:
     return f"{seeds}, {boot}"
 
 
-def _learned_arms(c: digest.Ctx, profile: str, dataset: str | None, noise: float) -> list:
+def _learned_arms(c: hypotheses.Ctx, profile: str, dataset: str | None, noise: float) -> list:
     out = []
     for s in suites.suite("report", profile, dataset):
         if s["noise_level"] != noise or s["model"].startswith("metadata"):
@@ -121,7 +121,7 @@ def best_per_noise(profile: str, dataset: str | None, con=None) -> list[dict]:
     """Per noise level: the learned method with the highest mean R² (± its combined error), its lead over
     the runner-up, and its fraction of the likelihood ceiling's R² on the same test stars."""
     from core import config
-    c = digest.Ctx(profile, dataset, con)
+    c = hypotheses.Ctx(profile, dataset, con)
     out = []
     for noise in config.NOISE_LEVELS:
         arms = sorted(_learned_arms(c, profile, dataset, noise), key=lambda a: -a.r2)
@@ -163,7 +163,7 @@ def team_differences(profile: str, dataset: str | None, n: int = 3, con=None) ->
     res["ours_r2"] = res["r2_mean"].fillna(res["r2"])
     res["diff"] = res["ours_r2"] - res["team_r2"].astype(float)
     res = res.reindex(res["diff"].abs().sort_values(ascending=False).index).head(n)
-    c = digest.Ctx(profile, dataset, con)
+    c = hypotheses.Ctx(profile, dataset, con)
     specs = {(suites.row_label(s), s["noise_level"]): s for s in suites.suite("report", profile, dataset)}
     rows = []
     for _, r in res.iterrows():
@@ -176,7 +176,7 @@ def team_differences(profile: str, dataset: str | None, n: int = 3, con=None) ->
 
 def verdict_table(profile: str, dataset: str | None, con=None) -> pd.DataFrame:
     """Every hypothesis of the digest: its verdict and the statistic ± combined error it rests on."""
-    hyps, _ = digest.evaluate(profile, dataset, con)
+    hyps, _ = hypotheses.evaluate(profile, dataset, con)
     return pd.DataFrame([{"hypothesis": h["text"]["en"], "verdict": h["verdict"], "gap ± error": h["stat"] or "-",
                           "threshold": h["threshold"] or "-"} for h in hyps])
 
@@ -211,8 +211,8 @@ def page(name: str, profile: str, dataset: str | None, con=None) -> Conclusion:
     error, or 'not run: N of M specs, ~X min' with the specs to queue."""
     key, suite = PAGE_HYPOTHESIS[name]
     con = con or registry.connect()
-    text, rule = next((t, r) for k, t, r in digest.HYPOTHESES if k == key)
-    verdict, ev = rule(digest.Ctx(profile, dataset, con))
+    text, rule = next((t, r) for k, t, r in hypotheses.HYPOTHESES if k == key)
+    verdict, ev = rule(hypotheses.Ctx(profile, dataset, con))
     hyp = text["en"]
     est = estimate(suites.suite(suite, profile, dataset), profile, con)
     if verdict == "not run":

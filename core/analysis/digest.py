@@ -1,33 +1,27 @@
-"""The meeting digest: the group's report, written from live numbers in the registry.
+"""The meeting digest: the group's report, written from live numbers in the registry, short enough to paste.
 
-`build(profile, dataset, since, lang)` returns Markdown in the shape of the group's own report: what to
-read first (which data set, how many spectra and training seeds, how the verdicts weigh errors), core
-conclusions per experiment, the matrix at each noise level with the team's numbers beside ours,
-hypotheses with computed verdicts, open questions, and the run index. A number of ours is the mean
-over a spec's training replicates (`train --seeds N`), with its sd and N when there are several, and
-carries a reference [rN] into the run index at the end, which lists the id of every run behind it.
-
-Each hypothesis carries its rule here, next to its text, with its threshold (a module constant); a
-rule decides on one statistic of the runs (a gap, a fraction, a level), stated with its combined error
-sqrt(SE_boot^2 + sd_seed^2) and judged by core/analysis/verdicts.py: inconclusive when the statistic
-minus its threshold is inside 2 combined errors. A rule whose runs are missing says "not run", never
-guesses.
+`build(profile, dataset, since, lang)` returns Markdown (English or Chinese) in the shape of the group's own
+report, under 80 lines: what to read first (which data set, how many spectra and training seeds, how the
+verdicts weigh errors), the headline (the best predictor at each noise level with its error and its share of
+the physics ceiling, the largest differences from the team), the hypotheses with computed verdicts (the rules:
+core/analysis/hypotheses.py), one performance matrix for both noise levels with the team's numbers beside
+ours, open questions, and a footnote with the id of every run behind a number. A number of ours is the mean
+over a spec's training replicates (`train --seeds N`), with its sd and N when there are several, and carries a
+reference [rN] into that footnote. digest_html.py renders the same document as HTML with its key charts.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import json
 import re
-from dataclasses import dataclass, field
-from typing import Callable
 
 import pandas as pd
 
 from core import config
-from core.analysis import breakdown, verdicts
+from core.analysis import breakdown, conclusions
+from core.analysis.hypotheses import OPEN_QUESTIONS, VERDICT_WORDS, Ctx, evaluate
 from core.analysis.reference import REPORT_LABEL, team_r2
-from core.analysis.verdicts import Arm, as_arm, judge
-from core.engine import registry, suites, train
+from core.engine import suites
 
 H = {
     "title": {"en": "log g experiments: meeting digest", "zh": "log g 实验：会议摘要"},
@@ -39,7 +33,14 @@ H = {
     "noise": {"en": "noise level", "zh": "噪声水平"},
     "hypotheses": {"en": "Hypotheses and verdicts", "zh": "假设验证"},
     "open": {"en": "Open questions", "zh": "待解决问题"},
-    "index": {"en": "Run index", "zh": "实验索引"},
+    "index": {"en": "Runs behind each reference", "zh": "各编号对应的运行"},
+    "index_note": {"en": "a reference with several ids is the mean over those training replicates",
+                   "zh": "有多个编号的引用是这些训练副本的均值"},
+    "headline": {"en": "The answer", "zh": "结论"},
+    "team_diff": {"en": "Largest differences from the team's report", "zh": "与团队报告差异最大的结果"},
+    "no_team": {"en": "no method with a team number has run yet", "zh": "尚无可与团队报告比较的结果"},
+    "no_best": {"en": "no learned method of the report suite has run yet: `python -m core train --suite report`",
+                "zh": "报告套件的模型尚未运行：`python -m core train --suite report`"},
     "method": {"en": "method", "zh": "方法"},
     "ours": {"en": "ours", "zh": "我们"},
     "team": {"en": REPORT_LABEL, "zh": "团队报告 2025-12-01"},
@@ -51,357 +52,19 @@ H = {
     "rule": {"en": "rule", "zh": "规则"},
     "status": {"en": "status", "zh": "状态"},
     "since": {"en": "answered since", "zh": "新近回答（自）"},
-    "by_snr": {"en": "RMSE by S/N quartile, Q1 → Q4 [dex]", "zh": "按信噪比四分位的 RMSE，Q1 → Q4 [dex]"},
-    "of_ceil": {"en": "÷ ceiling's, Q1 → Q4", "zh": "÷ 上限，Q1 → Q4"},
+    "by_snr": {"en": "RMSE @1 by S/N quartile, Q1 → Q4", "zh": "noise 1 下按信噪比四分位的 RMSE，Q1 → Q4"},
+    "of_ceil": {"en": "÷ ceiling's @1, Q1 → Q4", "zh": "noise 1 下 ÷ 上限，Q1 → Q4"},
     "snr_note": {"en": "RMSE, bias, slope (of predicted on true log g): means over the seeds (± sd with several). "
                        "By S/N quartile: the test stars in four S/N bins, the same for every method (Q1 lowest S/N); "
-                       "÷ ceiling's: that RMSE over the likelihood ceiling's RMSE on the same stars. "
-                       "`python -m core report --by snr|logg` gives every cell ± its sd.",
+                       "÷ ceiling's: that RMSE over the likelihood ceiling's RMSE on the same stars. RMSE in dex. "
+                       "`python -m core report --by snr|logg` gives both noise levels, every cell ± its sd.",
                  "zh": "RMSE、偏差、斜率（预测对真实 log g 的斜率）：种子间的均值（多个种子时 ± 标准差）。按信噪比四分位："
                        "测试星按信噪比分为四组，所有方法相同（Q1 信噪比最低）；÷ 上限：该 RMSE 除以似然上限在同一批星上的 RMSE。"
-                       "`python -m core report --by snr|logg` 给出每格的均值 ± 标准差。"},
-    "bias": {"en": "bias [dex]", "zh": "偏差 [dex]"},
-    "slope": {"en": "slope", "zh": "斜率"},
+                       "RMSE 单位为 dex。`python -m core report --by snr|logg` 给出两个噪声水平下每格的均值 ± 标准差。"},
+    "bias": {"en": "bias @1", "zh": "noise 1 下偏差"},
+    "slope": {"en": "slope @1", "zh": "noise 1 下斜率"},
 }
-VERDICT_WORDS = {"verified": {"en": "verified", "zh": "已验证"}, "refuted": {"en": "refuted", "zh": "被否定"},
-                 "inconclusive": {"en": "inconclusive (within 2 combined errors)", "zh": "无定论（差异在 2 个合并误差内）"},
-                 "not run": {"en": "not run", "zh": "未运行"}}
-
-# thresholds of the rules (each rule's docstring names the one it uses)
-META_R2 = 0.05          # metadata baselines "cannot predict" below this R^2
-TRANSFORMER_GAP = 0.05  # "far better": the window CNN ahead of the transformer by more than this
-GLOBAL_KEEP = 0.60      # "collapse": keeping less than this fraction of the noise-0.1 R^2 at noise 1.0
-ERROR_R2 = 0.5          # the error vector alone "predicts log g" above this R^2
-HALF_R2 = 0.5           # the R^2 the group wants at noise 1.0
-LATENT_DELTA = 0.02     # R^2 differences up to this are ties (latent extraction), the margin of fine-tuning
 RUN_ID = re.compile(r"\b[0-9a-f]{16}\b")
-
-
-@dataclass
-class Evidence:
-    """Our numbers behind one verdict: arms (labelled), the statistic the verdict rests on with its
-    uncertainty, the threshold, and further notes with their own arms (controls, models left out)."""
-    items: list
-    stat: str = ""
-    threshold: str = ""
-    more: list = field(default_factory=list)   # (note, [Arm]) pairs
-
-    @staticmethod
-    def _arms(arms, refs) -> str:
-        return "; ".join(f"{a.label} R² = {a.fmt()}" + (f" [{refs[a.run_id]}]" if refs and a.run_id in refs else "")
-                         for a in arms)
-
-    def text(self, refs: dict | None = None) -> str:
-        out = self._arms(self.items, refs)
-        for note, arms in self.more:
-            out += (". " if out else "") + note + (": " + self._arms(arms, refs) if arms else "")
-        return out
-
-    def arms(self) -> list:
-        return list(self.items) + [a for _, arms in self.more for a in arms]
-
-    def runs(self) -> list:
-        return [r for a in self.arms() for r in a.runs]
-
-
-class Ctx:
-    """Looks up finished results of specs for one profile and data set, each as an Arm: the spec's run and
-    its training replicates."""
-
-    def __init__(self, profile: str, dataset: str | None, con=None):
-        self.profile, self.dataset = profile, dataset or config.profile(profile)["dataset"]
-        self.con = con or registry.connect()
-        self.used: dict[str, Arm] = {}
-        self._memo: dict[str, Arm | None] = {}
-        done = registry.runs(self.con, status="done", dataset=self.dataset)
-        self.max_replicate = max([int(r["spec"].get("replicate", 0) or 0) for r in done] + [0])
-
-    def get(self, model: str, noise: float, inputs: str | None = None, **params) -> Arm | None:
-        s = {"model": model, "params": params, "noise_level": noise, "profile": self.profile,
-             "dataset": self.dataset, "seed": 0}
-        if inputs:
-            s["inputs"] = inputs
-        return self.get_spec(s)
-
-    def get_spec(self, spec: dict) -> Arm | None:
-        key = json.dumps(spec, sort_keys=True, default=str)
-        if key not in self._memo:
-            r = train.cached_result(spec, con=self.con)
-            arm = None
-            if r is not None:
-                reps = [train.cached_result(dict(spec, replicate=k), con=self.con)
-                        for k in range(1, self.max_replicate + 1)]
-                from models import MODELS
-                fixed = not getattr(MODELS.get(spec.get("model")), "seed_dependent", True)   # no seed in its fit
-                arm = Arm("", [r] + [x for x in reps if x is not None], fixed=fixed)
-            self._memo[key] = arm
-        arm = self._memo[key]
-        if arm is not None:
-            self.used[arm.run_id] = arm
-        return arm
-
-
-def r2(r) -> float | None:
-    return None if r is None else as_arm(r).r2
-
-
-def r2_gap(a, b, n_boot: int = 300, seed: int = 0) -> tuple[float, float]:
-    """R^2(a) - R^2(b) (means over replicates) and the paired bootstrap SE of that gap over the test
-    stars (0 when the predictions are not stored)."""
-    e = verdicts.gap(as_arm(a), as_arm(b), n_boot=n_boot, seed=seed)
-    return e.value, e.se_boot or 0.0
-
-
-def better(a, b) -> int:
-    """+1 when a beats b by more than 2 combined errors in R^2, -1 when b beats a so, else 0."""
-    return {"verified": 1, "refuted": -1, "inconclusive": 0}[judge(verdicts.gap(as_arm(a), as_arm(b)), 0.0)]
-
-
-def _a(x, label: str) -> Arm | None:
-    return as_arm(x, label)
-
-
-def _learned(c, noise: float) -> list[tuple[str, str, Arm]]:
-    """(label, model, arm) of the report suite's learned models that have run at this noise level."""
-    out = [(lab, m, _a(c.get(m, noise, **p), f"{lab} @{noise:g}")) for lab, m, p in suites.REPORT_ROWS
-           if not m.startswith("metadata")]
-    return [(lab, m, a) for lab, m, a in out if a is not None]
-
-
-def _best(arms: list) -> Arm:
-    return max(arms, key=lambda a: a.r2)
-
-
-def _short(a: Arm) -> str:
-    return a.label.rsplit(" @", 1)[0]
-
-
-# --------------------------------------------------------------------------- hypotheses and their rules
-def h_metadata(c: Ctx):
-    """Rule: each metadata baseline's R^2 < META_R2 (0.05) at every noise level: verified when every one is
-    below by more than 2 combined errors, refuted when one is above so; inconclusive otherwise."""
-    arms = [a for m in ("metadata_ridge", "metadata_lgbm") for n in config.NOISE_LEVELS
-            for a in [_a(c.get(m, n), f"{m} @{n:g}")] if a]
-    if len(arms) < 4:
-        return "not run", Evidence(arms)
-    ests = [verdicts.level(a) for a in arms]
-    vs = [judge(e, META_R2, above=False) for e in ests]
-    verdict = "refuted" if "refuted" in vs else "verified" if all(v == "verified" for v in vs) else "inconclusive"
-    hi = max(range(len(arms)), key=lambda i: ests[i].value)
-    return verdict, Evidence(arms, ests[hi].describe(f"highest R² ({arms[hi].label})"), f"R² < {META_R2} (each)")
-
-
-def _best_of(target: Arm, others: list, name: str):
-    other = _best(others)
-    est = verdicts.gap(target, other)
-    return judge(est, 0.0), est.describe(f"gap {name} − {_short(other)}"), other
-
-
-def h_lgbm_best_high_noise(c: Ctx):
-    """Rule: LightGBM minus the best other learned model of the report suite at noise 1.0 (threshold 0):
-    verified when LightGBM leads by more than 2 combined errors, refuted when the other leads so."""
-    rs = _learned(c, 1.0)
-    lg = [a for lab, _, a in rs if lab == "LightGBM"]
-    if not lg or len(rs) < 3:
-        return "not run", Evidence([])
-    verdict, stat, other = _best_of(lg[0], [a for lab, _, a in rs if lab != "LightGBM"], "LightGBM")
-    return verdict, Evidence([lg[0], other], stat, "gap > 0")
-
-
-def h_dilation2(c: Ctx):
-    """Rule: the dilated CNN with d = 2 minus the best of d = 1, 4, 8 at noise 0.1 (threshold 0): verified
-    when d = 2 leads by more than 2 combined errors, refuted when another dilation leads so."""
-    rs = {d: _a(c.get("dilated_cnn", 0.1, dilation=d), f"d={d} @0.1") for d in (1, 2, 4, 8)}
-    if any(v is None for v in rs.values()):
-        return "not run", Evidence([v for v in rs.values() if v])
-    verdict, stat, _ = _best_of(rs[2], [v for d, v in rs.items() if d != 2], "d=2")
-    return verdict, Evidence(list(rs.values()), stat, "gap > 0")
-
-
-def h_k256(c: Ctx):
-    """Rule: the top-K window CNN (coefficient criterion) with K = 256 minus K = 512 at noise 0.1 (threshold
-    0): verified when K = 256 leads by more than 2 combined errors, refuted when K = 512 leads so."""
-    a = _a(c.get("topk_cnn", 0.1, K=256, criterion="ridge"), "K=256 @0.1")
-    b = _a(c.get("topk_cnn", 0.1, K=512, criterion="ridge"), "K=512 @0.1")
-    if a is None or b is None:
-        return "not run", Evidence([x for x in (a, b) if x])
-    est = verdicts.gap(a, b)
-    return judge(est, 0.0), Evidence([a, b], est.describe("gap K=256 − K=512"), "gap > 0")
-
-
-def h_cnn_over_transformer(c: Ctx):
-    """Rule: the window CNN minus the window transformer (K = 256) at noise 0.1 against TRANSFORMER_GAP (0.05):
-    verified when gap − 0.05 > 2 combined errors, refuted when gap − 0.05 < −2 combined errors."""
-    a = _a(c.get("topk_cnn", 0.1, K=256), "window CNN @0.1")
-    b = _a(c.get("topk_transformer", 0.1, K=256), "window transformer @0.1")
-    if a is None or b is None:
-        return "not run", Evidence([])
-    est = verdicts.gap(a, b)
-    return judge(est, TRANSFORMER_GAP), Evidence([a, b], est.describe("gap"), f"gap > {TRANSFORMER_GAP}")
-
-
-def h_global_collapse(c: Ctx):
-    """Rule: the global-feature MLP's R^2 at noise 1.0 as a fraction of its R^2 at noise 0.1, against
-    GLOBAL_KEEP (60 %): verified when below it by more than 2 combined errors, refuted when above so."""
-    a, b = _a(c.get("global_mlp", 0.1), "global MLP @0.1"), _a(c.get("global_mlp", 1.0), "global MLP @1")
-    if a is None or b is None:
-        return "not run", Evidence([])
-    est = verdicts.fraction(a, b)
-    return judge(est, GLOBAL_KEEP, above=False), Evidence([a, b], est.describe("kept", pct=True),
-                                                          f"kept < {100 * GLOBAL_KEEP:.0f} %")
-
-
-def h_error_shortcut(c: Ctx):
-    """Rule: the best R^2 of Ridge or LightGBM on the clean error vector alone at noise 1.0 against ERROR_R2
-    (0.5): verified when above it by more than 2 combined errors, refuted when below so. The control (the
-    error shuffled across stars, suite error_ablation) must stay below 0.5, else the verdict is inconclusive."""
-    arms = [a for m in ("ridge", "lightgbm") for a in [_a(c.get(m, 1.0, inputs="error"), f"{m} on error only @1")] if a]
-    if not arms:
-        return "not run", Evidence([])
-    best = _best(arms)
-    est = verdicts.level(best)
-    verdict = judge(est, ERROR_R2)
-    shuffled = [a for m in ("ridge", "lightgbm")
-                for a in [_a(c.get(m, 1.0, inputs="error_shuffled"), f"{m} on shuffled error @1")] if a]
-    swapped = _a(c.get("ridge", 1.0, inputs="error_swapped"), "ridge on the error of a star with the same Teff and "
-                                                             "[M/H] but another log g @1")
-    more = []
-    if shuffled:
-        ctrl = verdicts.level(_best(shuffled))
-        note = "control, the error shuffled across stars (" + ctrl.describe("best R²") + ")"
-        if verdict == "verified" and judge(ctrl, ERROR_R2, above=False) != "verified":
-            verdict, note = "inconclusive", note + ", is not clearly below the threshold either"
-        more.append((note, shuffled + ([swapped] if swapped else [])))
-    else:
-        more.append(("control (error shuffled across stars, suite error_ablation): not run", [swapped] if swapped else []))
-    f, fe, fs = (_a(c.get("dilated_cnn", 1.0, inputs=i, dilation=2), f"dilated CNN on {i} @1")
-                 for i in ("flux", "flux+error", "flux+error_shuffled"))
-    if f and fe and fs:
-        more.append(("does a flux model use the error? " + verdicts.gap(fe, f).describe("flux+error − flux") + "; "
-                     + verdicts.gap(fe, fs).describe("flux+error − flux+shuffled error"), [f, fe, fs]))
-    else:
-        more.append(("does a flux model use the error (dilated CNN on flux, flux + error, flux + shuffled error)? "
-                     "not run", []))
-    return verdict, Evidence(arms, est.describe(f"R² ({_short(best)})"), f"R² > {ERROR_R2}", more)
-
-
-def h_half_at_high_noise(c: Ctx):
-    """Rule: the best learned model of the report suite at noise 1.0 against HALF_R2 (0.5): verified when
-    above it by more than 2 combined errors, refuted when below so."""
-    rs = _learned(c, 1.0)
-    if not rs:
-        return "not run", Evidence([])
-    best = _best([a for _, _, a in rs])
-    est = verdicts.level(best)
-    return judge(est, HALF_R2), Evidence([best], est.describe(f"R² ({_short(best)})"), f"R² >= {HALF_R2}")
-
-
-def h_fusion(c: Ctx):
-    """Rule: the best two-tower fusion minus the better single tower (global MLP, window CNN) at noise 1.0
-    (threshold 0): verified when the fusion leads by more than 2 combined errors, refuted when the tower
-    leads so."""
-    g, t = _a(c.get("global_mlp", 1.0), "global MLP @1"), _a(c.get("topk_cnn", 1.0, K=256), "window CNN @1")
-    fs = [a for m in ("fusion_concat", "fusion_film") for a in [_a(c.get(m, 1.0), f"{m} @1")] if a]
-    if g is None or t is None or not fs:
-        return "not run", Evidence([])
-    f = _best(fs)
-    tower = g if g.r2 >= t.r2 else t
-    est = verdicts.gap(f, tower)
-    return judge(est, 0.0), Evidence([f, g, t], est.describe(f"gap {_short(f)} − {_short(tower)}"), "gap > 0")
-
-
-def h_ceiling(c: Ctx):
-    """Rule: the likelihood ceiling minus the best learned flux-only model of the report suite at noise 1.0
-    (threshold 0): verified when the ceiling leads by more than 2 combined errors, refuted when the model
-    leads so. Models that read the error vector are not bounded by this flux-only ceiling (it fits the flux,
-    the error only as its noise model) and are reported apart."""
-    from models import MODELS
-    ceil = _a(c.get("likelihood_ceiling", 1.0), "ceiling @1")
-    rs = _learned(c, 1.0)
-    flux = [a for _, m, a in rs if MODELS[m].inputs == "flux"]
-    if ceil is None or not flux:
-        return "not run", Evidence([])
-    best = _best(flux)
-    est = verdicts.gap(ceil, best)
-    apart = [a for _, m, a in rs if MODELS[m].inputs != "flux"] + \
-        [a for m in ("ridge", "lightgbm") for a in [_a(c.get(m, 1.0, inputs="error"), f"{m} on error only @1")] if a]
-    more = [("models that read the error vector, not bounded by a flux-only ceiling and left out", apart)] if apart else []
-    return judge(est, 0.0), Evidence([ceil, best], est.describe(f"gap ceiling − {_short(best)}"), "gap > 0", more)
-
-
-def h_latent_best(c: Ctx):
-    """Rule: the best Ridge probe cell of the latent grid minus the probe on the team's best extraction
-    (enc_pre_latent, mean over 8 segments; encoder on flux, noise 1.0), against LATENT_DELTA (0.02):
-    verified when the gap is below 0.02 by more than 2 combined errors, refuted when above it so."""
-    from core.analysis import latent
-    from core.engine.suites import latent as suite_latent
-    g = latent.grid(c.profile, c.dataset, c.con)
-    d = g[(g["variant"] == "flux") & (g["noise"] == 1.0) & (g["label"] == "logg") & (g["probe"] == "ridge")
-          & g["r2"].notna()]
-    team = d[(d["layer"] == suite_latent.TEAM_BEST[0]) & (d["runs_as"] == suite_latent.TEAM_BEST[1])]
-    if d.empty or team.empty:
-        return "not run", Evidence([])
-    best = d.loc[d["r2"].idxmax()]
-    rt = _a(c.get_spec(team.iloc[0]["spec"]), "probe on enc_pre_latent + seg_mean_K8 @1")
-    rb = _a(c.get_spec(best["spec"]), f"best probe, {best['layer']} + {best['runs_as']} @1")
-    if rt is None or rb is None:
-        return "not run", Evidence([])
-    items = [rt] + ([rb] if rb.run_id != rt.run_id else [])
-    est = verdicts.gap(rb, rt)
-    return judge(est, LATENT_DELTA, above=False), Evidence(items, est.describe("gap best − team's"),
-                                                           f"gap < {LATENT_DELTA}")
-
-
-def h_finetune(c: Ctx):
-    """Rule: the fine-tuned encoder + head minus the frozen encoder + the same head (enc_pre_latent, whole
-    map) at noise 1.0, against LATENT_DELTA (0.02): verified when gap − 0.02 > 2 combined errors, refuted
-    when gap − 0.02 < −2 combined errors."""
-    p = {"encoder": "flux", "encoder_noise": 1.0, "layer": "enc_pre_latent", "pooling": "flat"}
-    fz = _a(c.get("blindspot_head", 1.0, inputs="flux", **p), "frozen @1")
-    ft = _a(c.get("blindspot_finetune", 1.0, inputs="flux", **p), "fine-tuned @1")
-    if fz is None or ft is None:
-        return "not run", Evidence([])
-    est = verdicts.gap(ft, fz)
-    return judge(est, LATENT_DELTA), Evidence([ft, fz], est.describe("gap"), f"gap > {LATENT_DELTA}")
-
-
-HYPOTHESES: list[tuple[str, dict, Callable]] = [
-    ("metadata", {"en": "Metadata (Teff + [M/H]) cannot predict log g", "zh": "元数据（Teff + [M/H]）无法预测 log g"}, h_metadata),
-    ("lightgbm", {"en": "LightGBM is the best method at noise 1.0", "zh": "LightGBM 在 noise=1.0 下最优"}, h_lgbm_best_high_noise),
-    ("dilation", {"en": "Dilation 2 is the best dilation of the CNN", "zh": "dilation=2 是最佳膨胀率"}, h_dilation2),
-    ("topk", {"en": "K = 256 windows beat K = 512", "zh": "K=256 优于 K=512"}, h_k256),
-    ("transformer", {"en": "The window CNN is far better than the window transformer", "zh": "窗口 CNN 远优于 Transformer"},
-     h_cnn_over_transformer),
-    ("global", {"en": "Global features collapse at noise 1.0", "zh": "全局特征在 noise=1.0 下失效"}, h_global_collapse),
-    ("error", {"en": "The error vector alone predicts log g", "zh": "误差向量本身即可预测 log g"}, h_error_shortcut),
-    ("r2_half", {"en": "R² >= 0.50 is reachable at noise 1.0", "zh": "noise=1.0 下可达 R² >= 0.50"}, h_half_at_high_noise),
-    ("fusion", {"en": "Two-tower fusion beats both towers", "zh": "双塔融合优于单塔"}, h_fusion),
-    ("ceiling", {"en": "No learned model beats the physics ceiling", "zh": "没有模型超过物理上限"}, h_ceiling),
-    ("latent", {"en": "enc_pre_latent with 8-segment means is the best latent extraction for log g",
-                "zh": "enc_pre_latent + 8 段均值是 log g 的最佳潜在表示提取方式"}, h_latent_best),
-    ("finetune", {"en": "Fine-tuning the encoder beats freezing it", "zh": "微调 encoder 优于冻结"}, h_finetune),
-]
-
-OPEN_QUESTIONS = [
-    ({"en": "Two-tower fusion: concat or FiLM?", "zh": "双塔融合：concat 还是 FiLM？"}, "fusion"),
-    ({"en": "Does log g information come from the flux or from the error vector?", "zh": "log g 信息来自 flux 还是误差向量？"}, "error"),
-    ({"en": "How to reach R² >= 0.50 at noise 1.0?", "zh": "如何在 noise=1.0 下达到 R² >= 0.50？"}, "r2_half"),
-    ({"en": "Why does K = 256 beat K = 512? Is there a principled K?", "zh": "为何 K=256 优于 K=512？是否存在原则性的 K？"}, "topk"),
-    ({"en": "Why do global features collapse at noise 1.0?", "zh": "全局特征为何在 noise=1.0 下失效？"}, "global"),
-    ({"en": "Why does dilation 2 match the line width?", "zh": "为何 dilation=2 与谱线宽度匹配？"}, "dilation"),
-    ({"en": "Fine-tuning the encoder instead of freezing it", "zh": "微调 encoder 而非冻结"}, "finetune"),
-]
-
-
-def evaluate(profile: str = "quick", dataset: str | None = None, con=None) -> tuple[list[dict], Ctx]:
-    c = Ctx(profile, dataset, con)
-    out = []
-    for key, text, rule in HYPOTHESES:
-        verdict, ev = rule(c)
-        finished = [registry.get(c.con, r.run_id)["finished"] for r in ev.runs()]
-        out.append({"key": key, "text": text, "verdict": verdict, "evidence": ev, "rule": " ".join((rule.__doc__ or "").split()),
-                    "stat": ev.stat, "threshold": ev.threshold, "latest": max(finished) if finished else None})
-    return out, c
 
 
 def _cell(s) -> str:
@@ -440,7 +103,7 @@ def _caveats(c: Ctx, profile: str, lang: str) -> list[str]:
             f"（副本共享数据与测试噪声），{single} 个只有一次运行（训练离散度未知）。`python -m core train --suite S --seeds N` 可增加副本。",
             f"- **误差：** 每个差异都给出合并误差 sqrt(SE_boot² + sd_seed²)：SE_boot 是在同一批 {n_te:,} 颗测试星上的配对 bootstrap，"
             "sd_seed 是训练种子间的离散（均值之差的 Welch 误差）。统计量减去阈值在 2 个合并误差以内即为无定论。",
-            "- **运行编号：** 文中的 [rN] 指向文末的实验索引，其中列出每个数字背后的全部运行。",
+            "- **规则与编号：** 每条假设的规则及阈值写在 core/analysis/hypotheses.py 中；[rN] 指向文末脚注，其中列出每个数字背后的全部运行。",
         ]
     return [
         f"- **Data:** `{c.dataset}` ({desc}; source `{src}`): {used:,} training spectra (of {n_tr:,}) / {n_va:,} "
@@ -456,7 +119,8 @@ def _caveats(c: Ctx, profile: str, lang: str) -> list[str]:
         f"paired bootstrap over the same {n_te:,} test stars, sd_seed the spread over training seeds (the Welch error "
         "of a difference of replicate means). A verdict needs the statistic minus its threshold beyond 2 combined "
         "errors; inside them it reads inconclusive.",
-        "- **Run ids:** [rN] in the text points to the run index at the end, which lists every run behind a number.",
+        "- **Rules and run ids:** each hypothesis's rule and threshold are written next to it in "
+        "core/analysis/hypotheses.py; [rN] points to the footnote, which lists every run behind a number.",
     ]
 
 
@@ -465,43 +129,41 @@ def build(profile: str = "quick", dataset: str | None = None, since: str | None 
         raise ValueError("lang must be en or zh")
     hyps, c = evaluate(profile, dataset, con)
     rows = suites.REPORT_ROWS + [(suites.CEILING_LABEL, "likelihood_ceiling", {})]
-    cells = {n: [(lab, m, p, c.get(m, n, **p)) for lab, m, p in rows] for n in config.NOISE_LEVELS}
+    noises = config.NOISE_LEVELS
+    cells = [(lab, m, p, [c.get(m, n, **p) for n in noises]) for lab, m, p in rows]
     order = sorted(c.used.values(), key=lambda a: (a.runs[0].spec["model"], a.runs[0].spec["noise_level"],
                                                   a.runs[0].spec["inputs"], json.dumps(a.runs[0].spec["params"], sort_keys=True)))
     refs = {a.run_id: f"r{i + 1}" for i, a in enumerate(order)}
-    L = [f"# {H['title'][lang]}", ""]
-    L.append(f"> **{H['generated'][lang]}:** {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}  ")
-    L.append(f"> **{H['data'][lang]}:** `{c.dataset}` (profile `{profile}`)" + (f"  \n> **{H['since'][lang]}:** {since}" if since else ""))
+    when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    L = [f"# {H['title'][lang]}", "",
+         f"> **{H['generated'][lang]}:** {when} · **{H['data'][lang]}:** `{c.dataset}` (profile `{profile}`)"
+         + (f" · **{H['since'][lang]}:** {since}" if since else "")]
     L += ["", f"## {H['caveats'][lang]}", ""] + _caveats(c, profile, lang)
-    L += ["", f"## {H['conclusions'][lang]}", ""]
-    for h in hyps:
-        ev = h["evidence"]
-        head = f"- **{h['text'][lang]}**: {VERDICT_WORDS[h['verdict']][lang]}"
-        if ev.stat:
-            head += f": {ev.stat}, {H['threshold'][lang]} {ev.threshold}"
-        text = ev.text(refs)
-        L.append(head + (f". {text}" if text else ""))
-    L += ["", f"## {H['matrix'][lang]}"]
-    by_snr = breakdown.table("report", profile, c.dataset, "snr", c.con)
-    for n in config.NOISE_LEVELS:
-        L += ["", f"### {H['noise'][lang]} = {n:g}", ""]
-        L.append(_row([H["method"][lang], f"{H['ours'][lang]} R² (± sd, seeds)", "MAE [dex]", "ref", "RMSE [dex]",
-                       H["bias"][lang], H["slope"][lang], H["by_snr"][lang], H["of_ceil"][lang], f"{H['team'][lang]} R²"]))
-        L.append("|---|---|---|---|---|---|---|---|---|---|")
-        for lab, m, p, a in cells[n]:
-            t = team_r2(m, n, p)
-            L.append(_row([lab, a.fmt(seeds_word="") if a else "-", f"{a.mean('mae'):.3f}" if a else "-",
-                           f"[{refs[a.run_id]}]" if a else "-", _pm(a, "rmse"), _pm(a, "bias"), _slope(a),
-                           *_quartiles(by_snr, a), f"{t:.3f}" if t is not None else "-"]))
-        if not by_snr.empty:
-            L += ["", H["snr_note"][lang] + " " + breakdown.edges_text(by_snr[by_snr["noise"] == n], "snr", all_col=False)]
+    L += ["", f"## {H['headline'][lang]}", ""] + _headline(profile, c, lang)
     L += ["", f"## {H['hypotheses'][lang]}", ""]
-    L.append(_row([H[k][lang] for k in ("hyp", "verdict", "stat", "threshold", "evidence", "rule")]))
-    L.append("|---|---|---|---|---|---|")
+    L.append(_row([H[k][lang] for k in ("hyp", "verdict", "stat", "threshold", "evidence")]))
+    L.append("|---|---|---|---|---|")
     for h in hyps:
         ev = h["evidence"]
         L.append(_row([h["text"][lang], VERDICT_WORDS[h["verdict"]][lang], ev.stat or "-", ev.threshold or "-",
-                       ev.text(refs) or "-", h["rule"]]))
+                       ev.text(refs) or "-"]))
+    L += ["", f"## {H['matrix'][lang]}", ""]
+    by_snr = breakdown.table("report", profile, c.dataset, "snr", c.con)
+    hi = max(noises)
+    L.append(_row([H["method"][lang]] + [f"{H['ours'][lang]} R² @{n:g}" for n in noises]
+                  + [f"RMSE @{n:g}" for n in noises]
+                  + [H["by_snr"][lang], H["of_ceil"][lang], H["bias"][lang], H["slope"][lang],
+                     f"{H['team'][lang]} R² " + " / ".join(f"@{n:g}" for n in noises)]))
+    L.append("|" + "---|" * (1 + 2 * len(noises) + 5))
+    for lab, m, p, arms in cells:
+        top = arms[noises.index(hi)]
+        team = [team_r2(m, n, p) for n in noises]
+        L.append(_row([lab] + [f"{a.fmt(seeds_word='')} [{refs[a.run_id]}]" if a else "-" for a in arms]
+                      + [_pm(a, "rmse") for a in arms]
+                      + [*_quartiles(by_snr, top), _pm(top, "bias"), _slope(top),
+                         " / ".join(f"{t:.3f}" if t is not None else "-" for t in team)]))
+    if not by_snr.empty:
+        L += ["", H["snr_note"][lang] + " " + breakdown.edges_text(by_snr[by_snr["noise"] == hi], "snr", all_col=False)]
     L += ["", f"## {H['open'][lang]}", ""]
     by_key = {h["key"]: h for h in hyps}
     for q, key in OPEN_QUESTIONS:
@@ -513,18 +175,26 @@ def build(profile: str = "quick", dataset: str | None = None, since: str | None 
             if since and h["latest"] and h["latest"] >= since:
                 status += " - " + ("new since " if lang == "en" else "新近回答，自 ") + since
         L.append(f"- {q[lang]}: **{status}**")
-    L += ["", f"## {H['index'][lang]}", ""]
-    L.append("A reference with several rows is the mean over those training replicates." if lang == "en" else
-             "有多行的编号是这些训练副本的均值。")
-    L.append("")
-    L.append(_row(["ref", "run", "replicate", "model", "params", "inputs", "noise", "R²", "finished"]))
-    L.append("|---|---|---|---|---|---|---|---|---|")
+    foot = []
     for a in order:
-        for r in a.runs:
-            ps = ", ".join(f"{k}={v}" for k, v in r.spec["params"].items()) or "-"
-            L.append(_row([refs[a.run_id], r.run_id, r.spec.get("replicate", 0), r.spec["model"], ps, r.spec["inputs"],
-                           f"{r.spec['noise_level']:g}", f"{r.metrics['r2']:.3f}", registry.get(c.con, r.run_id)["finished"]]))
+        ids = ", ".join(f"`{r.run_id}`" for r in a.runs)
+        spec = a.runs[0].spec
+        foot.append(f"[{refs[a.run_id]}] {ids} ({suites.row_label(spec)} @{spec['noise_level']:g})")
+    L += ["", "---", "", f"{H['index'][lang]} ({H['index_note'][lang]}): " + ("; ".join(foot) or "-") + "."]
     return "\n".join(L) + "\n"
+
+
+def _headline(profile: str, c: Ctx, lang: str) -> list[str]:
+    """The best predictor at each noise level (± its errors, its share of the ceiling) and the largest
+    differences from the team's report, as bullets (conclusions.py computes both; the sentences are English,
+    the labels around them follow `lang`)."""
+    best = conclusions.best_per_noise(profile, c.dataset, c.con)
+    out = [f"- {conclusions.best_sentence(b)}" for b in best] or [f"- {H['no_best'][lang]}"]
+    diffs = conclusions.team_differences(profile, c.dataset, n=3, con=c.con)
+    items = [f"{r['method']} @{r['noise']:g}: {r['ours']} vs {r['team']} ({r['ours − team']})"
+             for _, r in diffs.iterrows()]
+    out.append(f"- {H['team_diff'][lang]}: " + ("; ".join(items) if items else H["no_team"][lang]) + ".")
+    return out
 
 
 def _pm(a, metric: str) -> str:
@@ -562,27 +232,17 @@ def _slope(a) -> str:
 
 
 def index_section(md: str) -> tuple[str, str]:
-    """(the digest before its run index, the run index)."""
-    for head in H["index"].values():
-        k = md.find(f"\n## {head}\n")
-        if k >= 0:
-            return md[:k], md[k:]
-    return md, ""
+    """(the digest before its footnote of run ids, the footnote)."""
+    k = md.rfind("\n---\n")
+    return (md[:k], md[k:]) if k >= 0 else (md, "")
 
 
 def numbers_with_runs(md: str) -> list[tuple[float, tuple[str, ...]]]:
     """(R^2, run ids) for every R^2 of ours the digest states with a reference [rN]: the number is the mean
-    R^2 of those runs (the index rows of rN), for checking against the registry."""
+    R^2 of those runs (the ids the footnote lists for rN), for checking against the registry."""
     body, index = index_section(md)
     runs: dict[str, list[str]] = {}
-    for m in re.finditer(r"^\| (r\d+) \| ([0-9a-f]{16}) \|", index, re.M):
-        runs.setdefault(m.group(1), []).append(m.group(2))
-    found = re.findall(r"R² = (-?\d+\.\d+)(?: ± \d+\.\d+ \(\d+ seeds\))? \[(r\d+)\]", body)
-    found += re.findall(r"^\| [^|]+ \| (-?\d+\.\d+)(?: ± \d+\.\d+ \(\d+\))? \| -?\d+\.\d+ \| \[(r\d+)\] \|", body, re.M)
+    for m in re.finditer(r"\[(r\d+)\] ((?:`[0-9a-f]{16}`(?:, )?)+)", index):
+        runs[m.group(1)] = re.findall(r"[0-9a-f]{16}", m.group(2))
+    found = re.findall(r"(-?\d+\.\d+)(?: ± \d+\.\d+ \(\d+(?: seeds)?\))? \[(r\d+)\]", body)
     return [(float(v), tuple(runs.get(ref, ()))) for v, ref in found]
-
-
-def frame(profile: str = "quick", dataset: str | None = None) -> pd.DataFrame:
-    hyps, _ = evaluate(profile, dataset)
-    return pd.DataFrame([{"hypothesis": h["text"]["en"], "verdict": h["verdict"], "statistic": h["stat"],
-                          "threshold": h["threshold"], "evidence": h["evidence"].text()} for h in hyps])

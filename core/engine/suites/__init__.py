@@ -151,6 +151,11 @@ def _method_label(spec: dict) -> str:
     general = _family_label(spec) if usual and target == "logg" else None
     if general:
         return general
+    if not usual and target == "logg":    # a report method on another input: "Ridge on clean error only"
+        from core.engine.suites.ablation import INPUT_LABELS
+        base = _method_label({k: v for k, v in spec.items() if k != "inputs"})
+        if not base.startswith(f"{spec['model']}("):
+            return f"{base} on {INPUT_LABELS.get(inp, inp)}"
     ps = ", ".join(f"{k}={v}" for k, v in sorted((spec.get("params") or {}).items()))
     return f"{spec['model']}({ps})" + (f" [{inp}]" if inp and not usual else "") + \
         (f" -> {target}" if target != "logg" else "")
