@@ -57,10 +57,25 @@ picked = st.multiselect("Models to compare", choices, default=preferred if len(p
 wave = ds.wave
 sel = (wave >= lo) & (wave <= hi)
 rows = []
+# over the whole range a per-pixel curve is a comb of spikes no one can read on a projector: there each
+# measure is summed in BAND_A-wide bands (drawn as steps); a zoom keeps every pixel
+BAND_A = 10.0
+banded = (hi - lo) > 400
+
+
+def curve(values: np.ndarray, measure: str) -> pd.DataFrame:
+    """One measure over the zoom, scaled to its maximum (per pixel, or per BAND_A band on the whole range)."""
+    w, v = wave[sel], np.nan_to_num(np.abs(np.asarray(values, dtype=float)[sel]))
+    if banded:
+        k = np.floor((w - lo) / BAND_A).astype(int)
+        v = np.bincount(k, weights=v)
+        w = lo + (np.arange(v.size) + 0.5) * BAND_A
+    return pd.DataFrame({"wavelength": w, "value": v / max(v.max(), 1e-30), "measure": measure})
+
+
 if phys is not None:
     mean_flux = phys["mean_flux"]
-    rows.append(pd.DataFrame({"wavelength": wave[sel], "value": phys["pixel_info_marg"][sel] / phys["pixel_info_marg"].max(),
-                              "measure": "Fisher information (marginalised)"}))
+    rows.append(curve(phys["pixel_info_marg"], "Fisher information (marginalised)"))
 else:
     mean_flux = ds.view("test", 0.0, "flux", limit=200).x[:, 0].mean(0)
 sal_tables = {}
@@ -79,8 +94,7 @@ for method in picked:
     key = "ig" if "ig" in sal else "importance"
     v = np.asarray(sal[key], dtype=float)
     sal_tables[method] = v
-    rows.append(pd.DataFrame({"wavelength": wave[sel], "value": v[sel] / max(v.max(), 1e-30),
-                              "measure": f"{method} ({'integrated gradients' if key == 'ig' else 'coefficients / gain'})"}))
+    rows.append(curve(v, f"{method} ({'integrated gradients' if key == 'ig' else 'coefficients / gain'})"))
     if "ig_completeness" in sal:
         st.caption(f"{method}: integrated gradients completeness error {float(sal['ig_completeness']) * 100:.2f} % "
                    f"(median over spectra); saliency took {float(sal['seconds']):.1f} s.")
@@ -90,7 +104,11 @@ lines = stellar_lines()
 strong = pd.DataFrame({"wavelength": lines["wave"], "species": lines["species"]})
 strong = strong[(lines["strong"] >= 1) & (strong["wavelength"] >= lo) & (strong["wavelength"] <= hi)]
 x = alt.X("wavelength:Q", title="wavelength [Å]", scale=alt.Scale(domain=[lo, hi], nice=False))
-top = alt.Chart(spec_df).mark_line(color="black", strokeWidth=1).encode(x=x, y=alt.Y("flux:Q", title="mean flux (normalised)"))
+# two charts, one above the other, aligned in wavelength: the same x domain and a y axis of the same width
+# (a vconcat would not take the container's width and was cut at the right on a 1280 px screen)
+Y_AXIS = alt.Axis(minExtent=70, maxExtent=70)
+top = alt.Chart(spec_df).mark_line(color="black", strokeWidth=1).encode(
+    x=x, y=alt.Y("flux:Q", title="mean flux (normalised)", axis=Y_AXIS))
 ticks = alt.Chart(strong).mark_rule(color="#c44", opacity=0.5).encode(x="wavelength:Q", tooltip=["species", "wavelength"])
 labels = alt.Chart(strong).mark_text(angle=270, align="left", dy=-4, fontSize=10, color="#c44").encode(
     x="wavelength:Q", y=alt.value(2), text="species")
@@ -98,12 +116,16 @@ top_chart = (top + ticks + labels).properties(height=200, title="Mean test spect
 charts = [top_chart]
 if rows:
     long = pd.concat(rows)
-    bottom = alt.Chart(long).mark_line(strokeWidth=1).encode(
-        x=x, y=alt.Y("value:Q", title="relative importance (max = 1)"),
+    bottom = alt.Chart(long).mark_line(strokeWidth=1.5 if banded else 1, interpolate="step" if banded else "linear").encode(
+        x=x, y=alt.Y("value:Q", title=f"importance per {BAND_A:g} Å (max = 1)" if banded else
+                     "relative importance (max = 1)", axis=Y_AXIS),
         color=alt.Color("measure:N", title=None, legend=alt.Legend(orient="bottom", columns=1, labelLimit=500)))
     charts.append(bottom.properties(height=260, title="Where log g comes from, aligned in wavelength"))
-st.altair_chart(alt.vconcat(*charts).resolve_scale(x="shared"), width="stretch")
-st.caption("Each measure is scaled to its own maximum over the whole range, so shapes compare, heights do not.")
+for chart in charts:
+    st.altair_chart(chart, width="stretch")
+st.caption(("Each measure summed in 10-Å bands (absolute values) and scaled to its largest band" if banded else
+            "Each measure per pixel, scaled to its own maximum in this zoom") +
+           ", so shapes compare, heights do not. Zoom in for single lines.")
 if phys_err:
     st.info(f"Fisher information not shown: {phys_err}")
 

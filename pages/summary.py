@@ -74,12 +74,8 @@ st.subheader("Biggest differences from the team's report")
 if h["team"].empty:
     st.caption("No finished run has a number in the team report to compare with yet.")
 else:
-    st.dataframe(h["team"], hide_index=True, width="stretch",
-                 column_config={"method": st.column_config.TextColumn("method", width="medium"),
-                                "noise": st.column_config.NumberColumn("noise", format="%g", width="small"),
-                                "ours": st.column_config.TextColumn("ours", width="small"),
-                                "team": st.column_config.TextColumn("team", width="small"),
-                                "errors": st.column_config.TextColumn("our error", width="large")})
+    # a static table: its cells wrap, so nothing is cut at a projector's 1280 px (a data grid scrolls instead)
+    st.table(h["team"].rename(columns={"errors": "our error"}).style.hide(axis="index").format({"noise": "{:g}"}))
     st.caption(f"The three largest |ours − team| in test R²; team: {REPORT_LABEL} (their data set, no error given). "
                "Different data: a difference is a finding to explain, not an error.")
 
@@ -89,9 +85,7 @@ if h["verdicts"].empty:
     st.caption("No verdict before the first runs finish.")
 else:
     v = h["verdicts"]
-    st.dataframe(v, hide_index=True, width="stretch", height=35 * (len(v) + 1) + 3,
-                 column_config={"hypothesis": st.column_config.TextColumn("hypothesis", width="large"),
-                                "gap ± error": st.column_config.TextColumn("gap ± error", width="large")})
+    st.table(v.style.hide(axis="index"))
     counts = v["verdict"].value_counts()
     st.caption(" · ".join(f"{n} {k}" for k, n in counts.items()) + ". Verified or refuted: the statistic is more "
                "than 2 combined errors from its threshold; the rules are in the Digest.")

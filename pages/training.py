@@ -60,7 +60,6 @@ if st.button("Launch", type="primary", disabled=not specs or bool(no_write)):
 job_panels.progress_panel()
 
 
-@st.fragment(run_every=2)
 def live_queue():
     st.subheader("Queue")
     df = job_panels.show_queue()
@@ -103,4 +102,5 @@ def live_queue():
                 job_panels.launch(j["specs"], j["label"], rtok)
 
 
-live_queue()
+# the queue refreshes itself every 2 s while a job is active, every 15 s otherwise (job_panels.poll_seconds)
+st.fragment(run_every=2 if job_panels.active_jobs() else job_panels.IDLE_POLL_S)(live_queue)()

@@ -123,6 +123,30 @@ def _browser_or_skip():
     return sync_playwright, (CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium"))
 
 
+# what a 1280 px projector would cut: anything that scrolls sideways (the page, the main area, a table) or a
+# chart drawn past the right edge of the column that holds it
+LAYOUT_JS = """() => {
+  const out = [];
+  const de = document.documentElement;
+  if (de.scrollWidth > de.clientWidth + 1) out.push(`the page scrolls sideways (${de.scrollWidth} > ${de.clientWidth} px)`);
+  const main = document.querySelector("[data-testid='stMain']");
+  if (main && main.scrollWidth > main.clientWidth + 1) out.push(`the main area scrolls sideways (${main.scrollWidth} > ${main.clientWidth} px)`);
+  const block = document.querySelector("[data-testid='stMainBlockContainer']");
+  const right = block ? block.getBoundingClientRect().right : de.clientWidth;
+  document.querySelectorAll("[data-testid='stVegaLiteChart']").forEach((el, i) => {
+    const holder = el.parentElement.getBoundingClientRect().right;
+    el.querySelectorAll("canvas, svg.marks").forEach(c => {
+      const r = c.getBoundingClientRect();
+      if (r.width > 0 && (r.right > holder + 2 || r.right > right + 2)) out.push(`chart ${i + 1} is clipped at the right (${Math.round(r.right)} > ${Math.round(Math.min(holder, right))} px)`);
+    });
+  });
+  document.querySelectorAll("[data-testid='stDataFrame'] .dvn-scroller").forEach((el, i) => {
+    if (el.scrollWidth > el.clientWidth + 2) out.push(`table ${i + 1} scrolls sideways (${el.scrollWidth} > ${el.clientWidth} px)`);
+  });
+  return out;
+}"""
+
+
 def test_every_page_in_chromium(server):
     sync_playwright, exe = _browser_or_skip()
     base, log_path = server
@@ -130,8 +154,10 @@ def test_every_page_in_chromium(server):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=exe, args=ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page = browser.new_page(viewport={"width": 1280, "height": 900})    # a projector
             page.on("pageerror", lambda e: js_errors.append(str(e)))
+            shots = ROOT / "screenshots"
+            shots.mkdir(exist_ok=True)
             # a fresh server's first request is a deep link: it must still run through app.py
             # (sidebar, navigation, error guard), not Streamlit's own pages/ folder listing
             deep = re.findall(r'st\.Page\(\s*"pages/(\w+)\.py"', (ROOT / "app.py").read_text())[-1]
@@ -172,6 +198,15 @@ def test_every_page_in_chromium(server):
                     # the charts reach the browser and Vega draws them
                     page.wait_for_selector("[data-testid='stVegaLiteChart'] canvas, "
                                            "[data-testid='stVegaLiteChart'] svg", timeout=30_000)
+                page.wait_for_timeout(500)     # Vega sizes a container-width chart after it is attached
+                problems += [f"{where} at 1280 px: {p}" for p in page.evaluate(LAYOUT_JS)]
+                name = re.sub(r"\W+", "_", where.strip("/")) or "summary"
+                # full page: the app scrolls inside its main area, so the window grows to that height first
+                tall = page.evaluate("(document.querySelector(\"[data-testid='stMain']\") || document.body).scrollHeight")
+                page.set_viewport_size({"width": 1280, "height": max(900, min(int(tall), 12_000))})
+                page.wait_for_timeout(300)
+                page.screenshot(path=str(shots / f"page_{i:02d}_{name}.png"), full_page=True)
+                page.set_viewport_size({"width": 1280, "height": 900})
             assert not problems, "\n".join(problems + [f"server log: {log_path}"])
             assert "Data" in seen
             n_pages = (ROOT / "app.py").read_text().count("st.Page(")

@@ -104,7 +104,7 @@ def test_summary_page(small):
     md = " ".join(m.value for m in at.markdown)
     assert re.search(r"best predictor is \*\*[^*]+\*\*, R² = \*\*" + PM.pattern, md), md
     assert "of the physics ceiling's R²" in md
-    verdicts = [d.value for d in at.dataframe if "verdict" in d.value.columns]
+    verdicts = [d.value for d in at.table if "verdict" in d.value.columns]
     assert verdicts and list(verdicts[0].columns[:3]) == ["hypothesis", "verdict", "gap ± error"]
     assert len(verdicts[0]) == 12 and "not run" in set(verdicts[0]["verdict"])
     # a suite that has not run: its line with a cost, and a queue button

@@ -177,8 +177,8 @@ def team_differences(profile: str, dataset: str | None, n: int = 3, con=None) ->
 def verdict_table(profile: str, dataset: str | None, con=None) -> pd.DataFrame:
     """Every hypothesis of the digest: its verdict and the statistic ± combined error it rests on."""
     hyps, _ = hypotheses.evaluate(profile, dataset, con)
-    return pd.DataFrame([{"hypothesis": h["text"]["en"], "verdict": h["verdict"], "gap ± error": h["stat"] or "-",
-                          "threshold": h["threshold"] or "-"} for h in hyps])
+    return pd.DataFrame([{"hypothesis": h["text"]["en"], "verdict": h["verdict"], "gap ± error": h["stat"] or "—",
+                          "threshold": h["threshold"] or "—"} for h in hyps])
 
 
 def changes_since(since: str, dataset: str | None, con=None) -> pd.DataFrame:

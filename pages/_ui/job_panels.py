@@ -107,10 +107,22 @@ def active_jobs() -> list[dict]:
     return [j for j in jobs.list_jobs(20) if j["state"] in ("queued", "running")]
 
 
-@st.fragment(run_every=3)
+# how often the live panels look at the queue: often while a job runs, rarely when none does (a page that
+# reran every 2 s while idle kept the app busy and its status widget on, for nothing)
+ACTIVE_POLL_S, IDLE_POLL_S = 3, 15
+
+
+def poll_seconds() -> int:
+    return ACTIVE_POLL_S if active_jobs() else IDLE_POLL_S
+
+
 def progress_panel() -> None:
-    """Live progress of queued/running jobs; reruns the whole page when one finishes so the
-    results it produced appear."""
+    """Live progress of queued/running jobs, polled every ACTIVE_POLL_S while one is active (IDLE_POLL_S
+    otherwise); reruns the whole page when one finishes so the results it produced appear."""
+    st.fragment(run_every=poll_seconds())(_progress_panel)()
+
+
+def _progress_panel() -> None:
     act = active_jobs()
     was = st.session_state.get("_active_jobs", set())
     now_ids = {j["job_id"] for j in act}
