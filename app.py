@@ -1,14 +1,21 @@
 """The dashboard's entry point: `streamlit run app.py`.
 
 Draws the sidebar (data set, profile, noise level, device), builds the quick data set on the
-very first start, and runs the page chosen in the navigation (the Summary by default). Pages live in pages/, one file
-a view; add a page by appending to PAGES.
+very first start, starts the warm-up of the first pages' numbers (pages/_ui/warm.py), and runs the page chosen in
+the navigation (the Summary by default). Pages live in pages/, one file a view; add a page by appending to PAGES.
 """
 import streamlit as st
 
 st.set_page_config(page_title="log g from spectra", page_icon="⭐", layout="wide")
 
-from pages._ui import appstate  # noqa: E402  (set_page_config must be the first Streamlit call)
+import os  # noqa: E402
+
+from pages._ui import appstate, warm  # noqa: E402  (set_page_config must be the first Streamlit call)
+
+# once per server process: libraries imported and the landing pages' numbers read in the background, so
+# the first visitor does not wait for them (pages/_ui/warm.py; LOGG_WARM_START=0 turns it off)
+if os.environ.get("LOGG_WARM_START", "1") != "0":
+    warm.start(os.environ.get("LOGG_PROFILE", "quick"))
 
 PAGES = [
     st.Page("pages/summary.py", title="Summary", icon=":material/dashboard:", default=True),

@@ -80,7 +80,16 @@ class Model:
     @classmethod
     def accepted_params(cls) -> set[str]:
         """Names a spec may set for this family: every keyword of the constructors along the class
-        hierarchy (down to the first that takes no **params) and every class's hyper_params."""
+        hierarchy (down to the first that takes no **params) and every class's hyper_params. Worked out
+        once per class (a page checks hundreds of specs)."""
+        memo = vars(cls).get("_accepted_memo")
+        if memo is None:
+            memo = cls._accepted_params()
+            cls._accepted_memo = memo
+        return set(memo)
+
+    @classmethod
+    def _accepted_params(cls) -> frozenset[str]:
         names = set()
         for klass in cls.__mro__:
             names |= set(vars(klass).get("hyper_params", ()))
@@ -92,7 +101,7 @@ class Model:
             names |= {p.name for p in ps if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
             if not any(p.kind is p.VAR_KEYWORD for p in ps):
                 break
-        return names
+        return frozenset(names)
 
     @classmethod
     def check_params(cls, params: dict) -> None:

@@ -236,14 +236,34 @@ def run(spec: dict, force: bool = False, log=print, con=None, on_progress=None) 
         raise
 
 
+# data set fingerprints by (path, modification time, size): a page asking for hundreds of specs' cached
+# results opened the data set file (labels, splits) once per spec to read one attribute
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def dataset_fingerprint(name: str) -> str:
+    """The fingerprint of data set `name` (DataError when there is none), read once per file version."""
+    from core.data.dataset import dataset_path
+    p = dataset_path(name)
+    try:
+        st = p.stat()
+    except OSError:
+        Dataset(name)    # raises the data layer's one-line DataError for a missing file
+        raise
+    key = (str(p), st.st_mtime_ns, st.st_size)
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = Dataset(name).fingerprint
+    return _FINGERPRINTS[key]
+
+
 def cached_result(spec: dict, con=None) -> Result | None:
     """The finished result of a spec, without fitting; None if it has not been run."""
     try:
         spec = normalise_spec(spec)
-        ds = Dataset(spec["dataset"])
+        fingerprint = dataset_fingerprint(spec["dataset"])
     except ValueError:  # unknown model or missing data set
         return None
-    rid = spec_hash(spec, ds.fingerprint)
+    rid = spec_hash(spec, fingerprint)
     con = con or registry.connect()
     done = registry.finished(con, rid)
     if not done:

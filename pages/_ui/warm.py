@@ -1,0 +1,63 @@
+"""Warm start: the work a first visitor would otherwise wait for, done once per server process in a
+background thread as soon as app.py first runs (#21 part 7).
+
+It imports the heavy libraries (torch, LightGBM, scikit-learn), reads the registry's numbers the Summary
+and the Overview open with (so the data set fingerprints, the test stars' S/N and the prediction files are
+in memory and in the operating system's file cache), and draws nothing: it calls core/ only, never
+Streamlit, so it needs no browser session. Errors are logged and dropped: a failed warm-up leaves the
+pages to compute as they always could.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from core import config, data
+
+_LOG = logging.getLogger("logg.warm")
+_LOCK = threading.Lock()
+_STATE: dict = {"started": None, "finished": None, "error": None, "steps": {}}
+
+
+def start(profile: str = "quick") -> bool:
+    """Start the warm-up thread unless this process has started it already; True when this call did."""
+    with _LOCK:
+        if _STATE["started"] is not None:
+            return False
+        _STATE["started"] = time.time()
+    threading.Thread(target=_warm, args=(profile,), name="logg-warm-start", daemon=True).start()
+    return True
+
+
+def state() -> dict:
+    """When the warm-up started and finished, and how long each step took (seconds)."""
+    return {**_STATE, "steps": dict(_STATE["steps"])}
+
+
+def _step(name: str, fn) -> None:
+    t = time.perf_counter()
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001 - a warm-up never breaks the app
+        _LOG.info("warm start: %s failed: %s", name, e)
+        _STATE["error"] = f"{name}: {e}"
+    _STATE["steps"][name] = round(time.perf_counter() - t, 2)
+
+
+def _warm(profile: str) -> None:
+    names = data.list_datasets()
+    dataset = names[0] if names else None      # the sidebar's first choice (appstate.sidebar)
+    _step("import torch and the model families", lambda: __import__("models"))
+    if dataset is not None:
+        from core.analysis import breakdown, conclusions, report
+        _step("Summary numbers", lambda: (conclusions.best_per_noise(profile, dataset),
+                                         conclusions.team_differences(profile, dataset),
+                                         conclusions.verdict_table(profile, dataset),
+                                         conclusions.suites_not_run(profile, dataset)))
+        _step("Overview matrix", lambda: report.suite_results("report", profile, dataset))
+        for noise in config.NOISE_LEVELS:
+            _step(f"test S/N at noise {noise:g}", lambda n=noise: breakdown.test_snr(data.Dataset(dataset), n))
+        _step("Overview breakdown by S/N", lambda: breakdown.table("report", profile, dataset, "snr"))
+    _STATE["finished"] = time.time()
+    _LOG.info("warm start done in %.1f s: %s", _STATE["finished"] - _STATE["started"], _STATE["steps"])

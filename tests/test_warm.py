@@ -1,0 +1,23 @@
+"""Warm start (pages/_ui/warm.py): the background warm-up runs each step without an error on a registry
+with runs, once per process, and leaves the numbers the Summary opens with ready."""
+from __future__ import annotations
+
+import time
+
+from core.engine import executor, suites
+
+
+def test_warm_start_runs_every_step_once(tiny_dataset):
+    from pages._ui import warm
+    ridge = [s for s in suites.suite("report", "quick", tiny_dataset) if s["model"] == "ridge"]
+    executor.run_many(ridge, workers=1, log=lambda m: None)
+    warm._STATE.update(started=None, finished=None, error=None, steps={})
+    assert warm.start("quick") is True
+    assert warm.start("quick") is False                    # once per process
+    deadline = time.time() + 120
+    while warm.state()["finished"] is None and time.time() < deadline:
+        time.sleep(0.2)
+    st = warm.state()
+    assert st["finished"] is not None, st
+    assert st["error"] is None, st["error"]
+    assert {"Summary numbers", "Overview matrix", "Overview breakdown by S/N"} <= set(st["steps"]), st["steps"]
