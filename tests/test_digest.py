@@ -113,6 +113,9 @@ def test_latent_extraction_verdict_flips(monkeypatch):
         assert f"{team:.3f}" in ev.text()
     monkeypatch.setattr(latent, "grid", lambda *a, **k: grid_with(np.nan, 0.4))
     assert hypotheses.h_latent_best(FakeCtx(by_spec={2: 0.4}))[0] == "not run"
+    # only the team's own cell has run (the error_ablation suite's probe): nothing to call it the best of
+    monkeypatch.setattr(latent, "grid", lambda *a, **k: grid_with(0.33, np.nan))
+    assert hypotheses.h_latent_best(FakeCtx(by_spec={1: 0.33}))[0] == "not run"
 
 
 def test_close_runs_are_inconclusive_and_clear_wins_are_not():

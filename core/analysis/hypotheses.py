@@ -302,6 +302,9 @@ def h_latent_best(c: Ctx):
     team = d[(d["layer"] == suite_latent.TEAM_BEST[0]) & (d["runs_as"] == suite_latent.TEAM_BEST[1])]
     if d.empty or team.empty:
         return "not run", Evidence([])
+    if d[["layer", "runs_as"]].drop_duplicates().shape[0] < 2:   # only the team's own cell (error_ablation's
+        return "not run", Evidence([_a(c.get_spec(team.iloc[0]["spec"]),    # probe): nothing to compare it with
+                                       "Ridge probe of the encoder's enc_pre_latent, 8-segment means @1")])
     best = d.loc[d["r2"].idxmax()]
     rt = _a(c.get_spec(team.iloc[0]["spec"]), "Ridge probe of the encoder's enc_pre_latent, 8-segment means @1")
     rb = _a(c.get_spec(best["spec"]), f"best Ridge probe, {best['layer']} + {best['runs_as']} @1")
