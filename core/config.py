@@ -113,6 +113,46 @@ NUISANCE_RECIPES["survey_uncorrected"] = {
 }
 
 
+# Physics variants: the simulator's own assumptions, as data-set recipes (core/physics/simulate.py
+# PHYSICS_DEFAULTS; sources in docs/simulator.md, "Physics variants"), chosen by `data build --physics
+# NAME[,NAME...]`. No recipe: this version's physics (x = 0.4, forest seed 20251201, no Fe II, no CN,
+# no CaT saturation), byte for byte. A profile may name one under "physics" (none does).
+PHYSICS_RECIPES: dict[str, dict] = {
+    "maj0.3": {"description": "majority-species gravity scaling x = 0.3 instead of 0.4 (weaker giant CaT, O I)",
+               "majority_g_extra": 0.3},
+    "maj0.5": {"description": "majority-species gravity scaling x = 0.5 instead of 0.4 (stronger giant CaT, O I)",
+               "majority_g_extra": 0.5},
+    "forest1": {"description": "the weak Fe I forest drawn with seed 1 instead of 20251201", "forest_seed": 1},
+    "forest2": {"description": "the weak Fe I forest drawn with seed 2 instead of 20251201", "forest_seed": 2},
+    "fe2": {"description": "Fe II 7224, 7449, 7516, 7712 A on: stronger at low gravity (Fe I/Fe II balance)",
+            "fe_ii": True},
+    "cn": {"description": "CN red-system bands on: strongest in K giants, weak in dwarfs", "cn": True},
+    "catsat": {"description": "Ca II triplet saturation on: CaT line strength flat in [M/H] above -0.5",
+               "cat_saturation": True},
+}
+
+
+def physics_recipe(recipe: str | dict | None) -> dict | None:
+    """A physics recipe by name, or several joined by ',' or '+' ("fe2,cn": their settings merged, named
+    "fe2+cn"), a recipe dict as given, or None (this version's physics). Unknown names, or two that set
+    the same thing, raise ValueError."""
+    if recipe is None or isinstance(recipe, dict):
+        return recipe
+    names = [n.strip() for n in str(recipe).replace("+", ",").split(",") if n.strip()]
+    if not names:
+        raise ValueError("empty physics recipe; choose one or more of " + ", ".join(PHYSICS_RECIPES))
+    out: dict = {}
+    for n in names:
+        if n not in PHYSICS_RECIPES:
+            raise ValueError(f"unknown physics recipe {n!r}; choose one or more of {', '.join(PHYSICS_RECIPES)}")
+        settings = {k: v for k, v in PHYSICS_RECIPES[n].items() if k != "description"}
+        clash = sorted(set(settings) & set(out))
+        if clash:
+            raise ValueError(f"physics recipes {recipe!r} set {clash[0]} twice; combine recipes that change different things")
+        out.update(settings)
+    return dict(out, name="+".join(names), description="; ".join(PHYSICS_RECIPES[n]["description"] for n in names))
+
+
 def nuisance_recipe(recipe: str | dict | None) -> dict | None:
     """A recipe by name (NUISANCE_RECIPES), a recipe dict as given, or None (no nuisances)."""
     if recipe is None or isinstance(recipe, dict):

@@ -1,6 +1,7 @@
 """Regenerate the figures of docs/simulator.md from the built-in simulator.
 
     python docs/make_figures.py          # writes docs/figures/*.png (about 30 s on a laptop CPU)
+    python docs/make_figures.py variants # only the named figures
 
 Needs matplotlib (requirements.txt, '# docs figures'). Every figure is drawn from
 core/physics/simulate.py as it is now, so re-run this after changing the physics.
@@ -190,9 +191,66 @@ def fig_snr():
     save(fig, "snr_distribution.png")
 
 
+def fig_variants():
+    """The physics variants (docs/simulator.md, "Physics variants"): Fe II and CN in a K giant and a K
+    dwarf, the CaT index against [M/H] with and without saturation, and against log g for x = 0.3/0.4/0.5."""
+    def sim(**physics):
+        return simulate.Simulator(dtype=torch.float64, physics=physics)
+
+    def run(s, rows, how="flux", **kw):
+        with torch.no_grad():
+            lab = torch.tensor(rows, dtype=torch.float64)
+            return (s(lab, **kw) if how == "flux" else s.line_ratio(lab, **kw)).numpy()
+
+    both = sim(fe_ii=True, cn=True)
+    stars = [([4500, 1.5, 0.0], "K giant, log g 1.5"), ([4500, 4.7, 0.0], "K dwarf, log g 4.7")]
+    rows = [r for r, _ in stars]
+    on, off = run(both, rows), flux(rows)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.2))
+    for ax, (lo, hi, title) in zip(axes[0], ((7690, 7735, "Fe II 7711.7 (with Fe II: solid; without: dotted)"),
+                                             (7780, 8150, "CN (2,0) and (3,1) bands, heads 7875 / 8067 A"))):
+        m = (WAVE >= lo) & (WAVE <= hi)
+        for k, ((_, name), c) in enumerate(zip(stars, ("tab:red", "tab:blue"))):
+            ax.plot(WAVE[m], on[k, m], color=c, lw=0.9, label=name)
+            ax.plot(WAVE[m], off[k, m], color=c, lw=0.8, ls=":")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("wavelength (A)")
+        ax.set_ylabel("normalised flux")
+        ax.legend(fontsize=7, frameon=False, loc="lower left")
+    for head in simulate.CN_HEADS[2:4]:
+        axes[0, 1].axvline(head, color="0.6", lw=0.6)
+    sat, ca = sim(cat_saturation=True), SIM.species_mask("Ca II")
+    mhs = np.linspace(-2.5, 0.5, 13)
+    for (t, g), c in (((4500, 1.5), "tab:red"), ((5000, 4.5), "tab:blue")):
+        r = [[t, g, m] for m in mhs]
+        for s, ls, nm in ((SIM, ":", "off"), (sat, "-", "on")):
+            axes[1, 0].plot(mhs, cat(run(s, r, "ratio", line_mask=ca)), ls, color=c, marker="o", ms=2.5,
+                            label=f"{t} K, log g {g}: saturation {nm}")
+        axes[1, 0].plot(mhs, cat(run(sat, r, "ratio")), "--", color=c, lw=0.8,
+                        label=f"{t} K, log g {g}: saturation on, whole index")
+    axes[1, 0].axvline(simulate.CAT_SAT_MH, color="0.6", lw=0.6)
+    axes[1, 0].set_xlabel("[M/H]")
+    axes[1, 0].set_ylabel("CaT (A), Ca II lines alone unless marked")
+    axes[1, 0].set_title("CaT against [M/H] (Cenarro bandpasses)", fontsize=9)
+    axes[1, 0].legend(fontsize=6.5, frameon=False)
+    loggs = np.linspace(1.0, 5.0, 9)
+    for x, c in ((0.3, "tab:orange"), (0.4, "k"), (0.5, "tab:purple")):
+        s = sim(majority_g_extra=x)
+        for mh, ls in ((0.0, "-"), (-1.0, "--")):
+            axes[1, 1].plot(loggs, cat(run(s, [[4500, g, mh] for g in loggs], "ratio")), ls, color=c, marker="o",
+                            ms=2.5, label=f"x = {x:g}, [M/H] = {mh:+.0f}")
+    axes[1, 1].set_xlabel("log g")
+    axes[1, 1].set_ylabel("CaT (A)")
+    axes[1, 1].set_title("CaT at 4500 K for the majority scaling x", fontsize=9)
+    axes[1, 1].legend(fontsize=6.5, frameon=False, ncol=2)
+    fig.tight_layout()
+    save(fig, "variants.png")
+
+
+FIGURES = {"spectra": fig_spectra, "cat_zoom": fig_cat_zoom, "error": fig_error, "trends": fig_trends,
+           "snr": fig_snr, "variants": fig_variants}
+
 if __name__ == "__main__":
-    fig_spectra()
-    fig_cat_zoom()
-    fig_error()
-    fig_trends()
-    fig_snr()
+    # every figure, or the ones named: python docs/make_figures.py variants
+    for name in sys.argv[1:] or FIGURES:
+        FIGURES[name]()

@@ -1,11 +1,15 @@
 """The best estimator the physics allows: the Bayesian likelihood fit of the simulator to
 each spectrum (core/fisher.likelihood_fit), posterior mean of log g under the grid prior.
 
-Not a learned model: fit() only checks that the data set was made by this simulator version
-(or, for an imported data set, keeps the clean training spectra as templates). Its test R^2
+Not a learned model: fit() only checks that the data set was made by this simulator version and
+keeps its physics recipe (a physics variant's data set is fitted with that variant's simulator;
+predicting another variant's spectra is then a fit with the wrong physics), or, for an imported
+data set, keeps the clean training spectra as templates. Its test R^2
 is the ceiling every learned model is measured against.
 """
 from __future__ import annotations
+
+import json
 
 import numpy as np
 
@@ -27,9 +31,11 @@ class LikelihoodCeiling(Model):
         ds = ctx.dataset
         self.target_ = ctx.target
         version = str(ds.attrs.get("simulator_version", "")) if ds is not None else ""
+        self.physics_ = None
         if ds is not None and ds.has_meta and version == SIMULATOR_VERSION:
             self.mode_ = "simulator"
             self.templates_ = None
+            self.physics_ = getattr(ds, "physics_recipe", None)
         else:
             if ds is not None and ds.has_meta:
                 ctx.log(f"data set made by simulator v{version}, this is v{SIMULATOR_VERSION}: using templates")
@@ -43,7 +49,11 @@ class LikelihoodCeiling(Model):
         from core.physics import fisher
         flux = view.x[:, 0].astype(np.float64)
         sigma = view.x[:, 1].astype(np.float64)
-        out = fisher.likelihood_fit(flux, sigma, templates=self.templates_)
+        sim = None
+        if self.templates_ is None and getattr(self, "physics_", None):
+            from core.physics.simulate import variant_simulator
+            sim = variant_simulator(self.physics_)
+        out = fisher.likelihood_fit(flux, sigma, templates=self.templates_, sim=sim)
         return out["labels"][:, self.target_]
 
     @property
@@ -52,6 +62,8 @@ class LikelihoodCeiling(Model):
 
     def _save(self, folder):
         arrays = {"mode": np.array(self.mode_), "target": np.array(self.target_)}
+        if getattr(self, "physics_", None):
+            arrays["physics"] = np.array(json.dumps(self.physics_, sort_keys=True))
         if self.templates_ is not None:
             arrays["tlabels"], arrays["tflux"] = self.templates_
         save_arrays(folder, **arrays)
@@ -60,6 +72,7 @@ class LikelihoodCeiling(Model):
         a = load_arrays(folder)
         self.mode_, self.target_ = str(a["mode"]), int(a["target"])
         self.templates_ = (a["tlabels"], a["tflux"]) if "tlabels" in a else None
+        self.physics_ = json.loads(str(a["physics"])) if "physics" in a else None
 
 
 MODELS = {"likelihood_ceiling": LikelihoodCeiling}

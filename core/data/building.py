@@ -103,9 +103,32 @@ def _create_arrays(f: h5py.File, n: int, wave: np.ndarray):
         g.create_dataset(k, shape=(n,), dtype=np.float64)
 
 
+def variant_name(base: str, physics: dict | None = None, nuisance: dict | None = None) -> str:
+    """The name `build` gives a data set of these recipes: base, "+NAME" for a physics recipe
+    ("sim-quick+maj0.3"), "-NAME" for a nuisance recipe ("sim-quick-survey", "sim-quick+cn-survey")."""
+    out = base + (f"+{physics.get('name', 'custom')}" if physics is not None else "")
+    return out + (f"-{nuisance.get('name', 'custom')}" if nuisance is not None else "")
+
+
+def physics_of_name(name: str, profile: str) -> str | None:
+    """The physics recipe a data set name asks for ("sim-quick+maj0.3" -> "maj0.3" for profile quick),
+    '' for the profile's own plain data set, None for any other name (one `build` cannot make)."""
+    base = config.profile(profile)["dataset"]
+    if name == base:
+        return ""
+    if not name.startswith(base + "+"):
+        return None
+    phys = name[len(base) + 1:]
+    try:
+        config.physics_recipe(phys)
+    except ValueError:
+        return None
+    return phys
+
+
 def build(name: str | None = None, profile: str = "quick", n: int | None = None, seed: int | None = None,
           device: str | None = None, progress: Callable[[float, str], None] | None = None,
-          batch: int = 256, nuisance: str | dict | None = None) -> Path:
+          batch: int = 256, nuisance: str | dict | None = None, physics: str | dict | None = None) -> Path:
     """Simulate a data set and write it atomically to artifacts/data/NAME.h5. Returns the path.
 
     `nuisance`: a recipe of config.NUISANCE_RECIPES (a name or a dict; default: the profile's,
@@ -113,7 +136,12 @@ def build(name: str | None = None, profile: str = "quick", n: int | None = None,
     telluric absorption are drawn from its priors (core/physics/nuisance.py), its spectrum is the
     observed one (what the telescope records; the noise model is unchanged, sigma from that flux)
     and the draws are stored under /nuisance with the recipe in the attrs. Without one the file is
-    byte for byte what it was before nuisances existed (the same draws, arrays, attrs, fingerprint)."""
+    byte for byte what it was before nuisances existed (the same draws, arrays, attrs, fingerprint).
+
+    `physics`: a recipe of config.PHYSICS_RECIPES (a name, names joined by ',' or a dict; default: the
+    profile's, None for every profile today): the simulator's assumptions changed (simulate.PHYSICS_DEFAULTS).
+    The same seed draws the same stars, counts and splits; the recipe is stored (JSON) in the attr
+    `physics_recipe`. Without one the file is what it was before physics variants existed."""
     # OpenMP threads that sleep instead of spinning while they wait: on a shared or oversubscribed
     # CPU the default spin-wait made the build 2x slower (docs/benchmarks.md). Only takes effect
     # when torch is first imported here (the `python -m core data build` path); an explicit
@@ -126,8 +154,11 @@ def build(name: str | None = None, profile: str = "quick", n: int | None = None,
 
     prof = config.profile(profile)
     recipe = config.nuisance_recipe(nuisance if nuisance is not None else prof.get("nuisance"))
-    # an explicit recipe never overwrites the profile's plain data set: sim-quick-survey
-    name = name or (prof["dataset"] + (f"-{recipe.get('name', 'custom')}" if nuisance is not None else ""))
+    phys = config.physics_recipe(physics if physics is not None else prof.get("physics"))
+    simulate.check_physics(phys)                   # a bad custom recipe: one line, before anything is drawn
+    # an explicit recipe never overwrites the profile's plain data set: sim-quick-survey, sim-quick+maj0.3
+    name = name or variant_name(prof["dataset"], phys if physics is not None else None,
+                                recipe if nuisance is not None else None)
     n = int(n or prof["n_spectra"])
     seed = int(prof["seed"] if seed is None else seed)
     if n < 20:
@@ -141,7 +172,7 @@ def build(name: str | None = None, profile: str = "quick", n: int | None = None,
     splits = _split_indices(n, rng)
     # nuisances from a generator of their own: labels, counts and splits stay those of the same seed without
     nu = nuis.draw(recipe, n, np.random.default_rng([seed, 0x4E55])) if recipe is not None else None
-    sim = simulate.default_simulator(device)
+    sim = simulate.variant_simulator(phys, device)
     check_room(path.parent, estimated_bytes(n, int(sim.wave.numel())), f"data set {name}")
     try:
         with h5py.File(tmp, "w") as f:
@@ -185,6 +216,9 @@ def build(name: str | None = None, profile: str = "quick", n: int | None = None,
             if recipe is not None:
                 f.attrs["nuisance_recipe"] = json.dumps(recipe, sort_keys=True)
                 f.attrs["description"] += f", nuisances {recipe.get('name', 'custom')}"
+            if phys is not None:
+                f.attrs["physics_recipe"] = json.dumps(phys, sort_keys=True)
+                f.attrs["description"] += f", physics {phys.get('name', 'custom')}"
             f.attrs["fingerprint"] = _fingerprint(f)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:

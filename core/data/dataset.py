@@ -168,6 +168,8 @@ class Dataset:
             self.nuisance = {k: f["nuisance"][k][()] for k in f["nuisance"]} if "nuisance" in f else None
         rec = self.attrs.get("nuisance_recipe")
         self.nuisance_recipe = json.loads(rec) if rec else None
+        phys = self.attrs.get("physics_recipe")     # a physics variant's recipe (config.PHYSICS_RECIPES), else None
+        self.physics_recipe = json.loads(phys) if phys else None
         self.name = str(self.attrs.get("name", p.stem))
         self.fingerprint = str(self.attrs.get("fingerprint", ""))
         self.seed = int(self.attrs.get("seed", 0))
@@ -186,6 +188,8 @@ class Dataset:
             d[f"{k} range"] = f"{self.labels[:, i].min():.3g} .. {self.labels[:, i].max():.3g}"
         if self.nuisance_recipe is not None:
             d["nuisances"] = self.nuisance_recipe.get("name", "custom")
+        if self.physics_recipe is not None:
+            d["physics"] = self.physics_recipe.get("name", "custom")
         return d
 
     def read(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

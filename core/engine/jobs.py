@@ -247,13 +247,15 @@ def job_workers() -> int:
 
 def _build_missing(con, jid: int, specs: list[dict], log) -> None:
     from core import data
+    from core.data.building import physics_of_name
     for name, prof in sorted({(s["dataset"], s["profile"]) for s in specs}):
         if name in data.list_datasets():
             continue
-        if name != config.profile(prof)["dataset"]:
+        phys = physics_of_name(name, prof)    # the profile's data set ('') or a physics variant of it
+        if phys is None:
             raise data.DataError(f"data set {name!r} not found")
         log(f"building data set {name} (profile {prof})")
-        data.build(name=name, profile=prof,
+        data.build(name=name, profile=prof, physics=phys or None,
                    progress=lambda f, m: _set(con, jid, progress={"spec": 1, "of": len(specs), "building": m}))
 
 
@@ -322,11 +324,12 @@ def run_job(con, job: dict) -> str:
                     "params": s.get("params", {})}
             _set(con, jid, progress=base)
             if s["dataset"] not in data.list_datasets():
-                prof = config.profile(s["profile"])
-                if s["dataset"] != prof["dataset"]:
+                from core.data.building import physics_of_name
+                phys = physics_of_name(s["dataset"], s["profile"])   # the profile's ('') or a physics variant
+                if phys is None:
                     raise data.DataError(f"data set {s['dataset']!r} not found")
                 log(f"building data set {s['dataset']} (profile {s['profile']})")
-                data.build(name=s["dataset"], profile=s["profile"],
+                data.build(name=s["dataset"], profile=s["profile"], physics=phys or None,
                            progress=lambda f, m: _set(con, jid, progress={**base, "building": m}))
 
             def progress(**kw):

@@ -73,13 +73,15 @@ def r2_allowed(sigma: np.ndarray, y: np.ndarray) -> float:
 
 def physics_info(ds, split: str, noise_level: float, max_stars: int = 300) -> dict:
     """Fisher information and Cramer-Rao bounds for the first max_stars of a split, at the
-    stars' true labels and their error vectors. Needs a simulator-built data set."""
+    stars' true labels and their error vectors, with the simulator of the data set's physics
+    recipe (a physics variant's). Needs a simulator-built data set."""
     if not ds.has_meta:
         raise ValueError(f"{ds.name} was not made by the simulator: Fisher information needs it")
+    from core.physics.simulate import variant_simulator
     rows = ds.split_rows(split, max_stars)
     lab = ds.labels[rows]
     _, err = ds.read(rows)
-    flux, jac = jacobian(lab)
+    flux, jac = jacobian(lab, variant_simulator(getattr(ds, "physics_recipe", None)))   # the data set's physics
     per_pixel, F = fisher(jac, noise_level * err)
     cr = cramer_rao(F)
     per_pixel_marg = marginal_pixel_info(jac, noise_level * err, F)
@@ -108,12 +110,15 @@ def label_grid(shape=GRID_SHAPE) -> np.ndarray:
 _GRID_CACHE: dict = {}
 
 
-def grid_spectra(shape=GRID_SHAPE) -> tuple[np.ndarray, np.ndarray]:
-    from core.physics.simulate import SIMULATOR_VERSION, default_simulator
-    key = (shape, SIMULATOR_VERSION)
+def grid_spectra(shape=GRID_SHAPE, sim=None) -> tuple[np.ndarray, np.ndarray]:
+    """The coarse label grid and its spectra, of `sim` (a physics variant's simulator) or the default one."""
+    from core.physics.simulate import SIMULATOR_VERSION, default_simulator, physics_key
+    sim = sim or default_simulator("cpu")
+    key = (shape, SIMULATOR_VERSION, physics_key(getattr(sim, "physics", None)))
     if key not in _GRID_CACHE:
+        while len(_GRID_CACHE) >= 4:                # ~60 MB a grid: keep the few physics variants last used
+            _GRID_CACHE.pop(next(iter(_GRID_CACHE)))
         g = label_grid(shape)
-        sim = default_simulator("cpu")
         with torch.no_grad():
             m = np.concatenate([sim(torch.as_tensor(g[i:i + 512], dtype=sim.dtype)).numpy() for i in range(0, len(g), 512)])
         _GRID_CACHE[key] = (g, m.astype(np.float64))
@@ -138,40 +143,41 @@ def _posterior_from_chi2(chi2: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray
 
 
 def likelihood_fit(flux: np.ndarray, sigma: np.ndarray, templates: tuple[np.ndarray, np.ndarray] | None = None,
-                   seed: int = 0) -> dict:
+                   seed: int = 0, sim=None) -> dict:
     """Posterior-mean labels (n, 3) of noisy spectra under the uniform label-box prior.
-    templates=(labels, spectra) switches to template matching (imported data sets)."""
+    templates=(labels, spectra) switches to template matching (imported data sets); `sim` is the
+    simulator whose likelihood it is (a physics variant's; default: this version's)."""
     if templates is not None:
         grid, models = templates
         chi2 = chi2_matrix(flux, sigma, models.astype(np.float64))
         mean, ess, best = _posterior_from_chi2(chi2, grid)
         return {"labels": mean, "method": np.array(["templates"] * len(flux)), "ess": ess}
-    grid, models = grid_spectra()
+    grid, models = grid_spectra(sim=sim)
     chi2 = chi2_matrix(flux, sigma, models)
     gmean, ess, best = _posterior_from_chi2(chi2, grid)
     out = gmean.copy()
     method = np.array(["grid"] * len(flux), dtype=object)
     narrow = np.nonzero(ess < ESS_MIN)[0]
     if narrow.size:
-        lab, cov = gauss_newton(flux[narrow], sigma[narrow], best[narrow])
+        lab, cov = gauss_newton(flux[narrow], sigma[narrow], best[narrow], sim=sim)
         out[narrow] = truncated_laplace_mean(lab, cov, seed)
         method[narrow] = "gauss-newton + Laplace"
     return {"labels": out, "method": method.astype(str), "ess": ess}
 
 
-def gauss_newton(flux: np.ndarray, sigma: np.ndarray, start: np.ndarray, iterations: int = GN_ITERATIONS):
+def gauss_newton(flux: np.ndarray, sigma: np.ndarray, start: np.ndarray, iterations: int = GN_ITERATIONS, sim=None):
     """Maximum-likelihood labels and their Laplace covariance (F^-1), from `start`, by
     Levenberg-Marquardt: Gauss-Newton steps with a per-star damping that grows when a step
     does not lower chi^2 (the step is then rejected) and shrinks when it does."""
     from core.physics.simulate import default_simulator
-    sim = default_simulator("cpu")
+    sim = sim or default_simulator("cpu")
     lo = np.array([LABEL_BOX[k][0] for k in LABELS])
     hi = np.array([LABEL_BOX[k][1] for k in LABELS])
     span = hi - lo
     lab = start.astype(np.float64).copy()
     w = 1.0 / np.clip(sigma.astype(np.float64), 1e-12, None) ** 2
     lam = np.full(len(lab), 1e-3)
-    m, J = jacobian(lab)
+    m, J = jacobian(lab, sim)
     chi = np.sum((flux - m) ** 2 * w, axis=1)
     for _ in range(iterations):
         F = np.einsum("npi,np,npj->nij", J, w, J)
@@ -188,7 +194,7 @@ def gauss_newton(flux: np.ndarray, sigma: np.ndarray, start: np.ndarray, iterati
         if ok.any():
             lab[ok] = trial[ok]
             chi[ok] = chit[ok]
-            m2, J2 = jacobian(lab[ok])
+            m2, J2 = jacobian(lab[ok], sim)
             m[ok], J[ok] = m2, J2
     F = np.einsum("npi,np,npj->nij", J, w, J)
     cov = np.linalg.inv(F + 1e-9 * np.eye(3))

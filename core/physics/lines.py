@@ -17,6 +17,9 @@ Columns of a stellar line:
                         g^-MAJORITY_G_EXTRA of core/physics/simulate.py
            "hydrogen" - H I Paschen lines: ratio ~ 10^(-(12.09 + 0.754) theta) / P_e (no metal
                         abundance, no extra gravity term), Stark damping
+           "ion"      - weak lines of a dominant ion (Fe II, physics variant `fe_ii` only):
+                        ratio ~ A f_II 10^(-chi_exc theta) / kappa ~ 1/P_e, as for a majority
+                        species but without the extended-atmosphere g^-x term
   chi_exc  excitation potential of the lower level (eV)
   chi_ion  ionisation potential of the neutral atom (eV); used by "minority" lines
   log_tau  log10 of the line-centre optical depth in the Sun (Teff 5772 K, log g 4.44, [M/H] 0)
@@ -80,11 +83,18 @@ NAMED_METAL_LINES = [
 ]
 
 N_WEAK_FE = 320          # size of the seeded weak Fe I forest
-WEAK_SEED = 20251201     # fixed: the forest is part of the simulator version
+WEAK_SEED = 20251201     # fixed: the forest is part of the simulator version (a physics variant may redraw it)
+
+# Fe II lines of the window (physics variant `fe_ii`; off in the default simulator): wavelength (A, air),
+# chi_exc (eV), log gf (Melendez & Barbuy 2009, A&A 497, 611, rounded). log tau_sun = log gf + FE_II_LOG_TAU_ZP:
+# the zero point puts Fe II 7711.7 near its solar-atlas EW (~0.05 A; docs/simulator.md, "Physics variants").
+FE_II_LINES = [(7224.49, 3.89, -3.20), (7449.33, 3.89, -3.27), (7515.83, 3.90, -3.39), (7711.72, 3.90, -2.50)]
+FE_II_LOG_TAU_ZP = 2.45
 
 
-def stellar_lines() -> dict[str, np.ndarray]:
-    """All stellar lines as a dict of equal-length numpy arrays (see the module docstring)."""
+def stellar_lines(forest_seed: int | None = None, fe_ii: bool = False) -> dict[str, np.ndarray]:
+    """All stellar lines as a dict of equal-length numpy arrays (see the module docstring).
+    `forest_seed` redraws the weak Fe I forest (None: WEAK_SEED); `fe_ii` adds FE_II_LINES."""
     rows = []
     for w, el, ion, kind, chi, lt, gam, strong in STRONG_LINES:
         rows.append((w, f"{el} {ion}", kind, chi, ELEMENTS[el][1], lt, gam, ELEMENTS[el][0], ELEMENTS[el][2], strong))
@@ -97,7 +107,9 @@ def stellar_lines() -> dict[str, np.ndarray]:
         rows.append((w, f"H I Pa{n}", "hydrogen", 12.09, 13.598, lt, gam, 1.008, 0, 1))
     for w, el, chi, lt in NAMED_METAL_LINES:
         rows.append((w, f"{el} I", "minority", chi, ELEMENTS[el][1], lt, 0.004, ELEMENTS[el][0], ELEMENTS[el][2], 2))
-    rng = np.random.default_rng(WEAK_SEED)
+    for w, chi, gf in FE_II_LINES if fe_ii else ():
+        rows.append((w, "Fe II", "ion", chi, ELEMENTS["Fe"][1], gf + FE_II_LOG_TAU_ZP, 0.004, ELEMENTS["Fe"][0], 0, 2))
+    rng = np.random.default_rng(WEAK_SEED if forest_seed is None else int(forest_seed))
     waves = rng.uniform(7100.0, 8850.0, N_WEAK_FE)
     chis = rng.uniform(1.5, 5.0, N_WEAK_FE)
     # log tau: most lines weak, a tail of saturated ones (a curve of growth needs both)

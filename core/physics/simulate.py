@@ -21,6 +21,11 @@ equivalent width does not depend on where it falls within a pixel (intrinsic Dop
 
 Labels are a (B, 3) tensor of (Teff [K], log g [dex], [M/H] [dex]); optional nuisances
 ([alpha/M], radial velocity km/s) default to zero.
+
+Physics variants (`Simulator(physics={...})`, PHYSICS_DEFAULTS; a data set's physics recipe,
+core.config.PHYSICS_RECIPES): the majority-species scaling x, the weak forest's seed, Fe II lines,
+CN bands, Ca II triplet saturation. Without one (or with the defaults) the spectra are those of
+this version, bit for bit.
 """
 from __future__ import annotations
 
@@ -69,6 +74,48 @@ LOG_2U_RATIO = {"H": 0.0, "O": -0.05, "Na": 0.0, "Mg": 0.60, "Si": 0.08, "K": 0.
                 "Ca": 0.60, "Ti": 0.56, "Fe": 0.51}
 # Saha: log(N_II P_e / N_I) = log(2u_II/u_I) + 2.5 log T - chi_ion theta - 0.1762   (P_e in dyn cm^-2)
 SAHA_CONST = 0.1762
+
+# ---- physics variants (docs/simulator.md, "Physics variants"); the defaults are this version's physics ----
+PHYSICS_DEFAULTS = {"majority_g_extra": MAJORITY_G_EXTRA, "forest_seed": None, "fe_ii": False, "cn": False,
+                    "cat_saturation": False}
+# CN red system (A-X), bands degraded to the red from their heads (air, A): (4,1) 7088, (5,2) 7259, (2,0) 7875,
+# (3,1) 8067, (4,2) 8270; relative depths effective. tau_CN = CN_SCALE 10^[M/H] (g/g_sun)^-CN_G_EXP
+# exp(-(Teff - CN_T0)^2 / 2 CN_DT^2) x band shape: strongest in K giants, gone above ~6000 K.
+CN_HEADS = (7088.0, 7259.0, 7875.0, 8067.0, 8270.0)
+CN_DEPTHS = (0.5, 0.35, 1.0, 0.7, 0.45)
+CN_DECAY_A = 120.0
+CN_SCALE, CN_G_EXP, CN_T0, CN_DT = 0.02, 0.3, 4300.0, 700.0
+# Ca II triplet saturation: the CaT lines see a [M/H] that saturates above CAT_SAT_MH (cat_saturated_mh)
+CAT_SAT_MH, CAT_SAT_WIDTH, CAT_SAT_SLOPE = -0.5, 0.15, 1.25
+
+
+def cat_saturated_mh(mh):
+    """The [M/H] the Ca II triplet lines see with CaT saturation on: CAT_SAT_SLOPE x (a smooth min of
+    [M/H] and CAT_SAT_MH, softness CAT_SAT_WIDTH), shifted to 0 at [M/H] = 0: ~0 above -0.5, and
+    -2.49 at -2.5, so the solar and the metal-poor CaT keep their strengths."""
+    def smin(m):
+        return CAT_SAT_MH - CAT_SAT_WIDTH * torch.nn.functional.softplus(-(m - CAT_SAT_MH) / CAT_SAT_WIDTH)
+    return CAT_SAT_SLOPE * (smin(mh) - smin(torch.zeros_like(mh)))
+
+
+def check_physics(physics: dict | None) -> dict:
+    """PHYSICS_DEFAULTS updated with `physics` (a recipe's keys; name, description ignored). Unknown
+    keys or values of the wrong kind raise ValueError, in one line."""
+    physics = {k: v for k, v in (physics or {}).items() if k not in ("name", "description")}
+    unknown = sorted(set(physics) - set(PHYSICS_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown physics setting {unknown}; choose from {', '.join(PHYSICS_DEFAULTS)}")
+    out = dict(PHYSICS_DEFAULTS, **physics)
+    x = out["majority_g_extra"]
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0.0 <= float(x) <= 1.0:
+        raise ValueError(f"majority_g_extra must be a number from 0 to 1, got {x!r}")
+    seed = out["forest_seed"]
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"forest_seed must be a whole number >= 0 or None, got {seed!r}")
+    for k in ("fe_ii", "cn", "cat_saturation"):
+        if not isinstance(out[k], bool):
+            raise ValueError(f"{k} must be true or false, got {out[k]!r}")
+    return out
 
 
 def wavelength_grid(dtype=torch.float64) -> torch.Tensor:
@@ -146,16 +193,18 @@ class Simulator(torch.nn.Module):
     moves them.
     """
 
-    def __init__(self, dtype=torch.float32):
+    def __init__(self, dtype=torch.float32, physics: dict | None = None):
         super().__init__()
         self.dtype = dtype
+        self.physics = check_physics(physics)
+        self.majority_g_extra = float(self.physics["majority_g_extra"])
         wave = wavelength_grid(torch.float64)
         self.register_buffer("wave", wave.to(dtype))
         w_np = wave.numpy()
         loglam = np.log(w_np)
         self.dloglam = float(loglam[1] - loglam[0])
         self.pixel_kms = C_KMS * self.dloglam
-        lines = stellar_lines()
+        lines = stellar_lines(self.physics["forest_seed"], self.physics["fe_ii"])
         self.species = lines["species"]
         self.n_lines = len(lines["wave"])
         element = [s.split()[0] for s in lines["species"]]
@@ -169,6 +218,7 @@ class Simulator(torch.nn.Module):
         self.register_buffer("is_majority", torch.tensor(lines["kind"] == "majority", dtype=dtype))
         self.register_buffer("is_metal", torch.tensor([e != "H" for e in element], dtype=dtype))
         self.register_buffer("is_strong", torch.tensor(lines["strong"] >= 1))
+        self.register_buffer("is_cat", torch.tensor(lines["species"] == "Ca II", dtype=dtype))
         self._build_plan(lines)
         # Gaussian LSF, FWHM = lambda / R, in pixels of d ln lambda
         fwhm_pix = 1.0 / RESOLUTION / self.dloglam
@@ -291,9 +341,16 @@ class Simulator(torch.nn.Module):
         """km/s; APOGEE relation xi = 2.478 - 0.325 log g (Holtzman et al. 2015), floored at 0.5."""
         return torch.clamp(2.478 - 0.325 * logg, min=0.5)
 
+    def _line_mh(self, mh):
+        """[M/H] as the lines see it: `mh` (B, 1), or with CaT saturation on (B, L), the CaT lines'
+        own saturating [M/H] (cat_saturated_mh) in every term (abundance, P_e, P_g)."""
+        if not self.physics["cat_saturation"]:
+            return mh
+        return torch.where(self.is_cat > 0, cat_saturated_mh(mh), mh)
+
     def _log_line_ratio(self, labels, alpha_m):
         """log10 of line-to-continuum opacity ratio per line, without the solar log_tau: (B, L)."""
-        teff, logg, mh = labels[:, 0:1], labels[:, 1:2], labels[:, 2:3]
+        teff, logg, mh = labels[:, 0:1], labels[:, 1:2], self._line_mh(labels[:, 2:3])
         theta = 5040.0 / teff
         lpe = self.log_pe(teff, logg, mh)
         # Saha: log(N_II/N_I) for each line's element
@@ -304,7 +361,7 @@ class Simulator(torch.nn.Module):
         log_abund = self.is_metal * (mh + self.alpha * alpha_m[:, None])
         log_kappa = self.log_kappa(teff, logg, mh)
         boltz = -self.chi_exc * theta
-        extra = -MAJORITY_G_EXTRA * self.is_majority * (logg - LOGG_SUN)
+        extra = -self.majority_g_extra * self.is_majority * (logg - LOGG_SUN)
         return log_abund + log_frac + boltz - log_kappa + extra
 
     def line_params(self, labels, alpha_m=None):
@@ -320,7 +377,7 @@ class Simulator(torch.nn.Module):
         xi = self.microturbulence(logg)
         vth2 = 2.0 * K_B * teff / (self.mass * AMU) / 1e6  # (km/s)^2
         dlam_d = self.line_wave / C_KMS * torch.sqrt(vth2 + xi ** 2)
-        lpg = self.log_pg_rel(logg, mh)
+        lpg = self.log_pg_rel(logg, self._line_mh(mh))
         vdw = self.gamma_sun * 10.0 ** lpg * (teff / T_SUN) ** VDW_T_EXP
         # Stark (H I): width ~ N_e^(2/3) ~ (P_e / T)^(2/3)
         lpe_rel = self.log_pe(teff, logg, mh) - LOG_PE_SUN
@@ -386,6 +443,17 @@ class Simulator(torch.nn.Module):
             prof = prof + depth * torch.sigmoid(d / 2.0) * torch.exp(-torch.clamp(d, min=0.0) / TIO_DECAY_A)
         return strength * prof[None, :]
 
+    def cn_opacity(self, teff, logg, mh):
+        """CN red-system band optical depth (B, 4096) (physics variant `cn`): bands degraded to the red
+        from CN_HEADS, strength CN_SCALE 10^[M/H] (g/g_sun)^-CN_G_EXP times a bump in Teff at CN_T0."""
+        strength = CN_SCALE * 10.0 ** (mh[:, None] - CN_G_EXP * (logg[:, None] - LOGG_SUN)) * \
+            torch.exp(-0.5 * ((teff[:, None] - CN_T0) / CN_DT) ** 2)
+        prof = torch.zeros_like(self.wave)
+        for head, depth in zip(CN_HEADS, CN_DEPTHS):
+            d = self.wave - head
+            prof = prof + depth * torch.sigmoid(d / 2.0) * torch.exp(-torch.clamp(d, min=0.0) / CN_DECAY_A)
+        return strength * prof[None, :]
+
     def convolve_lsf(self, f, resolution=None):
         """The Gaussian LSF: the native R = 5000 kernel, or per star (B,) resolving powers R (FWHM = lambda / R)."""
         f = torch.nn.functional.pad(f[:, None, :], (12, 12), mode="replicate")
@@ -410,6 +478,8 @@ class Simulator(torch.nn.Module):
         labels = labels.to(self.dtype)
         teff, mh = labels[:, 0], labels[:, 2]
         f = self.continuum(teff) * torch.exp(-self.tio_opacity(teff, mh))
+        if self.physics["cn"]:                     # molecular bands, like TiO part of the pseudo-continuum
+            f = f * torch.exp(-self.cn_opacity(teff, labels[:, 1], mh))
         if lines:
             S, dlam_d, gamma = self.line_params(labels, alpha_m)
             if line_mask is not None:
@@ -453,6 +523,26 @@ def default_simulator(device="cpu", dtype=torch.float32) -> Simulator:
     if key not in _DEFAULT:
         _DEFAULT[key] = Simulator(dtype=dtype).to(device)
     return _DEFAULT[key]
+
+
+def physics_key(physics: dict | None) -> str:
+    """A short stable name of a physics recipe's settings ('' for this version's own physics)."""
+    p = check_physics(physics)
+    return ",".join(f"{k}={p[k]}" for k in PHYSICS_DEFAULTS if p[k] != PHYSICS_DEFAULTS[k])
+
+
+_VARIANTS: dict = {}
+
+
+def variant_simulator(physics: dict | None, device="cpu", dtype=torch.float32) -> Simulator:
+    """The cached simulator of a physics recipe (default_simulator where it is this version's physics)."""
+    key = physics_key(physics)
+    if not key:
+        return default_simulator(device, dtype)
+    full = (key, str(device), dtype)
+    if full not in _VARIANTS:
+        _VARIANTS[full] = Simulator(dtype=dtype, physics=physics).to(device)
+    return _VARIANTS[full]
 
 
 def simulate(labels, star_counts=None, device="cpu", dtype=torch.float32):
