@@ -15,8 +15,9 @@ Params: dilation (2; the sweep uses 1, 2, 4, 8), kernel (7), n_layers (4), chann
 (ctx.profile["cnn_channels"] unless given), stem (filters of the full-resolution block;
 default channels // 4, at least 4; per branch for multiscale: max(2, stem // 2)), pools
 (default [8, 4, 2], then 1), pool ("max" or "avg"), dropout (0.1 before the head), lr,
-weight_decay. Inputs: any view; the channel count comes from the view ("flux",
-"flux+error", ...).
+weight_decay, heteroscedastic (False; True: the head gives mean and log sigma, trained on
+the Gaussian NLL of models/trainer.py, and predict gives (mean, 1-sigma)). Inputs: any view;
+the channel count comes from the view ("flux", "flux+error", ...).
 
 Why this shape (cost): on the project's 2-core CPU one full-resolution convolution layer
 of 16 filters on 4096 pixels costs ~45 ms of CPU per batch of 128 spectra forward and
@@ -94,7 +95,7 @@ def _pool(kind: str, s: int) -> nn.Module:
 class DilatedCNN(nn.Module):
     def __init__(self, in_ch: int, channels: int = 32, kernel: int = 7, dilation: int = 2, n_layers: int = 4,
                  stem: int = 8, pools=(8, 4, 2), pool: str = "max", dilations_first=None,
-                 dropout: float = 0.1, segments: int = HEAD_SEGMENTS, n_pix: int = 1):
+                 dropout: float = 0.1, segments: int = HEAD_SEGMENTS, n_pix: int = 1, n_out: int = 1):
         super().__init__()
         if kernel % 2 == 0:
             raise ValueError("kernel must be odd (same-length padding)")
@@ -121,7 +122,7 @@ class DilatedCNN(nn.Module):
         out_ch = channels if n_layers > 1 else width
         self.head = nn.Sequential(nn.AdaptiveAvgPool1d(segments), nn.Flatten(), nn.Dropout(dropout),
                                   nn.Linear(out_ch * segments, HEAD_HIDDEN), nn.ReLU(),
-                                  nn.Linear(HEAD_HIDDEN, 1))
+                                  nn.Linear(HEAD_HIDDEN, n_out))
         # the last pool of the last block is followed only by the head: it does not widen the
         # receptive field of the feature map the head reads
         if layers[-1][0] == "pool":
@@ -150,7 +151,8 @@ class DilatedCNN(nn.Module):
 class DilatedCNNModel(TorchModel):
     """The dilated CNN of the dilation sweep (see the module docstring)."""
     hyper_params = ("channels", "stem", "kernel", "dilation", "n_layers", "pools", "pool", "dropout", "segments",
-                    "center")
+                    "center", "heteroscedastic")
+    param_defaults = {"heteroscedastic": False}   # True: a (mean, log sigma) head on the Gaussian NLL
     family = "cnn"
     multiscale = False
     lr = 5e-3
@@ -194,7 +196,7 @@ class DilatedCNNModel(TorchModel):
         a = self.arch_
         net = DilatedCNN(a["in_ch"], a["channels"], a["kernel"], a["dilation"], a["n_layers"], a["stem"],
                          a["pools"], a["pool"], a.get("dilations_first"), a["dropout"], a["segments"],
-                         n_pix=self.state_["x_mean"].shape[-1])
+                         n_pix=self.state_["x_mean"].shape[-1], n_out=self._n_out())
         net.x_mean.copy_(torch.as_tensor(self.state_["x_mean"]))
         net.x_std.copy_(torch.as_tensor(self.state_["x_std"]).reshape(1, -1, 1))
         self.receptive_field_px = net.receptive_field_px

@@ -9,7 +9,9 @@
                   (49,025 parameters with all four groups: the report's 49 k). Param
                   drop_groups=["F3"] (any of F0-F3) leaves a group out, for the ablation suite.
 
-All three train with models.trainer.fit_torch (AdamW, early stopping on val, seeded).
+All three train with models.trainer.fit_torch (AdamW, early stopping on val, seeded). The pixel MLPs
+take heteroscedastic=True for a (mean, log sigma) head trained on the Gaussian NLL: predict then
+gives (mean, 1-sigma).
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ class Standardise(nn.Module):
 
 
 class MLPNet(nn.Module):
-    def __init__(self, n_in: int, hidden: int = 64, depth: int = 2, dropout: float = 0.1):
+    def __init__(self, n_in: int, hidden: int = 64, depth: int = 2, dropout: float = 0.1, n_out: int = 1):
         super().__init__()
         self.norm = Standardise((n_in,))
         layers, d = [], n_in
@@ -48,7 +50,7 @@ class MLPNet(nn.Module):
             if i == 0 and dropout:
                 layers.append(nn.Dropout(dropout))
             d = hidden
-        layers.append(nn.Linear(d, 1))
+        layers.append(nn.Linear(d, n_out))
         self.body = nn.Sequential(*layers)
 
     def forward(self, x):
@@ -65,20 +67,22 @@ class ResBlock(nn.Module):
 
 
 class ResidualMLPNet(nn.Module):
-    def __init__(self, n_in: int, hidden: int = 64, n_blocks: int = 2, dropout: float = 0.1):
+    def __init__(self, n_in: int, hidden: int = 64, n_blocks: int = 2, dropout: float = 0.1, n_out: int = 1):
         super().__init__()
         self.norm = Standardise((n_in,))
         self.inp = nn.Sequential(nn.Linear(n_in, hidden), nn.Dropout(dropout))
         self.blocks = nn.Sequential(*[ResBlock(hidden, dropout) for _ in range(n_blocks)])
-        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, 1))
+        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, n_out))
 
     def forward(self, x):
         return self.out(self.blocks(self.inp(self.norm(x.flatten(1)))))
 
 
 class MLPModel(TorchModel):
-    """MLP on every pixel. Params: hidden (64), depth (2), dropout (0.1), lr, weight_decay."""
-    hyper_params = ("hidden", "depth", "dropout")
+    """MLP on every pixel. Params: hidden (64), depth (2), dropout (0.1), lr, weight_decay, heteroscedastic
+    (False; True: the last layer gives mean and log sigma, trained on the Gaussian NLL, models/trainer.py)."""
+    hyper_params = ("hidden", "depth", "dropout", "heteroscedastic")
+    param_defaults = {"heteroscedastic": False}   # specs without it keep their run ids
     family = "mlp"
     weight_decay = 1e-2
 
@@ -97,7 +101,8 @@ class MLPModel(TorchModel):
 
     def _net(self, n_in):
         p = self.params
-        return MLPNet(n_in, int(p.get("hidden", 64)), int(p.get("depth", 2)), float(p.get("dropout", 0.1)))
+        return MLPNet(n_in, int(p.get("hidden", 64)), int(p.get("depth", 2)), float(p.get("dropout", 0.1)),
+                      self._n_out())
 
     def _build(self):
         net = self._net(self.arch_["n_in"])
@@ -112,7 +117,8 @@ class ResidualMLPModel(MLPModel):
 
     def _net(self, n_in):
         p = self.params
-        return ResidualMLPNet(n_in, int(p.get("hidden", 64)), int(p.get("n_blocks", 2)), float(p.get("dropout", 0.1)))
+        return ResidualMLPNet(n_in, int(p.get("hidden", 64)), int(p.get("n_blocks", 2)), float(p.get("dropout", 0.1)),
+                              self._n_out())
 
 
 class GlobalMLPNet(nn.Module):

@@ -54,6 +54,8 @@ def epoch_draws(model, train, ctx) -> Callable[[int], tuple] | None:
 
     def draw(epoch: int):
         v = src.fresh(seed, epoch)
+        if hasattr(model, "_targets"):   # a family that learns several labels at once (models/posterior.py)
+            return model._inputs(v), model._targets(v)
         return model._inputs(v), np.asarray(v.y[:, target], np.float64) - model._base(v)
 
     return draw

@@ -23,6 +23,10 @@ What fit_torch does, top to bottom:
   - train_draw (optional): a function epoch -> (X, y) called before each epoch (epoch from 0):
     that epoch trains on those inputs and targets instead of X_train / y_train (fresh noise,
     models/noise.py); the target standardisation stays that of y_train;
+  - loss (optional): a function (module, inputs, y_batch) -> the mean loss of the batch, in place
+    of the mean-squared error (gaussian_nll for a heteroscedastic head; the posterior family's
+    negative log-likelihood, models/posterior.py);
+    y may then have several columns (n, k), each standardised on its own (y_mean, y_std of shape (k,));
   - calls ctx.progress(epoch=i, of=n, train_loss=, val_loss=, best_val_loss=, seconds=)
     after each epoch (i counts from 1) and returns the history as a dict.
 
@@ -99,9 +103,9 @@ def _to_tensors(X, device: str) -> tuple[torch.Tensor, ...]:
     return tuple(as_float_tensor(a).to(device) for a in _as_tuple(X))
 
 
-def _set_target_stats(module: nn.Module, mean: float, std: float) -> None:
+def _set_target_stats(module: nn.Module, mean, std) -> None:
     for name, val in (("y_mean", mean), ("y_std", std)):
-        t = torch.tensor(float(val), dtype=torch.float32)
+        t = torch.tensor(val if np.ndim(val) else float(val), dtype=torch.float32)
         if name in dict(module.named_buffers(recurse=False)):
             getattr(module, name).copy_(t)
         else:
@@ -122,18 +126,30 @@ def _forward_loss(module, xs, yb, amp, device_type):
     return torch.mean((out.float() - yb) ** 2)
 
 
+def _own_loss(module, xs, yb, amp, device_type, loss):
+    """A family's own loss (fit_torch's `loss`) under the same autocast as the squared error."""
+    with torch.autocast(device_type=device_type, dtype=amp, enabled=amp is not None):
+        return loss(module, xs, yb).float()
+
+
+def _batch_loss(module, xs, yb, amp, device_type, loss=None):
+    if loss is None:
+        return _forward_loss(module, xs, yb, amp, device_type)
+    return _own_loss(module, xs, yb, amp, device_type, loss)
+
+
 @torch.no_grad()
-def _eval_loss(module, X, y, batch_size, amp, device_type) -> float:
+def _eval_loss(module, X, y, batch_size, amp, device_type, loss=None) -> float:
     module.eval()
     total, n = 0.0, len(y)
     for b in _batches(n, batch_size):
-        total += float(_forward_loss(module, [x[b] for x in X], y[b], amp, device_type)) * len(b)
+        total += float(_batch_loss(module, [x[b] for x in X], y[b], amp, device_type, loss)) * len(b)
     return total / max(n, 1)
 
 
 # --------------------------------------------------------------------------- training
 def fit_torch(module: nn.Module, X_train, y_train, X_val, y_val, ctx, lr: float = 1e-3,
-              weight_decay: float = 1e-4, grad_clip: float = 1.0, train_draw=None) -> dict:
+              weight_decay: float = 1e-4, grad_clip: float = 1.0, train_draw=None, loss=None) -> dict:
     """Train `module` in place (see the module docstring); returns the history dict."""
     prof = ctx.profile
     epochs = int(prof.get("epochs", 10))
@@ -145,10 +161,14 @@ def fit_torch(module: nn.Module, X_train, y_train, X_val, y_val, ctx, lr: float 
     torch.manual_seed(int(ctx.seed))
     gen = torch.Generator().manual_seed(int(ctx.seed))
 
-    y_train = np.asarray(y_train, dtype=np.float64).reshape(-1)
-    y_val = np.asarray(y_val, dtype=np.float64).reshape(-1)
-    mu = float(y_train.mean())
-    sd = float(y_train.std()) or 1.0
+    y_train, y_val = np.asarray(y_train, dtype=np.float64), np.asarray(y_val, dtype=np.float64)
+    if loss is not None and y_train.ndim == 2 and y_train.shape[1] > 1:   # several targets, one scale each
+        mu, sd = y_train.mean(axis=0), y_train.std(axis=0)
+        sd = np.where(sd > 0, sd, 1.0)
+    else:
+        y_train, y_val = y_train.reshape(-1), y_val.reshape(-1)
+        mu = float(y_train.mean())
+        sd = float(y_train.std()) or 1.0
     _set_target_stats(module, mu, sd)
     module.to(device)
     Xtr, Xva = _to_tensors(X_train, device), _to_tensors(X_val, device)
@@ -171,7 +191,8 @@ def fit_torch(module: nn.Module, X_train, y_train, X_val, y_val, ctx, lr: float 
 
     hist = {"epochs": [], "device": device, "amp": str(amp).replace("torch.", "") if amp else "none",
             "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size, "patience": patience,
-            "max_epochs": epochs, "n_train": n, "n_val": len(yva), "y_mean": mu, "y_std": sd,
+            "max_epochs": epochs, "n_train": n, "n_val": len(yva), "y_mean": np.asarray(mu).tolist(),
+            "y_std": np.asarray(sd).tolist(),
             "noise_mode": "fixed" if train_draw is None else "fresh", "draw_s": 0.0}
     best, best_state, best_epoch, bad = math.inf, None, 0, 0
     t0 = time.time()
@@ -183,35 +204,37 @@ def fit_torch(module: nn.Module, X_train, y_train, X_val, y_val, ctx, lr: float 
             if len(Xtr[0]) != n:
                 raise ValueError(f"train_draw gave {len(Xtr[0])} rows for epoch {ep - 1}, expected {n}")
             if y_ep is not None:
-                ytr = torch.as_tensor((np.asarray(y_ep, np.float64).reshape(-1) - mu) / sd, dtype=torch.float32,
-                                      device=device)
+                ytr = torch.as_tensor((np.asarray(y_ep, np.float64).reshape(y_train.shape) - mu) / sd,
+                                      dtype=torch.float32, device=device)
             hist["draw_s"] += time.time() - td
         module.train()
         perm = torch.randperm(n, generator=gen)
         tl, seen = 0.0, 0
         for b in _batches(n, batch_size, perm):
             bd = b.to(device)
-            loss = _forward_loss(module, [x[bd] for x in Xtr], ytr[bd], amp, device_type)
+            batch_loss = _batch_loss(module, [x[bd] for x in Xtr], ytr[bd], amp, device_type, loss)
             opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(batch_loss).backward()
             if grad_clip:
                 scaler.unscale_(opt)
                 nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
             scaler.step(opt)
             scaler.update()
             sched.step()
-            tl += float(loss.detach()) * len(b)
+            tl += float(batch_loss.detach()) * len(b)
             seen += len(b)
         tl /= max(seen, 1)
-        vl = _eval_loss(module, Xva, yva, max(batch_size, 512), amp, device_type)
+        vl = _eval_loss(module, Xva, yva, max(batch_size, 512), amp, device_type, loss)
         improved = vl < best - 1e-6
         if improved:
             best, best_epoch, bad = vl, ep, 0
             best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
         else:
             bad += 1
-        rec = {"epoch": ep, "train_loss": tl, "val_loss": vl, "val_rmse": math.sqrt(vl) * sd,
-               "seconds": time.time() - t0}
+        rec = {"epoch": ep, "train_loss": tl, "val_loss": vl}
+        if loss is None:   # an RMSE in the target's units only means something for the squared error
+            rec["val_rmse"] = math.sqrt(vl) * sd
+        rec["seconds"] = time.time() - t0
         hist["epochs"].append(rec)
         ctx.progress(epoch=ep, of=epochs, train_loss=tl, val_loss=vl, best_val_loss=best,
                      seconds=rec["seconds"])
@@ -243,6 +266,30 @@ def predict_torch(module: nn.Module, X, batch_size: int = 512, device: str | Non
     mu = float(getattr(module, "y_mean", torch.tensor(0.0)))
     sd = float(getattr(module, "y_std", torch.tensor(1.0)))
     return y * sd + mu
+
+
+def gaussian_nll(module: nn.Module, xs, y_batch) -> torch.Tensor:
+    """fit_torch's loss for a heteroscedastic head (param `heteroscedastic` of the MLP and the CNNs): the
+    network gives (mean, log sigma) per spectrum in standardised units; the mean over the batch of
+    0.5 ((y - mean) / sigma)^2 + log sigma (the Gaussian negative log-likelihood, up to a constant),
+    log sigma clamped to +-7."""
+    out = module(*xs).float()
+    mean, log_sigma = out[:, 0], out[:, 1].clamp(-7.0, 7.0)
+    return torch.mean(0.5 * ((y_batch - mean) * torch.exp(-log_sigma)) ** 2 + log_sigma)
+
+
+@torch.no_grad()
+def predict_torch_gaussian(module: nn.Module, X, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, 1-sigma) in the target's units of a heteroscedastic head (two outputs per spectrum)."""
+    p = next(module.parameters(), None)
+    device = p.device if p is not None else "cpu"
+    module.eval()
+    Xs = _to_tensors(X, "cpu")
+    out = [module(*[x[b].to(device) for x in Xs]).float().cpu() for b in _batches(len(Xs[0]), batch_size)]
+    y = torch.cat(out).double().numpy() if out else np.zeros((0, 2))
+    mu = float(getattr(module, "y_mean", torch.tensor(0.0)))
+    sd = float(getattr(module, "y_std", torch.tensor(1.0)))
+    return y[:, 0] * sd + mu, np.exp(np.clip(y[:, 1], -7.0, 7.0)) * sd
 
 
 def count_params(module: nn.Module) -> int:
@@ -321,7 +368,8 @@ class TorchModelMixin:
         m = self.module_
         m.eval()
         dev = next(m.parameters()).device
-        out = m(*[t.to(dev) for t in self._inputs_torch(x)]).reshape(-1).float().cpu()
+        out = m(*[t.to(dev) for t in self._inputs_torch(x)])
+        out = (out[:, 0] if self._heteroscedastic() else out).reshape(-1).float().cpu()   # the mean, not log sigma
         mu = getattr(m, "y_mean", torch.tensor(0.0)).float().cpu()
         sd = getattr(m, "y_std", torch.tensor(1.0)).float().cpu()
         return out * sd + mu + self._base_torch(x)
@@ -339,14 +387,27 @@ class TorchModelMixin:
         self.history_ = fit_torch(self.module_, self._inputs(train), ytr, self._inputs(val), yva, ctx,
                                   lr=float(self.params.get("lr", self.lr)),
                                   weight_decay=float(self.params.get("weight_decay", self.weight_decay)),
-                                  train_draw=epoch_draws(self, train, ctx))
+                                  train_draw=epoch_draws(self, train, ctx),
+                                  loss=gaussian_nll if self._heteroscedastic() else None)
         return self
+
+    def _heteroscedastic(self) -> bool:
+        """Whether the network gives (mean, log sigma) and trains on the Gaussian NLL (param
+        `heteroscedastic`, False by default, of the families that offer it: the MLPs and the CNNs)."""
+        return bool(self.params.get("heteroscedastic", False))
+
+    def _n_out(self) -> int:
+        """Outputs of the network per spectrum: 2 (mean, log sigma) for a heteroscedastic head, else 1."""
+        return 2 if self._heteroscedastic() else 1
 
     def _base_train(self, train) -> np.ndarray | float:
         """The base on the training split (a residual model may use out-of-fold values)."""
         return self._base(train)
 
-    def predict(self, view) -> np.ndarray:
+    def predict(self, view):
+        if self._heteroscedastic():   # (mean, 1-sigma): models.base's contract for a model with error bars
+            mean, sigma = predict_torch_gaussian(self.module_, self._inputs(view))
+            return mean + self._base(view), sigma
         return predict_torch(self.module_, self._inputs(view)) + self._base(view)
 
     @property
@@ -401,5 +462,6 @@ def standardise_stats(x: np.ndarray, axis) -> tuple[np.ndarray, np.ndarray]:
     return mu.astype(np.float32), np.maximum(sd, floor).astype(np.float32)
 
 
-__all__ = ["pick_device", "resolve_device", "amp_dtype", "fit_torch", "predict_torch", "count_params",
+__all__ = ["pick_device", "resolve_device", "amp_dtype", "fit_torch", "predict_torch", "predict_torch_gaussian",
+           "gaussian_nll", "count_params",
            "TorchModel", "TorchModelMixin", "standardise_stats"]

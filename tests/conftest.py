@@ -58,3 +58,14 @@ def write_user_grid(path: Path, n: int = 60, n_pix: int = 300, seed: int = 1) ->
         g["logg"] = rng.uniform(1, 5, n)
         g["mh"] = rng.uniform(-2, 0.3, n)
     return path
+
+
+def private_registry(tmp_path_factory, name: str):
+    """A module's own artifacts folder with a TINY_N-spectrum 'sim-quick' (the runs made there stay there):
+    `yield from private_registry(tmp_path_factory, "mine")` in a module-scoped fixture."""
+    from core import data
+    d = tmp_path_factory.mktemp(name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LOGG_ARTIFACTS", str(d))
+        data.build(name="sim-quick", n=TINY_N)
+        yield d

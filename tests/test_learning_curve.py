@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY_N
+from conftest import ROOT, TINY_N, private_registry
 from streamlit.testing.v1 import AppTest
 
 from core import config
@@ -30,13 +30,8 @@ def no_data(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def private(tmp_path_factory):
-    """A registry of this module's own, with a 200-spectrum 'sim-quick' (the runs made here stay here)."""
-    from core import data
-    d = tmp_path_factory.mktemp("learning")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LOGG_ARTIFACTS", str(d))
-        data.build(name="sim-quick", n=TINY_N)
-        yield d
+    """A registry of this module's own, with a 200-spectrum 'sim-quick'."""
+    yield from private_registry(tmp_path_factory, "learning")
 
 
 # --------------------------------------------------------------------------- n_train in the spec

@@ -10,6 +10,7 @@ import pandas as pd
 from core import config
 from core.analysis.reference import REPORT_LABEL, team_r2
 from core.engine import registry, suites, train
+from core.engine.suites.posterior import ROWS as POSTERIOR_ROWS
 
 DISAGREE_R2 = 0.10  # |ours - team| above this is marked as a disagreement
 MAX_REPLICATES = 10  # training replicates looked for per spec (train --seeds N)
@@ -60,14 +61,23 @@ def suite_results(suite: str = "report", profile: str = "quick", dataset: str | 
     return pd.DataFrame(rows)
 
 
+def posterior_results(profile: str = "quick", dataset: str | None = None, con=None) -> pd.DataFrame:
+    """The posterior suite's finished specs (the NPE's posterior mean, #17 part 4) as suite_results rows:
+    the report matrix shows them as a method where they exist, though they are not in the report suite."""
+    post = suite_results("posterior", profile, dataset, con)
+    return post[post["run_id"].notna()]
+
+
 def matrix(suite: str = "report", profile: str = "quick", dataset: str | None = None, con=None) -> pd.DataFrame:
     """Methods x noise levels: our R^2 and MAE, the team's R^2, parameters, fit time, device, flags.
-    The report matrix gains the likelihood ceiling as its last row and each method's fraction of it."""
+    The report matrix gains the posterior suite's row where its runs exist (posterior_results), the
+    likelihood ceiling as its last row and each method's fraction of it."""
     df = suite_results(suite, profile, dataset, con)
     ceiling = {}
     if suite == "report":
         c = suite_results("ceiling", profile, dataset, con)
-        df = pd.concat([df, c], ignore_index=True)
+        post = posterior_results(profile, dataset, con)
+        df = pd.concat([df, post, c] if len(post) else [df, c], ignore_index=True)
         ceiling = {r["noise"]: r["r2"] for _, r in c.iterrows() if r["r2"] is not None and pd.notna(r["r2"])}
     out = []
     for method, g in df.groupby("method", sort=False):
@@ -130,6 +140,8 @@ def markdown(suite: str = "report", profile: str = "quick", dataset: str | None 
         lines.append("| " + " | ".join(vals) + " |")
     n_done = int(m[[c for c in m.columns if c.startswith("R2 @")]].notna().sum().sum())
     n_all = len(suites.suite(suite, profile, dataset)) + (len(suites.suite("ceiling", profile, dataset)) if suite == "report" else 0)
+    if suite == "report" and m["method"].isin([label for label, _, _ in POSTERIOR_ROWS]).any():
+        n_all += len(suites.suite("posterior", profile, dataset))   # its row is shown: its runs count
     lines += ["", f"{n_done} of {n_all} runs finished."]
     return "\n".join(lines)
 
