@@ -22,6 +22,8 @@ PAGES = [
     st.Page("pages/data.py", title="Data", icon=":material/database:"),
     st.Page("pages/overview.py", title="Overview", icon=":material/leaderboard:"),
     st.Page("pages/limit.py", title="Limit", icon=":material/trending_up:"),
+    st.Page("pages/robustness.py", title="Robustness", icon=":material/shield:"),
+    st.Page("pages/transfer.py", title="Transfer", icon=":material/swap_horiz:"),
     st.Page("pages/training.py", title="Training", icon=":material/model_training:"),
     st.Page("pages/predict.py", title="Predict", icon=":material/query_stats:"),
     st.Page("pages/error_vs_flux.py", title="Error vs flux", icon=":material/compare_arrows:"),

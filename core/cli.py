@@ -32,7 +32,7 @@ def cmd_data(a) -> int:
     if a.action == "build":
         t = time.time()
         path = data.build(name=a.name, profile=a.profile, n=a.n, seed=a.seed, device=a.device, progress=_bar,
-                          nuisance=a.nuisance)
+                          nuisance=a.nuisance, physics=a.physics)
         ds = data.Dataset(path)
         print(f"built {ds.name}: {ds.n} spectra in {time.time() - t:.1f} s -> {path} (fingerprint {ds.fingerprint})")
     elif a.action == "import":
@@ -74,12 +74,19 @@ def cmd_train(a) -> int:
     specs = _suite_specs(a)
     if a.noise is not None:
         specs = [s for s in specs if abs(s["noise_level"] - a.noise) < 1e-9]
-    ds_name = specs[0]["dataset"] if specs else None
-    if ds_name and ds_name not in data.list_datasets():
-        if a.dataset:
+    from core.data.building import physics_of_name
+    if a.suite == "robustness":     # its augmented twin (the survey nuisance recipe) and the clean data set
+        from core.engine.suites import robustness
+        for name in robustness.ensure_datasets(a.profile, a.dataset, progress=_bar):
+            print(f"built data set {name} for the robustness suite", file=sys.stderr)
+    for ds_name in dict.fromkeys(s["dataset"] for s in specs):    # the profile's, and a suite's physics variants
+        if ds_name in data.list_datasets():
+            continue
+        phys = physics_of_name(ds_name, a.profile)
+        if a.dataset or phys is None:
             raise data.DataError(f"data set {ds_name!r} not found; build or import it first")
         print(f"data set {ds_name} not found: building it (profile {a.profile})", file=sys.stderr)
-        data.build(name=ds_name, profile=a.profile, progress=_bar)
+        data.build(name=ds_name, profile=a.profile, progress=_bar, physics=phys or None)
     t = time.time()
     workers = a.workers if a.workers else executor.default_workers()
     res = executor.run_many(specs, force=a.force, workers=workers)
@@ -90,8 +97,9 @@ def cmd_train(a) -> int:
 
 
 def cmd_report(a) -> int:
-    from core.analysis import breakdown, learning, report
+    from core.analysis import breakdown, learning, report, transfer
     print(learning.markdown(a.profile, a.dataset) if a.suite == learning.SUITE else
+          transfer.markdown(a.profile, a.dataset) if a.suite == transfer.SUITE else
           report.markdown(a.suite, a.profile, a.dataset))
     by = a.by or ("snr" if a.suite == "report" else "none")
     if by != "none":
@@ -210,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--nuisance", choices=list(config.NUISANCE_RECIPES),
                    help="draw per-star RV, resolution, continuum tilt and tellurics from this recipe's priors "
                         "(data build; default: the profile's, none)")
+    d.add_argument("--physics", metavar="NAME[,NAME]",
+                   help="a physics variant of the simulator (data build): " + ", ".join(config.PHYSICS_RECIPES)
+                        + "; several joined by ',' (fe2,cn); default: this version's physics")
     d.set_defaults(func=cmd_data)
 
     from core.engine.suites import SUITES

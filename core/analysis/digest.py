@@ -37,6 +37,7 @@ H = {
     "index_note": {"en": "a reference with several ids is the mean over those training replicates",
                    "zh": "有多个编号的引用是这些训练副本的均值"},
     "headline": {"en": "The answer", "zh": "结论"},
+    "beyond": {"en": "Beyond the team's questions", "zh": "团队报告之外的问题"},
     "team_diff": {"en": "Largest differences from the team's report", "zh": "与团队报告差异最大的结果"},
     "no_team": {"en": "no method with a team number has run yet", "zh": "尚无可与团队报告比较的结果"},
     "no_best": {"en": "no learned method of the report suite has run yet: `python -m core train --suite report`",
@@ -164,6 +165,7 @@ def build(profile: str = "quick", dataset: str | None = None, since: str | None 
                          " / ".join(f"{t:.3f}" if t is not None else "-" for t in team)]))
     if not by_snr.empty:
         L += ["", H["snr_note"][lang] + " " + breakdown.edges_text(by_snr[by_snr["noise"] == hi], "snr", all_col=False)]
+    L += ["", f"## {H['beyond'][lang]}", ""] + _beyond(profile, c)
     L += ["", f"## {H['open'][lang]}", ""]
     by_key = {h["key"]: h for h in hyps}
     for q, key in OPEN_QUESTIONS:
@@ -182,6 +184,21 @@ def build(profile: str = "quick", dataset: str | None = None, since: str | None 
         foot.append(f"[{refs[a.run_id]}] {ids} ({suites.row_label(spec)} @{spec['noise_level']:g})")
     L += ["", "---", "", f"{H['index'][lang]} ({H['index_note'][lang]}): " + ("; ".join(foot) or "-") + "."]
     return "\n".join(L) + "\n"
+
+
+def _beyond(profile: str, c: Ctx) -> list[str]:
+    """Questions the team's report did not ask (English): how the predictors fare under the sky's nuisances
+    (robustness.py, at most 4 lines) and which conclusions survive a change of simulator assumptions
+    (transfer.py, at most 4). Cached evaluations only: the digest never fits or predicts."""
+    from core.analysis import robustness, transfer
+    rob = robustness.digest_summary(profile, c.dataset).splitlines()
+    out = [f"- {rob[0]}"] + [f"  {x}" for x in rob[1:3]] if rob else []
+    m = transfer.matrix(profile, c.dataset, c.con, compute=False)
+    sentence = transfer.conclusion(m).replace("compute the transfer cells below", "the Transfer page computes them")
+    out.append("- **Transfer across simulator assumptions** (core/analysis/transfer.py): " + sentence)
+    if m.cells and transfer.claims(m) and "no model has been scored" not in sentence:
+        out += [f"  {x}" for x in transfer.survival_lines(m)[:3]]
+    return out
 
 
 def _headline(profile: str, c: Ctx, lang: str) -> list[str]:

@@ -109,6 +109,21 @@ def _learning_curve(profile, dataset):
     return learning.suite_specs(profile, dataset, {m: p for _, m, p in REPORT_ROWS}, _ceiling(profile, dataset))
 
 
+def _robustness(profile, dataset):
+    from core.engine.suites import robustness
+    return robustness.suite_specs(profile, dataset, _report(profile, dataset))
+
+
+def _transfer(profile, dataset):
+    from core.engine.suites import transfer
+    return transfer.suite_specs(profile, dataset, {m: p for _, m, p in REPORT_ROWS})
+
+
+def _posterior(profile, dataset):
+    from core.engine.suites import posterior
+    return posterior.suite_specs(profile, dataset)
+
+
 SUITES = {
     "report": _report,
     "ceiling": _ceiling,
@@ -121,6 +136,9 @@ SUITES = {
     "latent": _latent,
     "noise_ablation": _noise_ablation,
     "learning_curve": _learning_curve,
+    "robustness": _robustness,
+    "transfer": _transfer,
+    "posterior": _posterior,
 }
 
 
@@ -144,7 +162,8 @@ def _method_label(spec: dict) -> str:
     inp = spec.get("inputs")
     target = spec.get("target") or "logg"
     usual = not inp or inp == getattr(MODELS.get(spec["model"]), "inputs", None)
-    for label, m, p in REPORT_ROWS if usual and target == "logg" else ():   # the report's method on its usual input
+    from core.engine.suites.posterior import ROWS as POSTERIOR_ROWS  # matrix rows outside the report suite
+    for label, m, p in REPORT_ROWS + POSTERIOR_ROWS if usual and target == "logg" else ():   # on its usual input
         if spec["model"] == m and all(spec.get("params", {}).get(k) == v for k, v in p.items()) and \
                 len(spec.get("params", {})) == len(p):
             return label
