@@ -172,6 +172,10 @@ def test_every_page_in_chromium(server):
             best = re.search(r"best predictor is (.+?), R² = (-?\d+\.\d{3} ± \d+\.\d{3})", page.inner_text("body"))
             assert best, f"no best method with ± on the Summary: {page.inner_text('body')[:800]}"
             links = [base + "/"]
+            more = page.query_selector("[data-testid='stSidebarNavViewButton']")   # over 10 pages: 'View N more'
+            if more and "more" in more.inner_text().lower():
+                more.click()
+                page.wait_for_timeout(300)
             for el in page.query_selector_all("[data-testid='stSidebarNav'] a, [data-testid='stSidebarNavLink']"):
                 href = el.get_attribute("href")
                 if href and href.startswith(base) and href not in links:
