@@ -91,6 +91,7 @@ def _toy(n=200, seed=0):
 
 def test_trainer_moves_model_and_data_to_the_device_and_reports_progress():
     X, y = _toy()
+    torch.manual_seed(0)   # the probe's initial weights: not whatever the tests before left in torch's RNG
     net, seen = _DeviceProbe(), []
     c = FitContext(profile=PROFILE | {"epochs": 10, "patience": 10}, seed=0, device=None,
                    progress=lambda **kw: seen.append(kw))
