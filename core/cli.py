@@ -88,12 +88,45 @@ def cmd_train(a) -> int:
         print(f"data set {ds_name} not found: building it (profile {a.profile})", file=sys.stderr)
         data.build(name=ds_name, profile=a.profile, progress=_bar, physics=phys or None)
     t = time.time()
-    workers = a.workers if a.workers else executor.default_workers()
-    res = executor.run_many(specs, force=a.force, workers=workers)
+    if a.scheduler or a.cluster:
+        from core.engine import cluster
+        slurm = {"queue": a.queue, "walltime": a.walltime, "gpus": a.gpus, "jobs": a.jobs}
+        with cluster.connect(scheduler=a.scheduler, cluster=a.cluster or "local", workers=a.workers or None,
+                             slurm=slurm) as client:
+            res = cluster.run_specs(specs, client, force=a.force)
+    else:
+        workers = a.workers if a.workers else executor.default_workers()
+        res = executor.run_many(specs, force=a.force, workers=workers)
     failed = sum(isinstance(r, Exception) for r in res)
     print(f"{len(res) - failed} of {len(res)} runs done in {time.time() - t:.1f} s"
           + (f"; {failed} failed (see python -m core runs --failed)" if failed else ""))
     return 1 if failed else 0
+
+
+def cmd_registry(a) -> int:
+    """rebuild: recreate the SQLite index from artifacts/runs/*/run.json; check: rebuild into a temporary
+    file and list what the live index says differently (exit 1 when anything does)."""
+    import tempfile
+    from pathlib import Path
+
+    from core.engine import registry
+    if a.action == "rebuild":
+        if a.to and not Path(a.to).resolve().parent.is_dir():
+            raise OSError(f"cannot write {a.to}: its folder does not exist")
+        n = registry.rebuild(Path(a.to) if a.to else None)
+        print(f"indexed {n['done']} finished runs from {config.runs_dir()} into {n['path']}"
+              + (f"; {n['incomplete_folders']} incomplete folder(s) skipped" if n["incomplete_folders"] else "")
+              + (f"; {n['kept_unfinished']} unfinished run(s) kept from the old index" if n["kept_unfinished"] else ""))
+        return 0
+    with tempfile.TemporaryDirectory() as d:
+        n = registry.rebuild(Path(d) / "rebuilt.sqlite")
+        live = registry.connect()
+        diffs = registry.differences(live, registry.connect(Path(d) / "rebuilt.sqlite", readonly=True))
+    for line in diffs[:50]:
+        print(line)
+    print(f"{n['done']} run folders, {len(diffs)} difference(s) from the live index"
+          + (" (first 50 above)" if len(diffs) > 50 else ""))
+    return 1 if diffs else 0
 
 
 def cmd_report(a) -> int:
@@ -238,7 +271,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--workers", type=int, default=0,
                    help="fit this many specs at once, each in its own process (default: 2 on a CPU with "
                         "2 or more cores, 1 on a GPU)")
+    t.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="fit on the Dask cluster of this running scheduler (its workers must see LOGG_ARTIFACTS at "
+                        "the same path); see docs/cluster.md")
+    t.add_argument("--cluster", choices=["local", "slurm"],
+                   help="fit on a new Dask cluster: local (a LocalCluster of --workers processes) or slurm "
+                        "(dask-jobqueue's SLURMCluster; --queue, --walltime, --gpus, --jobs, the rest from its "
+                        "config file)")
+    t.add_argument("--queue", help="SLURM partition (--cluster slurm)")
+    t.add_argument("--walltime", help="SLURM wall time per job, HH:MM:SS (--cluster slurm)")
+    t.add_argument("--gpus", type=int, help="GPUs per SLURM job (--cluster slurm)")
+    t.add_argument("--jobs", type=int, help="SLURM jobs to start (--cluster slurm; default 1)")
     t.set_defaults(func=cmd_train)
+
+    rg = sub.add_parser("registry", help="the run index: rebuild it from the run folders, or check it against them")
+    rg.add_argument("action", choices=["rebuild", "check"])
+    rg.add_argument("--to", help="rebuild into this file instead of replacing artifacts/registry.sqlite")
+    rg.set_defaults(func=cmd_registry)
 
     r = sub.add_parser("report", help="print a suite's results as a markdown table")
     r.add_argument("--suite", default="report", choices=list(SUITES))

@@ -6,7 +6,7 @@ import streamlit as st
 
 from core import config
 from core.analysis import conclusions
-from core.engine import jobs, suites
+from core.engine import executor, jobs, suites
 from core.engine.spec import replicates
 from pages._ui import appstate, job_panels
 
@@ -14,6 +14,20 @@ st.title("Training")
 ds = appstate.require_dataset()
 st.caption("Runs go to a background worker; this page stays responsive, and a reload or a second browser "
            "sees the same queue. Finished runs are cached by spec: launching them again costs nothing.")
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def _dask_dashboard(address: str) -> str | None:
+    from core.engine import cluster
+    return cluster.dashboard_link(address)
+
+
+if executor.scheduler_address():   # LOGG_SCHEDULER: the jobs' fits go to the group's Dask cluster
+    link = _dask_dashboard(executor.scheduler_address())
+    st.info(f"Fits run on the Dask cluster at `{executor.scheduler_address()}`: "
+            + (f"[its dashboard]({link}) shows the workers and the tasks." if link else
+               "**the scheduler does not answer**; jobs will fail until it is back (or unset LOGG_SCHEDULER)."),
+            icon=":material/hub:")
 
 c1, c2, c3 = st.columns([2, 2, 1])
 suite_name = c1.selectbox("Suite", list(suites.SUITES), help="Named lists of specs (core/engine/suites/)")

@@ -1,6 +1,7 @@
 """The engine: spec-hash caching, repeatability, atomic runs, baselines that behave, CLI."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 
 from core import config, data
 from core.analysis import report
-from core.engine import executor, registry, train
+from core.engine import executor, leases, registry, train
 
 N = 1000
 
@@ -185,6 +186,8 @@ def _owned_by_another_live_process(con, s: dict, ds: str):
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     registry.start_run(con, rid, ns, "fp", "v", "cpu")
     con.execute("UPDATE runs SET pid=? WHERE run_id=?", (other.pid, rid))
+    # the claim itself: a lease file of that process (core/engine/leases.py)
+    leases.lease_path(rid).write_text(json.dumps({"host": leases.host(), "pid": other.pid, "token": "other"}))
     return rid, other
 
 

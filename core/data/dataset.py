@@ -141,6 +141,13 @@ class NoiseSource:
         return self.draw((FRESH_STREAM, int(training_seed), int(epoch)))
 
 
+def open_readonly(path) -> h5py.File:
+    """A data set file opened for reading without HDF5's file lock: locks do not work (or hang) on many
+    network file systems, and nothing needs them here, because a data set is written to a temporary file
+    and renamed into place (building.py, importing.py), so a reader never sees a file being written."""
+    return h5py.File(path, "r", locking=False)
+
+
 class Dataset:
     """A data set file opened for reading. Labels and splits are small and held in memory;
     flux and error are read in chunks on demand."""
@@ -152,7 +159,7 @@ class Dataset:
         if not p.exists():
             raise DataError(f"data set {p.stem!r} not found in {p.parent}")
         self.path = p
-        with h5py.File(p, "r") as f:
+        with open_readonly(p) as f:
             self.attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
             self.wave = f["wave"][()]
             self.labels = np.stack([f["labels"][k][()] for k in LABELS], axis=1)
@@ -197,7 +204,7 @@ class Dataset:
         rows = np.asarray(rows, dtype=np.int64)
         order = np.argsort(rows, kind="stable")
         srt = rows[order]
-        with h5py.File(self.path, "r") as f:
+        with open_readonly(self.path) as f:
             fl, er = self._read_sorted(f["flux"], srt), self._read_sorted(f["error"], srt)
         out_f, out_e = np.empty_like(fl), np.empty_like(er)
         out_f[order], out_e[order] = fl, er

@@ -1,5 +1,6 @@
-"""Running many specs: run_many fits a list of specs in this process or side by side in worker
-processes (core/engine/pool.py), reads cached ones here, and keeps going past a failing spec."""
+"""Running many specs: run_many fits a list of specs in this process, side by side in worker processes
+(core/engine/pool.py), or on a Dask cluster when LOGG_SCHEDULER names one (core/engine/cluster.py); it
+reads cached ones here and keeps going past a failing spec."""
 from __future__ import annotations
 
 import json
@@ -26,6 +27,12 @@ def default_workers() -> int:
     return 2 if (os.cpu_count() or 1) >= 2 else 1
 
 
+def scheduler_address() -> str | None:
+    """LOGG_SCHEDULER (tcp://host:port): every run_many of this process, the dashboard's jobs included,
+    fits on that Dask scheduler's workers instead of local worker processes."""
+    return os.environ.get("LOGG_SCHEDULER") or None
+
+
 def run_many(specs: list[dict], force: bool = False, log=print, keep_going: bool = True,
              workers: int = 1, should_stop=None, on_update=None) -> list[Result | Exception]:
     """Run specs; a failing spec is recorded and (with keep_going) skipped. Results in spec order.
@@ -33,6 +40,11 @@ def run_many(specs: list[dict], force: bool = False, log=print, keep_going: bool
     workers > 1: cached specs are read here, the others are fitted by that many worker
     processes side by side (core/engine/pool.py); no spec is fitted twice (registry.claim_run).
     should_stop() / on_update(n_finished, [spec indices being fitted]): see pool.run_pool."""
+    if scheduler_address():   # the group's running Dask scheduler: its workers fit (core/engine/cluster.py)
+        from core.engine import cluster
+        with cluster.connect(scheduler=scheduler_address(), log=log) as client:
+            return cluster.run_specs(specs, client, force=force, log=log, keep_going=keep_going,
+                                     should_stop=should_stop, on_update=on_update)
     con = registry.connect()
     out: list = [None] * len(specs)
     todo = list(range(len(specs)))

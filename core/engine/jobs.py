@@ -26,7 +26,7 @@ import traceback
 from pathlib import Path
 
 from core import config
-from core.engine import executor, registry
+from core.engine import executor, leases, registry
 from core.engine.pool import Stopped
 
 JOB_SCHEMA = """
@@ -282,7 +282,10 @@ def _run_on_workers(con, jid: int, specs: list[dict], log, cancelled, workers: i
             p.update(model=" + ".join(specs[i]["model"] for i in running), noise_level=first["noise_level"],
                      params=first.get("params", {}))
             row = registry.get(con, rids[running[0]]) if running[0] in rids else None
-            p.update({("epochs" if k == "of" else k): v for k, v in ((row or {}).get("progress") or {}).items()})
+            prog = (row or {}).get("progress") if (row or {}).get("status") == "running" else None
+            if not prog and running[0] in rids:   # a Dask worker reports in its lease, not in the index
+                prog = (leases.read(rids[running[0]]) or {}).get("progress")
+            p.update({("epochs" if k == "of" else k): v for k, v in (prog or {}).items()})
         if p != last[0]:
             _set(con, jid, progress=p)
             last[0] = p

@@ -11,6 +11,7 @@ read-only: everything that reads works, and a write fails with StorageError, in 
 """
 from __future__ import annotations
 
+import collections
 import datetime as _dt
 import errno
 import json
@@ -166,6 +167,12 @@ def require_writable(con) -> None:
         con.execute("ROLLBACK")
     except sqlite3.OperationalError as e:
         raise storage_error(e, path) from None
+    require_writable_folder()
+
+
+def require_writable_folder() -> None:
+    """The artifacts folder half of require_writable: what a Dask worker, which never opens the index,
+    checks before it fits."""
     folder = config.artifacts_dir()
     probe = folder / f".write-probe-{os.getpid()}"
     try:
@@ -239,6 +246,8 @@ def _row(r: sqlite3.Row | None) -> dict | None:
     for k in ("spec", "metrics", "timings", "progress"):
         if d.get(k):
             d[k] = json.loads(d[k])
+    if d.get("artifact_path"):
+        d["artifact_path"] = str(resolve_artifact(d["artifact_path"]))
     if d["status"] == "running" and not _pid_alive(d.get("pid")):
         d["status"] = "interrupted"
     return d
@@ -262,41 +271,89 @@ def _upsert_running(con, run_id: str, spec: dict, dataset_fp: str, code_version:
          dataset_fp, float(spec["noise_level"]), int(spec["seed"]), device, code_version, os.getpid(), t, t))
 
 
-def claim_run(con, run_id: str, spec: dict, dataset_fp: str, code_version: str, device: str,
-              force: bool = False):
-    """Mark a run 'running' for this process unless another live process is fitting it, or
-    (without force) another process finished it since the caller last looked.
-
-    Returns (claimed, previous row or None). Not claimed when the row reads 'running' with the
-    pid of another process that is still alive (two processes never fit the same spec at once),
-    or reads 'done' and force is off (the caller serves the cached run)."""
-    with transaction(con):
-        prev = con.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
-        prev = dict(prev) if prev else None
-        if prev and prev["status"] == "running" and prev.get("pid") not in (None, os.getpid()) \
-                and _pid_alive(prev["pid"]):
-            return False, prev
-        if prev and prev["status"] == "done" and not force and prev.get("artifact_path") \
-                and artifact_complete(prev["artifact_path"]):
-            return False, prev
-        _upsert_running(con, run_id, spec, dataset_fp, code_version, device)
-    return True, prev
-
-
 def progress(con, run_id: str, **info) -> None:
     with transaction(con):
         con.execute("UPDATE runs SET progress=?, updated=? WHERE run_id=?", (json.dumps(info), now(), run_id))
 
 
-def finish_run(con, run_id: str, metrics: dict, timings: dict, artifact_path: str) -> None:
+def resolve_artifact(path: str) -> Path:
+    """A stored artifact path as a path on this machine: relative paths (`runs/<id>`, written since the
+    run folders became the record of truth) are under this artifacts folder; older rows hold absolute ones."""
+    p = Path(path)
+    return p if p.is_absolute() else config.artifacts_dir() / p
+
+
+def _relative(folder: Path) -> str:
+    folder = Path(folder)
+    try:
+        return str(folder.resolve().relative_to(config.artifacts_dir().resolve()))
+    except ValueError:
+        return str(folder)
+
+
+def folder_history(folder: Path) -> list[dict]:
+    """The finished fits a run folder's run.json records (oldest first): a refit carries them forward."""
+    try:
+        meta = json.loads((Path(folder) / "run.json").read_text())
+    except (OSError, ValueError):
+        return []
+    hist = meta.get("history") if isinstance(meta, dict) else None
+    if isinstance(hist, list):
+        return [h for h in hist if isinstance(h, dict) and h.get("finished")]
+    if isinstance(meta, dict) and meta.get("metrics"):   # a folder from before run.json kept its history
+        t = meta.get("finished") or _dt.datetime.fromtimestamp((Path(folder) / "run.json").stat().st_mtime,
+                                                               _dt.timezone.utc).isoformat(timespec="seconds")
+        return [{"finished": t, "metrics": meta["metrics"], "code_version": meta.get("code_version"),
+                 "dataset_fp": meta.get("dataset_fp")}]
+    return []
+
+
+def index_run(con, folder: Path) -> str:
+    """Write a finished run folder's run.json into the index: its row reads 'done' with the folder's
+    metrics, timings and relative path, and every fit of its history is in run_history once. Only a
+    driver calls this (the CLI, a job, `registry rebuild`); workers write folders only. Returns the run id."""
+    folder = Path(folder)
+    meta = json.loads((folder / "run.json").read_text())
+    rid, spec = meta["run_id"], meta["spec"]
+    hist = folder_history(folder)
+    t = hist[-1]["finished"] if hist else now()
+    with transaction(con):
+        con.execute(
+            """INSERT INTO runs(run_id, spec, model, suite, dataset, dataset_fp, noise_level, seed, status, metrics,
+                   timings, device, code_version, artifact_path, created, updated, finished)
+               VALUES(?,?,?,?,?,?,?,?,'done',?,?,?,?,?,?,?,?)
+               ON CONFLICT(run_id) DO UPDATE SET status='done', metrics=excluded.metrics, timings=excluded.timings,
+                   device=excluded.device, code_version=excluded.code_version, dataset_fp=excluded.dataset_fp,
+                   artifact_path=excluded.artifact_path, error=NULL, updated=excluded.updated,
+                   finished=excluded.finished""",
+            (rid, json.dumps(spec, sort_keys=True), spec["model"], spec.get("suite"), spec["dataset"],
+             meta.get("dataset_fp", ""), float(spec["noise_level"]), int(spec["seed"]), json.dumps(meta.get("metrics")),
+             json.dumps(meta.get("timings") or {}), meta.get("device") or (meta.get("timings") or {}).get("device"),
+             meta.get("code_version"), _relative(folder), meta.get("created") or t, t, t))
+        # a fit is (finish time, metrics): two fits within one second differ in their numbers
+        have = collections.Counter(tuple(r) for r in con.execute(
+            "SELECT finished, metrics FROM run_history WHERE run_id=?", (rid,)))
+        for h in hist:
+            k = (h["finished"], json.dumps(h.get("metrics")))
+            if have[k] > 0:
+                have[k] -= 1
+            else:
+                con.execute("INSERT INTO run_history(run_id, finished, metrics, code_version, dataset_fp) "
+                            "VALUES(?,?,?,?,?)", (rid, h["finished"], json.dumps(h.get("metrics")),
+                                                  h.get("code_version"), h.get("dataset_fp")))
+    return rid
+
+
+def record_failure(con, spec: dict, run_id: str, dataset_fp: str, error: str, status: str = "failed") -> None:
+    """A driver's record of a fit that failed on a worker (which never opens the index)."""
     t = now()
     with transaction(con):
-        con.execute("UPDATE runs SET status='done', metrics=?, timings=?, artifact_path=?, error=NULL, "
-                    "updated=?, finished=? WHERE run_id=?",
-                    (json.dumps(metrics), json.dumps(timings), artifact_path, t, t, run_id))
-        r = con.execute("SELECT code_version, dataset_fp FROM runs WHERE run_id=?", (run_id,)).fetchone()
-        con.execute("INSERT INTO run_history(run_id, finished, metrics, code_version, dataset_fp) VALUES(?,?,?,?,?)",
-                    (run_id, t, json.dumps(metrics), r["code_version"], r["dataset_fp"]))
+        con.execute(
+            """INSERT INTO runs(run_id, spec, model, suite, dataset, dataset_fp, noise_level, seed, status, error,
+                   created, updated) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)
+               ON CONFLICT(run_id) DO UPDATE SET status=excluded.status, error=excluded.error, updated=excluded.updated""",
+            (run_id, json.dumps(spec, sort_keys=True), spec["model"], spec.get("suite"), spec["dataset"], dataset_fp,
+             float(spec["noise_level"]), int(spec["seed"]), status, error[-4000:], t, t))
 
 
 def fail_run(con, run_id: str, error: str, status: str = "failed") -> None:
@@ -374,3 +431,93 @@ def mark_interrupted(con) -> int:
             n += 1
     return n
 
+
+
+def rebuild(out: Path | None = None) -> dict:
+    """Recreate the index from the run folders (their run.json is the record of truth): every complete
+    runs/<id>/ becomes a 'done' row with its history; the jobs queue and the rows of runs that never
+    finished (failed, interrupted: they have no folder) are carried over from the old index where it
+    can be read. Written to a temporary file and renamed onto `out` (default: the registry itself,
+    the old file kept as registry.sqlite.bak). Returns counts. Run it while nothing is training."""
+    target = Path(out or config.registry_path())
+    tmp = target.with_name(f"{target.name}.rebuild-{os.getpid()}")
+    for p in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+        p.unlink(missing_ok=True)
+    con = sqlite3.connect(tmp, isolation_level=None, factory=Connection)
+    con.row_factory = sqlite3.Row
+    con.path, con.readonly = tmp, False
+    con.executescript(SCHEMA)
+    n_done = n_bad = n_kept = 0
+    try:
+        for folder in sorted(p for p in config.runs_dir().iterdir() if p.is_dir() and ".tmp-" not in p.name):
+            if artifact_complete(folder):
+                index_run(con, folder)
+                n_done += 1
+            else:
+                n_bad += 1
+        old = config.registry_path()
+        if old.exists():
+            try:
+                con.execute("ATTACH DATABASE ? AS old", (f"{old.resolve().as_uri()}?mode=ro",))
+            except sqlite3.Error:
+                old = None
+            if old is not None:
+                try:
+                    n_kept = con.execute("INSERT INTO runs SELECT * FROM old.runs WHERE status != 'done' "
+                                         "AND run_id NOT IN (SELECT run_id FROM runs)").rowcount
+                    if con.execute("SELECT 1 FROM old.sqlite_master WHERE name='jobs'").fetchone():
+                        sql = con.execute("SELECT sql FROM old.sqlite_master WHERE name='jobs'").fetchone()[0]
+                        con.execute(sql)
+                        con.execute("INSERT INTO jobs SELECT * FROM old.jobs")
+                except sqlite3.Error:
+                    pass   # an unreadable old index: the folders alone
+                con.execute("DETACH DATABASE old")
+    finally:
+        con.close()
+    if out is None and target.exists():
+        bak = target.with_name(f"{target.name}.bak")
+        src = sqlite3.connect(target)
+        try:
+            dst = sqlite3.connect(bak)
+            src.backup(dst)   # a consistent copy, WAL included
+            dst.close()
+        finally:
+            src.close()
+        for p in (Path(f"{target}-wal"), Path(f"{target}-shm")):
+            p.unlink(missing_ok=True)
+    os.replace(tmp, target)
+    return {"done": n_done, "incomplete_folders": n_bad, "kept_unfinished": n_kept, "path": str(target)}
+
+
+COMPARED = ("status", "spec", "metrics", "dataset_fp", "code_version", "artifact_path", "finished")
+
+
+def differences(live, rebuilt) -> list[str]:
+    """What a rebuilt index says differently from the live one about finished runs (one line each)."""
+    a = {r["run_id"]: r for r in runs(live, status="done")}
+    b = {r["run_id"]: r for r in runs(rebuilt, status="done")}
+    out = [f"{rid}: in the live index only" for rid in sorted(a.keys() - b.keys())]
+    out += [f"{rid}: in the run folders only" for rid in sorted(b.keys() - a.keys())]
+    for rid in sorted(a.keys() & b.keys()):
+        # a folder written before run.json kept its history carries neither its finish time nor its refits
+        legacy = not any(isinstance(h, dict) for h in _meta(b[rid]["artifact_path"]).get("history") or [])
+        for k in COMPARED:
+            if legacy and k == "finished":
+                continue
+            if a[rid].get(k) != b[rid].get(k):
+                out.append(f"{rid}: {k} differs")
+        if legacy:
+            continue
+        ha = [(h["finished"], h["metrics"]) for h in history(live, rid)]
+        hb = [(h["finished"], h["metrics"]) for h in history(rebuilt, rid)]
+        if ha != hb:
+            out.append(f"{rid}: history differs ({len(ha)} fits indexed, {len(hb)} in run.json)")
+    return out
+
+
+def _meta(folder) -> dict:
+    try:
+        d = json.loads((Path(folder) / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return d if isinstance(d, dict) else {}

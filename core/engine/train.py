@@ -25,7 +25,7 @@ import numpy as np
 
 from core import config
 from core.data import LABELS, Dataset
-from core.engine import registry
+from core.engine import leases, registry
 from core.engine.metrics import regression_metrics
 from core.engine.spec import code_version, dependency_specs, normalise_spec, spec_hash, training_seed
 
@@ -136,46 +136,89 @@ WAIT_FOR_OTHERS = True
 BUSY_POLL_S = 2.0
 
 
+def _result_from_folder(rid: str, spec: dict, folder: Path) -> Result:
+    meta = json.loads((folder / "run.json").read_text())
+    return Result(rid, spec, meta.get("metrics") or {}, meta.get("timings") or {}, folder, cached=True)
+
+
+def _served(con, rid: str, spec: dict, final: Path) -> Result:
+    """A finished run folder as a cached Result; indexed here if the registry does not list it yet (a
+    run a worker on another node fitted, whose driver has not indexed it)."""
+    if con is not None and registry.finished(con, rid) is None and not getattr(con, "readonly", False):
+        try:
+            registry.index_run(con, final)
+        except registry.StorageError:
+            pass
+    return _result_from_folder(rid, spec, final)
+
+
+def _prior_fits(con, rid: str, final: Path) -> list[dict]:
+    """The fits before this one, carried into run.json: the folder's own history, or for a folder from
+    before run.json kept one, the index's (what the pages showed)."""
+    if (final / "run.json").is_file() and "history" in registry._meta(final):
+        return registry.folder_history(final)
+    if con is not None:
+        return [{k: h.get(k) for k in ("finished", "metrics", "code_version", "dataset_fp")}
+                for h in registry.history(con, rid)]
+    return registry.folder_history(final)
+
+
+# Whether run() writes the SQLite index. A Dask worker (core/engine/cluster.py), possibly on another
+# node over a network file system, sets it off: it claims with a lease file, fits, writes run.json,
+# and its driver indexes the run. Everything a worker needs is in the run folders.
+USE_INDEX = os.environ.get("LOGG_NO_INDEX", "") != "1"
+
+
 def run(spec: dict, force: bool = False, log=print, con=None, on_progress=None) -> Result:
     """Fit one spec, or load it from the cache. Returns a Result; raises on failure
     (after recording the failure in the registry). on_progress(**info) is called with every
-    progress report (a job uses it to show progress and to stop a cancelled run)."""
+    progress report (a job uses it to show progress and to stop a cancelled run).
+
+    A run is finished when artifacts/runs/<id>/ holds its run.json and every file it lists (the record
+    of truth); the registry is an index of those folders. It is claimed by a lease file
+    (core/engine/leases.py), so two processes, on one node or two, never fit it at once."""
     from models import MODELS
     from models.base import FitContext
 
     spec = normalise_spec(spec)
     ds = Dataset(spec["dataset"])
     rid = spec_hash(spec, ds.fingerprint)
-    con = con or registry.connect()
+    if USE_INDEX:
+        con = con or registry.connect()
+    else:
+        con = None
     final = config.runs_dir() / rid
-    done = registry.finished(con, rid)
-    if done and not force and registry.artifact_complete(final):
-        return Result(rid, spec, done["metrics"], done["timings"] or {}, final, cached=True)
+    if not force and registry.artifact_complete(final):
+        return _served(con, rid, spec, final)
 
-    registry.require_writable(con)   # a read-only or full artifacts folder: one line, nothing changed
+    if con is not None:
+        registry.require_writable(con)   # a read-only or full artifacts folder: one line, nothing changed
+    else:
+        registry.require_writable_folder()
     prof = config.profile(spec["profile"])
     deps = _dependencies(spec, log, con)
     device = pick_device()
     said = False
     while True:   # one process fits a spec at a time; the others wait for it (or step aside)
-        claimed, prev = registry.claim_run(con, rid, spec, ds.fingerprint, code_version(), device, force=force)
-        if claimed:
+        lease = leases.acquire(rid)
+        if lease is not None:
+            if not force and registry.artifact_complete(final):   # finished by another process meanwhile
+                lease.release()
+                return _served(con, rid, spec, final)
             break
-        if prev["status"] == "done":   # finished by another process since the check above
-            return Result(rid, spec, json.loads(prev["metrics"] or "{}"), json.loads(prev["timings"] or "{}"),
-                          Path(prev["artifact_path"]), cached=True)
         if not WAIT_FOR_OTHERS:
-            raise RunBusy(f"{spec['model']} (run {rid}) is being fitted by process {prev.get('pid')}")
+            raise RunBusy(f"{spec['model']} (run {rid}) is being fitted by {leases.holder(rid)}")
         if not said:
-            log(f"{spec['model']} (run {rid}) is being fitted by process {prev.get('pid')}: waiting for it")
+            log(f"{spec['model']} (run {rid}) is being fitted by {leases.holder(rid)}: waiting for it")
             said = True
         time.sleep(BUSY_POLL_S)
-        done = registry.finished(con, rid)
-        if done:
-            return Result(rid, spec, done["metrics"], done["timings"] or {}, final, cached=True)
-    tmp = config.runs_dir() / f"{rid}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+        if not force and registry.artifact_complete(final):
+            return _served(con, rid, spec, final)
+    tmp = config.runs_dir() / f"{rid}.tmp-{lease.token}"
+    started = registry.now()
     try:
+        if con is not None:
+            registry.start_run(con, rid, spec, ds.fingerprint, code_version(), device)
         t0 = time.perf_counter()
         train, val, test = _views(ds, spec, prof)
         t_data = time.perf_counter() - t0
@@ -184,7 +227,9 @@ def run(spec: dict, force: bool = False, log=print, con=None, on_progress=None) 
         target = LABELS.index(spec["target"])
 
         def progress(**kw):
-            registry.progress(con, rid, **kw)
+            if con is not None:
+                registry.progress(con, rid, **kw)
+            lease.beat(progress=kw)
             if on_progress:
                 on_progress(**kw)
 
@@ -214,26 +259,34 @@ def run(spec: dict, force: bool = False, log=print, con=None, on_progress=None) 
         if std is not None:
             arrays["y_std"] = np.asarray(std, dtype=np.float64).reshape(-1)
         np.savez(tmp / "predictions.npz", **arrays)
+        finished = registry.now()
+        history = _prior_fits(con, rid, final) + [{"finished": finished, "metrics": metrics,
+                                                     "code_version": code_version(), "dataset_fp": ds.fingerprint}]
         (tmp / "run.json").write_text(json.dumps({"run_id": rid, "spec": spec, "metrics": metrics,
                                                   "timings": timings, "dataset_fp": ds.fingerprint,
-                                                  "code_version": code_version(),
+                                                  "code_version": code_version(), "device": device,
+                                                  "created": started, "finished": finished, "history": history,
                                                   "files": registry.artifact_files(tmp)}, indent=2))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        registry.finish_run(con, rid, metrics, timings, str(final))
+        if con is not None:
+            registry.index_run(con, final)
         return Result(rid, spec, metrics, timings, final, cached=False)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-        try:
-            registry.fail_run(con, rid, "".join(traceback.format_exception_only(type(e), e)).strip()
-                              + "\n" + traceback.format_exc()[-3000:], status)
-        except registry.StorageError:
-            pass   # the disk that failed the fit also refuses the record: the row reads 'interrupted'
+        if con is not None:
+            try:
+                registry.fail_run(con, rid, "".join(traceback.format_exception_only(type(e), e)).strip()
+                                  + "\n" + traceback.format_exc()[-3000:], status)
+            except registry.StorageError:
+                pass   # the disk that failed the fit also refuses the record: the row reads 'interrupted'
         if registry.storage_problem(e) and not isinstance(e, registry.StorageError):
             raise registry.storage_error(e, config.runs_dir()) from None
         raise
+    finally:
+        lease.release()
 
 
 # data set fingerprints by (path, modification time, size): a page asking for hundreds of specs' cached
@@ -272,11 +325,13 @@ def cached_result(spec: dict, con=None) -> Result | None:
 
 
 def clean_temporaries() -> int:
-    """Remove temporary run folders left by crashed processes."""
+    """Remove temporary run folders left by crashed processes: <id>.tmp-<token> whose lease is gone, stale
+    or another holder's (the holder of a live lease writes only <id>.tmp-<its token>), and stale leases."""
     n = 0
     for p in config.runs_dir().glob("*.tmp-*"):
-        pid = p.name.rsplit("-", 1)[-1]
-        if not pid.isdigit() or not registry._pid_alive(int(pid)):
+        rid, _, token = p.name.partition(".tmp-")
+        d = leases.read(rid)
+        if d is None or leases.stale(d) or d.get("token") != token:
             shutil.rmtree(p, ignore_errors=True)
             n += 1
-    return n
+    return n + leases.clean_stale()
