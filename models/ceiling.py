@@ -30,6 +30,7 @@ class LikelihoodCeiling(Model):
         from core.physics.simulate import SIMULATOR_VERSION
         ds = ctx.dataset
         self.target_ = ctx.target
+        self.device_ = ctx.device       # where predict's grid chi^2 and Gauss-Newton Jacobians run (not saved)
         version = str(ds.attrs.get("simulator_version", "")) if ds is not None else ""
         self.physics_ = None
         if ds is not None and ds.has_meta and version == SIMULATOR_VERSION:
@@ -50,10 +51,13 @@ class LikelihoodCeiling(Model):
         flux = view.x[:, 0].astype(np.float64)
         sigma = view.x[:, 1].astype(np.float64)
         sim = None
-        if self.templates_ is None and getattr(self, "physics_", None):
+        device = getattr(self, "device_", "cpu")
+        if device.startswith("mps"):    # no float64 on Apple's GPU: the chi^2 stays on the CPU
+            device = "cpu"
+        if self.templates_ is None and (getattr(self, "physics_", None) or device != "cpu"):
             from core.physics.simulate import variant_simulator
-            sim = variant_simulator(self.physics_)
-        out = fisher.likelihood_fit(flux, sigma, templates=self.templates_, sim=sim)
+            sim = variant_simulator(getattr(self, "physics_", None), device)
+        out = fisher.likelihood_fit(flux, sigma, templates=self.templates_, sim=sim, device=device)
         return out["labels"][:, self.target_]
 
     @property

@@ -38,7 +38,7 @@ def test_suite_specs_cover_every_variant_and_share_the_report_runs():
 SIMS_SEEN = []      # the simulator each (faked) likelihood fit of the ceiling was handed
 
 
-def _fake_likelihood_fit(flux, sigma, templates=None, seed=0, sim=None):
+def _fake_likelihood_fit(flux, sigma, templates=None, seed=0, sim=None, device=None):
     """The ceiling's fit costs ~0.4 s a star: here a cheap stand-in that records the simulator it gets."""
     SIMS_SEEN.append(getattr(sim, "physics", None))
     lab = np.column_stack([np.full(len(flux), 5000.0), 3.0 + 10.0 * (flux.mean(axis=1) - 1.0), np.zeros(len(flux))])

@@ -30,13 +30,21 @@ GN_ITERATIONS = 10
 LAPLACE_DRAWS = 400
 
 
-def jacobian(labels: np.ndarray, sim=None, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Flux (n, P) and d flux / d labels (n, P, 3) at `labels` (n, 3), by forward-mode autograd."""
+def device_of(sim) -> str:
+    """The device a simulator's buffers live on ('cpu', 'cuda:0'): where its Jacobians and fits run."""
+    return str(sim.lsf.device)
+
+
+def jacobian(labels: np.ndarray, sim=None, batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Flux (n, P) and d flux / d labels (n, P, 3) at `labels` (n, 3), by forward-mode autograd on the
+    simulator's device (batches of 256 on the CPU, 4096 on a GPU), returned on the host."""
     from core.physics.simulate import default_simulator
     sim = sim or default_simulator("cpu")
+    dev = device_of(sim)
+    batch = batch or (256 if dev == "cpu" else 4096)
     flux, jac = [], []
     for i in range(0, len(labels), batch):
-        lab = torch.as_tensor(labels[i:i + batch], dtype=sim.dtype)
+        lab = torch.as_tensor(labels[i:i + batch], dtype=sim.dtype, device=dev)
         cols = []
         f = None
         for k in range(3):
@@ -44,8 +52,8 @@ def jacobian(labels: np.ndarray, sim=None, batch: int = 256) -> tuple[np.ndarray
             t[:, k] = 1.0
             f, jv = torch.func.jvp(lambda l: sim(l), (lab,), (t,))
             cols.append(jv.detach())
-        flux.append(f.detach().numpy())
-        jac.append(torch.stack(cols, dim=-1).numpy())
+        flux.append(f.detach().cpu().numpy())
+        jac.append(torch.stack(cols, dim=-1).cpu().numpy())
     return np.concatenate(flux), np.concatenate(jac)
 
 
@@ -114,22 +122,40 @@ def grid_spectra(shape=GRID_SHAPE, sim=None) -> tuple[np.ndarray, np.ndarray]:
     """The coarse label grid and its spectra, of `sim` (a physics variant's simulator) or the default one."""
     from core.physics.simulate import SIMULATOR_VERSION, default_simulator, physics_key
     sim = sim or default_simulator("cpu")
-    key = (shape, SIMULATOR_VERSION, physics_key(getattr(sim, "physics", None)))
+    key = (shape, SIMULATOR_VERSION, physics_key(getattr(sim, "physics", None)), device_of(sim))
     if key not in _GRID_CACHE:
         while len(_GRID_CACHE) >= 4:                # ~60 MB a grid: keep the few physics variants last used
             _GRID_CACHE.pop(next(iter(_GRID_CACHE)))
         g = label_grid(shape)
         with torch.no_grad():
-            m = np.concatenate([sim(torch.as_tensor(g[i:i + 512], dtype=sim.dtype)).numpy() for i in range(0, len(g), 512)])
+            m = np.concatenate([sim(torch.as_tensor(g[i:i + 512], dtype=sim.dtype, device=device_of(sim))).cpu().numpy()
+                                for i in range(0, len(g), 512)])
         _GRID_CACHE[key] = (g, m.astype(np.float64))
     return _GRID_CACHE[key]
 
 
-def chi2_matrix(f: np.ndarray, sigma: np.ndarray, models: np.ndarray) -> np.ndarray:
-    """chi^2 of every spectrum (n, P) against every model (G, P): (n, G), by two matrix products."""
+def chi2_matrix(f: np.ndarray, sigma: np.ndarray, models: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """chi^2 of every spectrum (n, P) against every model (G, P): (n, G), by two matrix products in float64,
+    with numpy on the CPU and with torch on another device (chi2_torch, the same formula)."""
+    if device != "cpu":
+        return chi2_torch(f, sigma, models, device)
     w = 1.0 / np.clip(sigma.astype(np.float64), 1e-12, None) ** 2
     f = f.astype(np.float64)
     return (np.sum(f * f * w, axis=1)[:, None] - 2.0 * (f * w) @ models.T + w @ (models * models).T)
+
+
+def chi2_torch(f: np.ndarray, sigma: np.ndarray, models: np.ndarray, device: str, rows: int = 8192) -> np.ndarray:
+    """chi2_matrix on a torch device, float64, `rows` spectra at a time (bounded device memory); tests pin it
+    to the numpy path on the CPU."""
+    m = torch.as_tensor(np.asarray(models, dtype=np.float64), device=device)
+    mm = (m * m).T
+    out = []
+    for i in range(0, len(f), rows):
+        fi = torch.as_tensor(np.asarray(f[i:i + rows], dtype=np.float64), device=device)
+        si = torch.as_tensor(np.asarray(sigma[i:i + rows], dtype=np.float64), device=device)
+        w = 1.0 / torch.clamp(si, min=1e-12) ** 2
+        out.append((torch.sum(fi * fi * w, dim=1)[:, None] - 2.0 * (fi * w) @ m.T + w @ mm).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(models)))
 
 
 def _posterior_from_chi2(chi2: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -143,17 +169,19 @@ def _posterior_from_chi2(chi2: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray
 
 
 def likelihood_fit(flux: np.ndarray, sigma: np.ndarray, templates: tuple[np.ndarray, np.ndarray] | None = None,
-                   seed: int = 0, sim=None) -> dict:
+                   seed: int = 0, sim=None, device: str | None = None) -> dict:
     """Posterior-mean labels (n, 3) of noisy spectra under the uniform label-box prior.
     templates=(labels, spectra) switches to template matching (imported data sets); `sim` is the
-    simulator whose likelihood it is (a physics variant's; default: this version's)."""
+    simulator whose likelihood it is (a physics variant's; default: this version's). The chi^2 runs on
+    `device` (default: the simulator's; the CPU for templates)."""
+    device = device or (device_of(sim) if sim is not None else "cpu")
     if templates is not None:
         grid, models = templates
-        chi2 = chi2_matrix(flux, sigma, models.astype(np.float64))
+        chi2 = chi2_matrix(flux, sigma, models.astype(np.float64), device=device)
         mean, ess, best = _posterior_from_chi2(chi2, grid)
         return {"labels": mean, "method": np.array(["templates"] * len(flux)), "ess": ess}
     grid, models = grid_spectra(sim=sim)
-    chi2 = chi2_matrix(flux, sigma, models)
+    chi2 = chi2_matrix(flux, sigma, models, device=device)
     gmean, ess, best = _posterior_from_chi2(chi2, grid)
     out = gmean.copy()
     method = np.array(["grid"] * len(flux), dtype=object)
@@ -187,7 +215,7 @@ def gauss_newton(flux: np.ndarray, sigma: np.ndarray, start: np.ndarray, iterati
         step = np.clip(step, -0.25 * span, 0.25 * span)
         trial = np.clip(lab + step, lo - 0.05 * span, hi + 0.05 * span)
         with torch.no_grad():
-            mt = sim(torch.as_tensor(trial, dtype=sim.dtype)).numpy().astype(np.float64)
+            mt = sim(torch.as_tensor(trial, dtype=sim.dtype, device=device_of(sim))).cpu().numpy().astype(np.float64)
         chit = np.sum((flux - mt) ** 2 * w, axis=1)
         ok = chit < chi
         lam = np.where(ok, lam / 3.0, lam * 4.0)
