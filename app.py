@@ -2,7 +2,7 @@
 
 Draws the sidebar (data set, profile, noise level, device), builds the quick data set on the
 very first start, starts the warm-up of the first pages' numbers (pages/_ui/warm.py), and runs the page chosen in
-the navigation (the Summary by default). Pages live in pages/, one file a view; add a page by appending to PAGES.
+the navigation (the Summary by default). Pages live in pages/, one file a view; add a page to its section of PAGES.
 """
 import streamlit as st
 
@@ -17,21 +17,31 @@ from pages._ui import appstate, warm  # noqa: E402  (set_page_config must be the
 if os.environ.get("LOGG_WARM_START", "1") != "0":
     warm.start(os.environ.get("LOGG_PROFILE", "quick"))
 
-PAGES = [
-    st.Page("pages/summary.py", title="Summary", icon=":material/dashboard:", default=True),
-    st.Page("pages/data.py", title="Data", icon=":material/database:"),
-    st.Page("pages/overview.py", title="Overview", icon=":material/leaderboard:"),
-    st.Page("pages/limit.py", title="Limit", icon=":material/trending_up:"),
-    st.Page("pages/robustness.py", title="Robustness", icon=":material/shield:"),
-    st.Page("pages/transfer.py", title="Transfer", icon=":material/swap_horiz:"),
-    st.Page("pages/training.py", title="Training", icon=":material/model_training:"),
-    st.Page("pages/predict.py", title="Predict", icon=":material/query_stats:"),
-    st.Page("pages/error_vs_flux.py", title="Error vs flux", icon=":material/compare_arrows:"),
-    st.Page("pages/dilation.py", title="Dilation", icon=":material/blur_on:"),
-    st.Page("pages/saliency.py", title="Saliency", icon=":material/visibility:"),
-    st.Page("pages/latent.py", title="Latent", icon=":material/hub:"),
-    st.Page("pages/digest.py", title="Digest", icon=":material/summarize:"),
-]
+# the sidebar's sections, in the order a review meeting reads them; every page is listed (expanded=True:
+# Streamlit would otherwise fold a navigation of more than 10 pages behind "View more")
+PAGES = {
+    "The answer": [
+        st.Page("pages/summary.py", title="Summary", icon=":material/dashboard:", default=True),
+        st.Page("pages/overview.py", title="Overview", icon=":material/leaderboard:"),
+        st.Page("pages/digest.py", title="Digest", icon=":material/summarize:"),
+    ],
+    "The team's questions": [
+        st.Page("pages/error_vs_flux.py", title="Error vs flux", icon=":material/compare_arrows:"),
+        st.Page("pages/dilation.py", title="Dilation", icon=":material/blur_on:"),
+        st.Page("pages/saliency.py", title="Saliency", icon=":material/visibility:"),
+        st.Page("pages/latent.py", title="Latent", icon=":material/hub:"),
+    ],
+    "How far it holds": [
+        st.Page("pages/limit.py", title="Limit", icon=":material/trending_up:"),
+        st.Page("pages/robustness.py", title="Robustness", icon=":material/shield:"),
+        st.Page("pages/transfer.py", title="Transfer", icon=":material/swap_horiz:"),
+    ],
+    "Data and work": [
+        st.Page("pages/data.py", title="Data", icon=":material/database:"),
+        st.Page("pages/training.py", title="Training", icon=":material/model_training:"),
+        st.Page("pages/predict.py", title="Predict", icon=":material/query_stats:"),
+    ],
+}
 
 
 def first_start() -> None:
@@ -50,7 +60,7 @@ def first_start() -> None:
 
 
 # Navigation first: before it is called, Streamlit would list every file of pages/ on its own.
-page = st.navigation(PAGES, position="sidebar")
+page = st.navigation(PAGES, position="sidebar", expanded=True)
 
 with appstate.friendly_errors("Setting up"):
     if appstate.needs_bootstrap():
