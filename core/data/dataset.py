@@ -375,11 +375,12 @@ class Dataset:
                   "inputs": inputs, "seed": int(seed), "limit": limit}
         if inputs == "meta":
             return View(self.labels[rows][:, [0, 2]].astype(np.float32), y, rows, INPUTS["meta"], self.wave, recipe)
-        parts = []
+        # filled in place, chunk by chunk: the view's peak memory is its own size plus one chunk (it was
+        # twice its size while a list of chunks was concatenated)
+        x = np.empty((rows.size, len(INPUTS[inputs]), self.n_pix), np.float32)
         for i in range(0, rows.size, 4096):
-            x, chans = self._channels(rows[i:i + 4096], noise_level, inputs, seed)
-            parts.append(x)
-        x = np.concatenate(parts) if parts else np.empty((0, len(INPUTS[inputs]), self.n_pix), np.float32)
+            part, _ = self._channels(rows[i:i + 4096], noise_level, inputs, seed)
+            x[i:i + len(part)] = part
         return View(x, y, rows, INPUTS[inputs], self.wave, recipe)
 
     def noise_source(self, view: View) -> NoiseSource:

@@ -106,9 +106,15 @@ def _cached_view(ds: Dataset, split: str, nl: float, inputs: str, seed: int, lim
     if key in _VIEW_CACHE:
         _VIEW_CACHE.move_to_end(key)
         return _VIEW_CACHE[key]
-    v = ds.view(split, nl, inputs, seed=seed, limit=limit)
+    scratch = os.environ.get("LOGG_VIEW_SCRATCH")
+    if scratch:    # one copy per node, memory-mapped by every fit there (docs/cluster.md)
+        from core.data.cache import shared_view
+        v = shared_view(ds, split, nl, inputs, seed, limit, Path(scratch))
+    else:
+        v = ds.view(split, nl, inputs, seed=seed, limit=limit)
     for a in (v.x, v.y, v.index):
-        a.flags.writeable = False          # a model that edits its input in place fails loudly
+        if a.flags.writeable:
+            a.flags.writeable = False      # a model that edits its input in place fails loudly
     _VIEW_CACHE[key] = v
     while _VIEW_CACHE and sum(x.x.nbytes for x in _VIEW_CACHE.values()) > VIEW_CACHE_BYTES:
         _VIEW_CACHE.popitem(last=False)
