@@ -207,12 +207,47 @@ def connect(scheduler: str | None = None, cluster: str = "local", workers: int |
 
     from core.engine.train import pick_device
     n = workers or (1 if pick_device() != "cpu" else max(1, min(2, os.cpu_count() or 1)))
+    # the scheduler in this process, its workers `dask worker` processes: a LocalCluster's own workers are
+    # started by multiprocessing's spawn, which re-runs this process's __main__ in each of them, and in a
+    # Streamlit or test process that is a page script, not a program (core/engine/pool.py has the same reason)
+    with LocalCluster(n_workers=0, processes=True, dashboard_address=":0") as cl, Client(cl) as c:
+        procs = _start_workers(cl.scheduler_address, n)
+        try:
+            c.wait_for_workers(n, timeout=180)
+            yield c
+        finally:
+            _stop_workers(procs)
+
+
+def _start_workers(address: str, n: int) -> list:
+    import subprocess
     threads = max(1, (os.cpu_count() or 1) // n)
-    env = {k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      env={**env, "LOGG_ARTIFACTS": str(config.artifacts_dir().resolve())}) as cl, \
-            Client(cl) as c:
-        yield c
+    env = {**os.environ, **{k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
+           "LOGG_ARTIFACTS": str(config.artifacts_dir().resolve())}
+    return [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+                              "--nworkers", "1", "--no-dashboard", "--death-timeout", "30", "--name", f"local-{i}"],
+                             cwd=config.ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True) for i in range(n)]
+
+
+def _stop_workers(procs: list) -> None:
+    """SIGTERM to each worker's process group (its nanny and worker), SIGKILL after 10 s."""
+    import signal
+    import subprocess
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
 
 
 def artifacts_shared(client) -> list[str]:
