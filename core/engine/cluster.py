@@ -223,7 +223,10 @@ def _start_workers(address: str, n: int) -> list:
     import subprocess
     threads = max(1, (os.cpu_count() or 1) // n)
     env = {**os.environ, **{k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
-           "LOGG_ARTIFACTS": str(config.artifacts_dir().resolve())}
+           "LOGG_ARTIFACTS": str(config.artifacts_dir().resolve()),
+           # the worker's statistical profiler samples every thread's stack every 10 ms under the GIL: with the
+           # study's small networks that is time taken from the fit (measured: docs/benchmarks.md)
+           "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
     return [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
                               "--nworkers", "1", "--no-dashboard", "--death-timeout", "30", "--name", f"local-{i}"],
                              cwd=config.ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
