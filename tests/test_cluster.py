@@ -179,3 +179,17 @@ def test_a_local_cluster_fits_dependencies_first_and_a_spec_listed_twice_once(de
         again = cluster.run_specs([probe, enc], client, log=said.append)
         assert all(r.cached for r in again) and "specs to fit" not in said[-1]
     assert train.cached_result(probe).metrics == res[0].metrics
+
+
+def test_the_training_page_names_the_cluster_and_says_when_its_scheduler_is_down(tiny_dataset, monkeypatch):
+    """LOGG_SCHEDULER set: the Training page says the fits go to that Dask cluster; when nothing answers
+    there it says so instead of a dashboard link (and the page still draws)."""
+    from test_app import no_problems, run_app
+    monkeypatch.setenv("LOGG_SCHEDULER", "tcp://127.0.0.1:9")
+    at = run_app(dataset=tiny_dataset, page="pages/training.py")
+    no_problems(at)
+    said = " ".join(i.value for i in at.info)
+    assert "tcp://127.0.0.1:9" in said and "does not answer" in said
+    monkeypatch.delenv("LOGG_SCHEDULER")
+    at = run_app(dataset=tiny_dataset, page="pages/training.py")
+    assert "Dask cluster" not in " ".join(i.value for i in at.info)
