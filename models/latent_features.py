@@ -122,11 +122,18 @@ def _digest(view) -> str:
     return h.hexdigest()
 
 
-def extractions(enc_model, run_id: str, view, layer: str, batch: int = 256) -> dict[str, np.ndarray]:
+def extractions(enc_model, run_id: str, view, layer: str, batch: int | None = None,
+                device: str | None = None) -> dict[str, np.ndarray]:
     """Every valid canonical pooling of one layer for a view, from one pass of the encoder
     (memoised per encoder run, layer and view content). Key '_map' holds the map itself when
-    it is no larger than FLAT_MAX numbers per spectrum."""
+    it is no larger than FLAT_MAX numbers per spectrum. The pass runs on `device` (default: CUDA where
+    there is one, else the CPU; not Apple's GPU), in batches of 256 on the CPU and 4096 on a GPU; the encoder
+    goes back to the device it was on."""
     import torch
+
+    from models.trainer import pick_device
+    device = device or ("cuda" if pick_device() == "cuda" else "cpu")
+    batch = batch or (256 if device == "cpu" else 4096)
 
     key = (run_id, layer, _digest(view))
     hit = _FEATURES.get(key)
@@ -136,14 +143,19 @@ def extractions(enc_model, run_id: str, view, layer: str, batch: int = 256) -> d
     names = sorted({canonical_pooling(shape, p) for p in POOLINGS if valid_pooling(shape, p)})
     keep_map = shape[0] * shape[1] <= FLAT_MAX
     parts = {n: [] for n in names + (["_map"] if keep_map else [])}
-    net = enc_model.module_.cpu().eval()
-    with torch.no_grad():
-        for i in range(0, len(view.x), batch):
-            m = net.maps(as_float_tensor(view.x[i:i + batch]), upto=layer)[layer]
-            for n in names:
-                parts[n].append(pool_torch(m, n).numpy())
-            if keep_map:
-                parts["_map"].append(m.numpy())
+    p = next(enc_model.module_.parameters(), None)
+    home = p.device if p is not None else torch.device("cpu")
+    net = enc_model.module_.to(device).eval()
+    try:
+        with torch.no_grad():
+            for i in range(0, len(view.x), batch):
+                m = net.maps(as_float_tensor(view.x[i:i + batch]).to(device), upto=layer)[layer]
+                for n in names:
+                    parts[n].append(pool_torch(m, n).cpu().numpy())
+                if keep_map:
+                    parts["_map"].append(m.cpu().numpy())
+    finally:
+        enc_model.module_.to(home)
     out = {n: (np.concatenate(v) if v else np.zeros((0, 0), np.float32)) for n, v in parts.items()}
     _FEATURES.put(key, out)
     return out
