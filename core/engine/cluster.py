@@ -119,6 +119,7 @@ def run_specs(specs: list[dict], client, force: bool = False, log=print, keep_go
             + (f" (dashboard {client.dashboard_link})" if client.dashboard_link else ""))
     for i, ns, rid in todo:
         owner.setdefault(submit(ns, rid, top=True), []).append(i)
+
     def fitting() -> list[int]:
         """Spec indices whose run holds a lease now (being fitted on some worker)."""
         return sorted(i for f, idx in owner.items() if f.status == "pending"
