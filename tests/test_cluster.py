@@ -11,21 +11,12 @@ import time
 
 import pytest
 from conftest import private_registry
+from test_jobs import wait_for
 
 from core import config, data
 from core.engine import leases, registry, train
 
 pytest.importorskip("distributed")
-
-
-def _wait(pred, timeout: float, what: str, step: float = 0.2):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def _dask(*args, log):
@@ -75,7 +66,7 @@ def test_a_worker_killed_mid_fit_loses_nothing_and_fits_nothing_twice(tmp_path, 
                     if pg == w.pid and "epoch" in (d.get("progress") or {}):
                         return w, p.name.removesuffix(".lease")
             return None
-        victim, victim_run = _wait(fitting_worker, 240, "a worker to be fitting a torch model (its lease beating)")
+        victim, victim_run = wait_for(fitting_worker, 240, what="a worker to be fitting a torch model (its lease beating)")
         assert not registry.artifact_complete(runs / victim_run)       # mid-fit: its folder is not there yet
         _kill(victim)
         assert drv.wait(timeout=420) == 0, (tmp_path / "train.log").read_text()[-3000:]
