@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -93,6 +94,24 @@ def write_failed(e: BaseException, what: str) -> DataError:
     return DataError(f"cannot write {what}: {first[:200]}; nothing was written")
 
 
+@contextmanager
+def written_atomically(path: Path, what: str):
+    """An HDF5 file open for writing at a temporary name next to `path`: renamed to `path` once the block
+    ends (with its fingerprint attr set), removed on any failure; a write that fails half-way (a full disk,
+    an I/O error) becomes one DataError line."""
+    tmp = path.with_suffix(f".h5.tmp{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w") as f:
+            yield f
+            f.attrs["fingerprint"] = _fingerprint(f)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        raise write_failed(e, what) from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def _create_arrays(f: h5py.File, n: int, wave: np.ndarray):
     f.create_dataset("wave", data=wave.astype(np.float64))
     rows = max(1, min(256, n))
@@ -165,7 +184,6 @@ def build(name: str | None = None, profile: str = "quick", n: int | None = None,
         raise DataError(f"a data set needs at least 20 spectra (asked for {n})")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     path = dataset_path(name)
-    tmp = path.with_suffix(f".h5.tmp{os.getpid()}")
     rng = np.random.default_rng(seed)
     labels = sample_labels(n, rng)
     counts = simulate.sample_star_counts(n, rng)
@@ -174,58 +192,50 @@ def build(name: str | None = None, profile: str = "quick", n: int | None = None,
     nu = nuis.draw(recipe, n, np.random.default_rng([seed, 0x4E55])) if recipe is not None else None
     sim = simulate.variant_simulator(phys, device)
     check_room(path.parent, estimated_bytes(n, int(sim.wave.numel())), f"data set {name}")
-    try:
-        with h5py.File(tmp, "w") as f:
-            wave = sim.wave.detach().cpu().double().numpy()
-            _create_arrays(f, n, wave)
-            for i, k in enumerate(LABELS):
-                f["labels"][k][:] = labels[:, i]
-            sg = f.create_group("split")
-            for k, v in splits.items():
-                sg.create_dataset(k, data=v)
-            meta = f.create_group("meta")
-            meta.create_dataset("star_counts", data=counts)
-            meta.create_dataset("sky_counts", data=sim.sky_counts.cpu().double().numpy())
-            meta.create_dataset("throughput", data=sim.throughput.cpu().double().numpy())
-            meta.create_dataset("read_noise", data=simulate.READ_NOISE)
-            meta.create_dataset("oh_relative", data=sim.oh_relative.cpu().double().numpy())
-            if nu is not None:
-                ng = f.create_group("nuisance")
-                for k, v in nu.items():
-                    ng.create_dataset(k, data=v.astype(np.float64))
-            for i in range(0, n, batch):
-                lab = torch.as_tensor(labels[i:i + batch], dtype=torch.float32, device=device)
-                cnt = torch.as_tensor(counts[i:i + batch], dtype=torch.float32, device=device)
-                with torch.no_grad():
-                    if nu is None:
-                        flux = sim(lab)
-                    else:
-                        flux = nuis.observe(sim, lab, {k: v[i:i + batch] for k, v in nu.items()})
-                    sig = sim.sigma(flux, cnt)
-                f["flux"][i:i + len(lab)] = flux.cpu().numpy()
-                f["error"][i:i + len(lab)] = sig.cpu().numpy()
-                if progress:
-                    progress(min(1.0, (i + len(lab)) / n), f"simulated {i + len(lab)} / {n} spectra")
-            f.attrs.update({
-                "name": name, "source": "simulator", "simulator_version": simulate.SIMULATOR_VERSION,
-                "seed": seed, "profile": prof["name"], "n_spectra": n,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "normalisation": "flux / mean of the Planck continuum over the window (smooth in Teff)",
-                "description": f"built-in simulator v{simulate.SIMULATOR_VERSION}, {n} spectra, seed {seed}",
-            })
-            if recipe is not None:
-                f.attrs["nuisance_recipe"] = json.dumps(recipe, sort_keys=True)
-                f.attrs["description"] += f", nuisances {recipe.get('name', 'custom')}"
-            if phys is not None:
-                f.attrs["physics_recipe"] = json.dumps(phys, sort_keys=True)
-                f.attrs["description"] += f", physics {phys.get('name', 'custom')}"
-            f.attrs["fingerprint"] = _fingerprint(f)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:
-        raise write_failed(e, f"data set {name}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with written_atomically(path, f"data set {name}") as f:
+        wave = sim.wave.detach().cpu().double().numpy()
+        _create_arrays(f, n, wave)
+        for i, k in enumerate(LABELS):
+            f["labels"][k][:] = labels[:, i]
+        sg = f.create_group("split")
+        for k, v in splits.items():
+            sg.create_dataset(k, data=v)
+        meta = f.create_group("meta")
+        meta.create_dataset("star_counts", data=counts)
+        meta.create_dataset("sky_counts", data=sim.sky_counts.cpu().double().numpy())
+        meta.create_dataset("throughput", data=sim.throughput.cpu().double().numpy())
+        meta.create_dataset("read_noise", data=simulate.READ_NOISE)
+        meta.create_dataset("oh_relative", data=sim.oh_relative.cpu().double().numpy())
+        if nu is not None:
+            ng = f.create_group("nuisance")
+            for k, v in nu.items():
+                ng.create_dataset(k, data=v.astype(np.float64))
+        for i in range(0, n, batch):
+            lab = torch.as_tensor(labels[i:i + batch], dtype=torch.float32, device=device)
+            cnt = torch.as_tensor(counts[i:i + batch], dtype=torch.float32, device=device)
+            with torch.no_grad():
+                if nu is None:
+                    flux = sim(lab)
+                else:
+                    flux = nuis.observe(sim, lab, {k: v[i:i + batch] for k, v in nu.items()})
+                sig = sim.sigma(flux, cnt)
+            f["flux"][i:i + len(lab)] = flux.cpu().numpy()
+            f["error"][i:i + len(lab)] = sig.cpu().numpy()
+            if progress:
+                progress(min(1.0, (i + len(lab)) / n), f"simulated {i + len(lab)} / {n} spectra")
+        f.attrs.update({
+            "name": name, "source": "simulator", "simulator_version": simulate.SIMULATOR_VERSION,
+            "seed": seed, "profile": prof["name"], "n_spectra": n,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "normalisation": "flux / mean of the Planck continuum over the window (smooth in Teff)",
+            "description": f"built-in simulator v{simulate.SIMULATOR_VERSION}, {n} spectra, seed {seed}",
+        })
+        if recipe is not None:
+            f.attrs["nuisance_recipe"] = json.dumps(recipe, sort_keys=True)
+            f.attrs["description"] += f", nuisances {recipe.get('name', 'custom')}"
+        if phys is not None:
+            f.attrs["physics_recipe"] = json.dumps(phys, sort_keys=True)
+            f.attrs["description"] += f", physics {phys.get('name', 'custom')}"
     return path
 
 

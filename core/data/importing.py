@@ -11,14 +11,13 @@ from typing import Callable
 import h5py
 import numpy as np
 
-from core.data.building import _create_arrays, _split_indices, check_room, estimated_bytes, write_failed
+from core.data.building import _create_arrays, _split_indices, check_room, estimated_bytes, written_atomically
 from core.data.dataset import (
     LABELS,
     SPLITS,
     WAVE_ANGSTROM_MAX,
     WAVE_ANGSTROM_MIN,
     DataError,
-    _fingerprint,
     dataset_path,
 )
 
@@ -180,46 +179,37 @@ def import_hdf5(src: str | os.PathLike, name: str | None = None, seed: int = 0,
     path = dataset_path(name)
     if path.exists():
         raise DataError(f"a data set named {name!r} already exists; pass --name to choose another")
-    tmp = path.with_suffix(f".h5.tmp{os.getpid()}")
     n = info["n"]
     check_room(path.parent, estimated_bytes(n, info["n_pix"]), f"data set {name}")
-    try:
-        with h5py.File(src, "r") as s, h5py.File(tmp, "w") as f:
-            wave = np.asarray(s["wave"][()], dtype=np.float64)
-            _create_arrays(f, n, wave)
-            for k in LABELS:
-                f["labels"][k][:] = np.asarray(s["labels"][k][()], dtype=np.float64)
-            if info["has_split"]:
-                splits = {k: np.sort(np.asarray(s["split"][k][()], dtype=np.int64)) for k in SPLITS}
-            else:
-                splits = _split_indices(n, np.random.default_rng(seed))
-            sg = f.create_group("split")
-            for k, v in splits.items():
-                sg.create_dataset(k, data=v)
-            for i in range(0, n, 1024):
-                fl = np.asarray(s["flux"][i:i + 1024], dtype=np.float64)
-                er = np.asarray(s[info["error_key"]][i:i + 1024], dtype=np.float64)
-                if info["error_key"] == "ivar":
-                    er = 1.0 / np.sqrt(er)
-                scale = fl.mean(axis=1, keepdims=True)
-                f["flux"][i:i + len(fl)] = (fl / scale).astype(np.float32)
-                f["error"][i:i + len(fl)] = (er / scale).astype(np.float32)
-                if progress:
-                    progress(min(1.0, (i + len(fl)) / n), f"copied {i + len(fl)} / {n} spectra")
-            f.attrs.update({
-                "name": name, "source": f"import:{src.name}", "simulator_version": "",
-                "seed": seed, "profile": "", "n_spectra": n,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "normalisation": "flux and error divided by each spectrum's mean flux",
-                "description": str(s.attrs.get("description", f"imported from {src.name}")),
-            })
-            f.attrs["fingerprint"] = _fingerprint(f)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:
-        raise write_failed(e, f"data set {name}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with written_atomically(path, f"data set {name}") as f, h5py.File(src, "r") as s:
+        wave = np.asarray(s["wave"][()], dtype=np.float64)
+        _create_arrays(f, n, wave)
+        for k in LABELS:
+            f["labels"][k][:] = np.asarray(s["labels"][k][()], dtype=np.float64)
+        if info["has_split"]:
+            splits = {k: np.sort(np.asarray(s["split"][k][()], dtype=np.int64)) for k in SPLITS}
+        else:
+            splits = _split_indices(n, np.random.default_rng(seed))
+        sg = f.create_group("split")
+        for k, v in splits.items():
+            sg.create_dataset(k, data=v)
+        for i in range(0, n, 1024):
+            fl = np.asarray(s["flux"][i:i + 1024], dtype=np.float64)
+            er = np.asarray(s[info["error_key"]][i:i + 1024], dtype=np.float64)
+            if info["error_key"] == "ivar":
+                er = 1.0 / np.sqrt(er)
+            scale = fl.mean(axis=1, keepdims=True)
+            f["flux"][i:i + len(fl)] = (fl / scale).astype(np.float32)
+            f["error"][i:i + len(fl)] = (er / scale).astype(np.float32)
+            if progress:
+                progress(min(1.0, (i + len(fl)) / n), f"copied {i + len(fl)} / {n} spectra")
+        f.attrs.update({
+            "name": name, "source": f"import:{src.name}", "simulator_version": "",
+            "seed": seed, "profile": "", "n_spectra": n,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "normalisation": "flux and error divided by each spectrum's mean flux",
+            "description": str(s.attrs.get("description", f"imported from {src.name}")),
+        })
     return path
 
 
