@@ -74,19 +74,19 @@ def cmd_train(a) -> int:
     specs = _suite_specs(a)
     if a.noise is not None:
         specs = [s for s in specs if abs(s["noise_level"] - a.noise) < 1e-9]
-    from core.data.building import physics_of_name
+    from core.data import matched
+    from core.data.ensure import ensure_built
     if a.suite == "robustness":     # its augmented twin (the survey nuisance recipe) and the clean data set
         from core.engine.suites import robustness
         for name in robustness.ensure_datasets(a.profile, a.dataset, progress=_bar):
             print(f"built data set {name} for the robustness suite", file=sys.stderr)
-    for ds_name in dict.fromkeys(s["dataset"] for s in specs):    # the profile's, and a suite's physics variants
+    for ds_name in dict.fromkeys(s["dataset"] for s in specs):    # the profile's, a suite's physics variants
         if ds_name in data.list_datasets():
             continue
-        phys = physics_of_name(ds_name, a.profile)
-        if a.dataset or phys is None:
+        if a.dataset and matched.load_recipe(ds_name) is None:
             raise data.DataError(f"data set {ds_name!r} not found; build or import it first")
         print(f"data set {ds_name} not found: building it (profile {a.profile})", file=sys.stderr)
-        data.build(name=ds_name, profile=a.profile, progress=_bar, physics=phys or None)
+        ensure_built(ds_name, a.profile, progress=_bar)
     t = time.time()
     if a.scheduler or a.cluster:
         from core.engine import cluster

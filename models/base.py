@@ -71,6 +71,8 @@ class Model:
     per_spectrum_fit = False
     # label_fit() gives all three labels at once (Teff, log g, [M/H]) with their 1-sigma
     fits_all_labels = False
+    # the family measures the line windows of models/features.LINES: a grid must hold every one of them
+    uses_line_windows = False
 
     def __init__(self, **params):
         self.check_params(params)

@@ -63,6 +63,7 @@ class FusionNet(nn.Module):
 
 class FusionModel(RidgeWindowsModel):
     hyper_params = ("drop_groups", "channels", "emb", "g_hidden", "dim", "head_hidden", "dropout")
+    uses_line_windows = True
     family = "fusion"
     mode = "concat"
     lr = 2e-3

@@ -143,6 +143,7 @@ class GlobalMLPModel(TorchModel):
     """The global tower alone: GlobalFeatures -> MLP. Params: drop_groups ([] or any of F0-F3),
     hidden ([256, 64]), dropout (0.1), lr, weight_decay."""
     hyper_params = ("drop_groups", "hidden", "dropout")
+    uses_line_windows = True
     family = "global_mlp"
     weight_decay = 1e-3
 

@@ -11,7 +11,7 @@ import streamlit as st
 
 from core import predict as P
 from core.analysis import data_summary
-from pages._ui import appstate
+from pages._ui import appstate, matched_panel
 
 AX_WAVE = "wavelength [Å]"
 BLUE, GREY, RED, SHADE = "#1f5f99", "#8a94a3", "#b8432f", "#e3c9c4"
@@ -19,14 +19,15 @@ BLUE, GREY, RED, SHADE = "#1f5f99", "#8a94a3", "#b8432f", "#e3c9c4"
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _predict_bytes(data: bytes, name: str, ds_name: str, fingerprint: str, runs: tuple, noise, normalise: str,
-                   research: bool = False, medium: str = "auto", rv="auto", physics: bool = False):
+                   research: bool = False, medium: str = "auto", rv="auto", physics: bool = False,
+                   resolution="auto"):
     """Read and predict an upload (cached per file content, data set, trained runs and options)."""
     ds = appstate.load_dataset(ds_name)
     item = P.read_bytes(data, name)
     if isinstance(item, P.Batch):
         return "batch", P.predict_batch(item, ds, noise, normalise=normalise, research=research)
     return "single", P.predict(item, ds, noise, normalise=normalise, research=research, medium=medium, rv=rv,
-                               physics=physics)
+                               physics=physics, resolution=resolution)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -333,7 +334,7 @@ with right:
     st.button("Use an example", on_click=_on_example, key="predict_example_btn", icon=":material/science:",
               help="Loads that test spectrum of the active data set (as the models were scored on it) and shows its "
                    "true labels beside the prediction.", disabled=test_n == 0)
-o1, o2, o3, o4 = st.columns([1.8, 1.5, 1.7, 1.5])
+o1, o2, o3, o5, o4 = st.columns([1.6, 1.4, 1.5, 1.2, 1.4])
 noise = o1.selectbox("Models of noise level", ["auto", *levels], format_func=_nl, key="predict_noise",
                      help="auto picks the trained noise level whose training spectra have the S/N nearest this "
                           "spectrum's; or pick one.")
@@ -345,6 +346,11 @@ medium = o3.selectbox("Wavelengths", ["auto", "air", "vacuum"], key="predict_med
                       format_func=lambda m: {"auto": "auto (from the file)", "air": "air", "vacuum": "vacuum"}[m],
                       help="auto reads the file's header or column names (SDSS and LAMOST publish vacuum wavelengths); "
                            "vacuum is converted to the models' air grid by the IAU formula (Morton 2000).")
+res_r = o5.number_input("Resolving power R", 0, 200_000, 0, step=500, key="predict_resolution",
+                        help="The upload's R = λ / FWHM when its survey documents it (Gaia RVS 11,500; LAMOST ~1,800); "
+                             "0: measured from its line widths. A sharper spectrum is degraded to the models' R; "
+                             "matched models are simulated at it.")
+resolution = float(res_r) if res_r else "auto"
 research = o4.toggle("research models", key="predict_research",
                      help="Also list ablation controls, sweep variants, latent probes and the physics ceiling. They "
                           "are research results on the simulator, never recommended for an upload.")
@@ -363,6 +369,14 @@ if source is None:
             icon=":material/upload_file:")
     st.stop()
 
+ds_use, runs_use = ds, runs
+if source == "upload":      # a spectrum the data set's models were not trained for: models matched to it
+    with appstate.friendly_errors("The matched models"):
+        use = matched_panel.offer(up.getvalue(), up.name, ds, medium, resolution)
+        if use:
+            ds_use = appstate.load_dataset(use)
+            runs_use = tuple(sorted(e.run_id for e in P.trained_models(ds_use) if e.usable))
+
 with appstate.friendly_errors("The prediction"):
     try:
         with st.spinner("Predicting with every model..."):
@@ -373,12 +387,12 @@ with appstate.friendly_errors("The prediction"):
                                                        noise, norm, research, float(shift), physics=physics)
             else:
                 data = up.getvalue()
-                kind, res = _predict_bytes(data, up.name, ds.name, ds.fingerprint, runs, noise, normalise, research,
-                                           medium, physics=physics)
+                kind, res = _predict_bytes(data, up.name, ds_use.name, ds_use.fingerprint, runs_use, noise, normalise,
+                                           research, medium, physics=physics, resolution=resolution)
     except P.PredictError as e:
         st.error(appstate.one_line(e), icon=":material/error:")
         st.stop()
     if kind == "batch":
         show_batch(*res)
     else:
-        show_single(res, ds)
+        show_single(res, ds_use)

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from core.analysis import hypotheses, report, verdicts
-from core.engine import jobs, registry, suites, train
+from core.engine import registry, suites
+from core.engine.estimates import estimate, minutes, typical_fit_seconds
 
 # the hypothesis each result page opens with, and the suite that holds its runs
 PAGE_HYPOTHESIS = {"dilation": ("dilation", "dilation"), "error_vs_flux": ("error", "error_ablation"),
@@ -31,35 +32,7 @@ class Conclusion:
 
 
 # --------------------------------------------------------------------------- cost of what has not run
-def typical_fit_seconds(profile: str, con=None) -> dict:
-    """Median data + fit time per model from finished runs of this profile (the cost estimate)."""
-    con = con or registry.connect()
-    out: dict = {}
-    for r in registry.runs(con, status="done"):
-        if r["spec"].get("profile") == profile and r.get("timings"):
-            t = r["timings"]
-            out.setdefault(r["model"], []).append(float(t.get("fit_s", 0) or 0) + float(t.get("data_s", 0) or 0))
-    return {k: float(pd.Series(v).median()) for k, v in out.items()}
-
-
-def estimate(specs: list[dict], profile: str, con=None, typical: dict | None = None,
-             n_workers: int | None = None) -> dict:
-    """How many of `specs` are finished, which are not, and the estimated wall time of fitting the rest
-    (medians of earlier runs, n_workers fits side by side)."""
-    con = con or registry.connect()
-    typ = typical_fit_seconds(profile, con) if typical is None else typical
-    todo = [s for s in specs if train.cached_result(s, con=con) is None]
-    known = [typ.get(s["model"]) for s in todo]
-    workers = max(1, min(n_workers or jobs.job_workers(), len(todo) or 1))
-    est = sum(k for k in known if k is not None)
-    return {"n_all": len(specs), "n_done": len(specs) - len(todo), "todo": todo, "n_todo": len(todo),
-            "seconds": est / workers if len(known) > sum(k is None for k in known) else None,
-            "unknown": sum(k is None for k in known), "workers": workers}
-
-
-def minutes(seconds: float | None) -> str:
-    return "cost unknown" if seconds is None else f"~{max(seconds, 60) / 60:.0f} min" if seconds >= 90 else \
-        f"~{max(seconds, 6) / 60:.1f} min"
+# typical_fit_seconds, estimate and minutes live in core/engine/estimates.py (Predict's matched models use them too)
 
 
 def cost_phrase(est: dict) -> str:

@@ -246,17 +246,11 @@ def job_workers() -> int:
 
 
 def _build_missing(con, jid: int, specs: list[dict], log) -> None:
-    from core import data
-    from core.data.building import physics_of_name
+    from core.data.ensure import ensure_built
     for name, prof in sorted({(s["dataset"], s["profile"]) for s in specs}):
-        if name in data.list_datasets():
-            continue
-        phys = physics_of_name(name, prof)    # the profile's data set ('') or a physics variant of it
-        if phys is None:
-            raise data.DataError(f"data set {name!r} not found")
-        log(f"building data set {name} (profile {prof})")
-        data.build(name=name, profile=prof, physics=phys or None,
-                   progress=lambda f, m: _set(con, jid, progress={"spec": 1, "of": len(specs), "building": m}))
+        # the profile's data set, a physics variant of it or a matched data set (its recipe saved by predict)
+        ensure_built(name, prof, log=log,
+                     progress=lambda f, m: _set(con, jid, progress={"spec": 1, "of": len(specs), "building": m}))
 
 
 def _run_on_workers(con, jid: int, specs: list[dict], log, cancelled, workers: int) -> int:
@@ -296,7 +290,6 @@ def _run_on_workers(con, jid: int, specs: list[dict], log, cancelled, workers: i
 
 def run_job(con, job: dict) -> str:
     """Run one job's specs in this process. Returns its final state."""
-    from core import data
     from core.engine import train
     jid = job["job_id"]
     logf = open(log_path(jid), "a", buffering=1)
@@ -326,14 +319,9 @@ def run_job(con, job: dict) -> str:
             base = {"spec": i + 1, "of": len(specs), "model": s["model"], "noise_level": s["noise_level"],
                     "params": s.get("params", {})}
             _set(con, jid, progress=base)
-            if s["dataset"] not in data.list_datasets():
-                from core.data.building import physics_of_name
-                phys = physics_of_name(s["dataset"], s["profile"])   # the profile's ('') or a physics variant
-                if phys is None:
-                    raise data.DataError(f"data set {s['dataset']!r} not found")
-                log(f"building data set {s['dataset']} (profile {s['profile']})")
-                data.build(name=s["dataset"], profile=s["profile"], physics=phys or None,
-                           progress=lambda f, m: _set(con, jid, progress={**base, "building": m}))
+            from core.data.ensure import ensure_built
+            ensure_built(s["dataset"], s["profile"], log=log,
+                         progress=lambda f, m: _set(con, jid, progress={**base, "building": m}))
 
             def progress(**kw):
                 # a run's own "of" (epochs, boosting rounds) must not overwrite the job's spec count

@@ -15,9 +15,13 @@ The path an upload takes (docs/predict.md says why each step is the way it is), 
                                  side by side, an uncertainty per model, a recommended value, an
                                  out-of-distribution check
           -> batch.py            the same for an HDF5 file of many spectra
+          -> matched.py          an upload the models were not trained for (another window, pixel size or
+                                 resolution): the matched data set and predictors, queued as a job
           -> words.py, cli.py    the JSON and plain-text answers; `python -m core predict FILE [--json]`
 
-Nothing here writes anywhere: the registry is only read, models and training statistics are cached
+Nothing here writes, except matched.py's `request` (a matched data set's recipe, and one queued job; the
+models matched to an upload the data set's models were not trained for): the registry is only read, models and
+training statistics are cached
 in memory. Bad input raises PredictError (a core.data.DataError) with a one-line message.
 """
 from core.predict.batch import predict_batch

@@ -24,6 +24,9 @@ from core.predict.skill import ensemble, skill
 from core.predict.spectra import PredictError, Spectrum
 from core.predict.words import nl_text, ordinal
 
+C_KMS = frame.C_KMS
+FWHM = 2.0 * np.sqrt(2.0 * np.log(2.0))     # a Gaussian's FWHM / sigma
+
 
 def _saliency_of(entries: list[Entry], best: dict, f: np.ndarray, e: np.ndarray, covered: np.ndarray):
     """Per-pixel saliency of the recommended model for this spectrum (the model's own
@@ -79,7 +82,7 @@ def _one_blas_thread():
 
 def predict(item: Spectrum, ds: Dataset, noise: str | float = "auto", mc: int = MC_DRAWS, seed: int = 0,
             normalise: str = "auto", research: bool = False, medium: str = "auto", rv: str | float = "auto",
-            resolution: str = "auto", physics: bool = False) -> dict:
+            resolution: str | float = "auto", physics: bool = False) -> dict:
     """Everything the Predict page and the CLI show for one spectrum, as a JSON-able dict (plus the
     arrays for the plot under the key '_grid', which to_json drops). Only the report suite's methods
     on flux or flux + error answer; research=True adds every other usable run (ablation controls,
@@ -87,19 +90,57 @@ def predict(item: Spectrum, ds: Dataset, noise: str | float = "auto", mc: int = 
     medium: 'auto' (what the file says; unknown is taken as the data set's) | 'air' | 'vacuum'.
     rv: 'auto' (measure the radial velocity and shift to rest) | 'none' | a known velocity in km/s.
     resolution: 'auto' (measure the line width; degrade a sharper spectrum to the training resolution,
-    flag a broader one) | 'as-is'.
+    flag a broader one) | 'as-is' | the upload's resolving power R, when it is known (a number).
     physics: also fit the simulator to the spectrum (physics_check: its labels with their covariance, the
     model spectrum and its reduced chi^2, an out-of-distribution flag); about 1 s a spectrum on 2 cores."""
     with _one_blas_thread():
         return _predict(item, ds, noise, mc, seed, normalise, research, medium, rv, resolution, physics)
 
 
-def matched_resolution(item: Spectrum, wave: np.ndarray, ds: Dataset, info: dict, mode: str = "auto"):
+def declared_resolution(mode) -> float | None:
+    """A resolving power the user declared (a number, or a string of one), None for 'auto' / 'as-is'."""
+    if mode in ("auto", "as-is", None):
+        return None
+    try:
+        r = float(mode)
+    except (TypeError, ValueError):
+        raise PredictError(f"resolution must be auto, as-is or a resolving power R such as 11500, got {mode!r}") from None
+    if not 100.0 <= r <= 1e6:
+        raise PredictError(f"resolution: a resolving power R = lambda / FWHM between 100 and 10^6, got {r:g}")
+    return r
+
+
+def _declared(item: Spectrum, wave: np.ndarray, ds: Dataset, info: dict, r_up: float):
+    """The upload at the data set's resolution, its resolving power r_up declared by the user: convolved down
+    when it is sharper, reported (and flagged out of distribution) when it is broader."""
+    from core.data.matched import dataset_resolution
+    r_ds = dataset_resolution(ds)
+    if r_ds is None:
+        info["resolution"] = {"ratio": float("nan"), "how": f"declared R = {r_up:.0f}; this data set's resolution is "
+                              f"unknown (imported): kept as uploaded"}
+        return wave, item.flux, item.error
+    s_up, s_t = C_KMS / FWHM / r_up, C_KMS / FWHM / r_ds
+    b = {"ratio": s_up / s_t, "sigma_upload_kms": s_up, "sigma_training_kms": s_t, "declared": r_up}
+    info["resolution"] = b
+    if r_up > 1.05 * r_ds:
+        k = float(np.sqrt(s_t ** 2 - s_up ** 2))
+        b.update(how=f"declared R = {r_up:.0f}, sharper than the models' R = {r_ds:.0f}: degraded to theirs with a "
+                     f"Gaussian of σ {k:.0f} km/s", degraded_kms=k, ratio=1.0)
+        return frame.degrade(wave, item.flux, item.error, k, grid=(float(ds.wave[0]), float(ds.wave[-1])))
+    b["how"] = (f"declared R = {r_up:.0f}, lower than the models' R = {r_ds:.0f}" if r_up < r_ds / 1.05 else
+                f"declared R = {r_up:.0f}, the models' resolution (R = {r_ds:.0f})")
+    return wave, item.flux, item.error
+
+
+def matched_resolution(item: Spectrum, wave: np.ndarray, ds: Dataset, info: dict, mode="auto"):
     """(wave, flux, error) at the training spectra's resolution: an upload whose lines are narrower than
     theirs (frame.line_broadening) is convolved down to it; broader lines are reported (and flagged out
-    of distribution), they cannot be sharpened."""
+    of distribution), they cannot be sharpened. mode: 'auto', 'as-is' or the upload's declared R."""
+    r_up = declared_resolution(mode)
+    if r_up is not None:
+        return _declared(item, wave, ds, info, r_up)
     if mode not in ("auto", "as-is"):
-        raise PredictError(f"resolution must be auto or as-is, got {mode!r}")
+        raise PredictError(f"resolution must be auto, as-is or a resolving power R, got {mode!r}")
     snr = _snr_per_model_pixel(item, wave, ds)
     if mode == "as-is":
         info["resolution"] = {"ratio": float("nan"), "how": "kept as uploaded (asked so)"}
