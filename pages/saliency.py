@@ -32,7 +32,7 @@ lo, hi = ZOOMS[zoom]
 
 @st.cache_data(show_spinner="Fisher information from the simulator's Jacobian (once per data set)...")
 def physics(name: str, fp: str, noise: float):
-    return saliency.dataset_physics(appstate.load_dataset(name), noise, max_stars=48)
+    return saliency.dataset_physics(appstate.load_dataset(name), noise, max_stars=saliency.SALIENCY_STARS)
 
 
 @st.cache_data(show_spinner=False, ttl=10)

@@ -21,3 +21,10 @@ def test_warm_start_runs_every_step_once(tiny_dataset):
     assert st["finished"] is not None, st
     assert st["error"] is None, st["error"]
     assert {"Summary numbers", "Overview matrix", "Overview breakdown by S/N"} <= set(st["steps"]), st["steps"]
+    # the Saliency page's Fisher information is on disk for both noise levels: its first visit reads a file
+    from core import config, data
+    from core.analysis import saliency
+    fp = data.Dataset(tiny_dataset).fingerprint
+    for noise in (0.1, 1.0):
+        assert f"Fisher information at noise {noise:g}" in st["steps"]
+        assert (config.artifacts_dir() / "explain" / fp / f"physics_noise{noise:g}_n{saliency.SALIENCY_STARS}.npz").exists()
