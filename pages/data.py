@@ -202,6 +202,48 @@ def live_simulator() -> None:
                    "cool dwarfs (high log g); the lower panel shows where the flux moves.")
 
 
+def nuisances(ds) -> None:
+    """What a telescope adds (#18): the data set's nuisance draws, and a test star with and without tellurics."""
+    st.subheader("Nuisances: what the telescope and the sky add")
+    frames = data_summary.nuisance_frames(ds)
+    if frames:
+        rec = (ds.nuisance_recipe or {}).get("name", "custom")
+        cols = st.columns(min(3, len(frames)))
+        for i, (title, unit, h) in enumerate(frames):
+            chart = alt.Chart(h, title=title).mark_rect(color=BLUE, opacity=0.85, stroke="white", strokeWidth=0.5).encode(
+                x=alt.X("lo:Q", title=f"{title} [{unit}]" if unit else title, scale=alt.Scale(zero=False, nice=False)),
+                x2="hi:Q", y=alt.Y("count:Q", title="spectra per bin"), y2=alt.datum(0),
+                tooltip=[alt.Tooltip("lo:Q", format=".3g", title="from"), alt.Tooltip("hi:Q", format=".3g", title="to"),
+                         "count:Q"]).properties(height=200)
+            cols[i % len(cols)].altair_chart(chart, width="stretch")
+        st.caption(f"Drawn per star from the `{rec}` recipe's priors and stored as labels (docs/simulator.md, "
+                   f"\"Nuisances\"); each spectrum here is the observed one.")
+    else:
+        st.caption(f"{ds.name} was built without nuisances: every star is at rest, at R = 5000, with a perfect "
+                   "continuum and no tellurics. `python -m core data build --nuisance survey` builds its survey twin.")
+    if ds.attrs.get("source") != "simulator":
+        return
+    c1, c2, c3 = st.columns([2, 1, 1])
+    win = c1.radio("Band", list(data_summary.TELLURIC_WINDOWS), horizontal=True, key="data_tell_band")
+    pwv = c2.slider("PWV [mm]", 0.5, 10.0, 2.0, step=0.5, key="data_tell_pwv")
+    am = c3.slider("airmass", 1.0, 2.0, 1.2, step=0.1, key="data_tell_am")
+    test = ds.splits["test"]
+    row = int(test[int(st.session_state.get("data_example_star", 0))]) if test.size else 0
+    window = data_summary.TELLURIC_WINDOWS[win]
+    df = data_summary.telluric_comparison(ds.labels[row], pwv, am, window, sim=appstate.simulator())
+    names = list(df.curve.unique())
+    chart = alt.Chart(df).mark_line(strokeWidth=0.9, clip=True).encode(
+        x=_wave_x(window), y=alt.Y("flux:Q", title="normalised flux", scale=alt.Scale(zero=False)),
+        color=alt.Color("curve:N", scale=alt.Scale(domain=names, range=[GREY, RED]),
+                        legend=alt.Legend(title=None, orient="bottom-left")),
+        tooltip=[alt.Tooltip("wave:Q", format=".2f", title="λ [Å]"), alt.Tooltip("flux:Q", format=".3f"), "curve:N"])
+    st.altair_chart(chart.properties(height=280, title=f"The example test star with and without telluric absorption: "
+                                                       f"{win}"), width="stretch")
+    st.caption("Noise-free; telluric transmission at rest multiplies the star before the line-spread function "
+               "(band shapes set by eye, not fitted to a measured telluric spectrum: docs/simulator.md). The H2O "
+               "bands sit on the Na I doublet and the O2 A band next to K I, two gravity-sensitive features.")
+
+
 def dataset_table(ds) -> None:
     st.subheader("Data set")
     st.table(data_summary.info_frame(ds).set_index("field"), border="horizontal", hide_header=True)
@@ -215,7 +257,7 @@ st.caption(f"Data set **{ds.name}**: {ds.n:,} spectra × {ds.n_pix:,} pixels, "
 with appstate.friendly_errors("The simulator version check"):
     if stale := data_summary.stale_simulator(ds):
         st.warning(stale, icon=":material/update:")
-for section in (label_histograms, correlation_check, example_spectra, snr_distribution):
+for section in (label_histograms, correlation_check, example_spectra, snr_distribution, nuisances):
     with appstate.friendly_errors(f"The {section.__name__.replace('_', ' ')} section"):
         section(ds)
 live_simulator()

@@ -213,3 +213,31 @@ def test_cli_builds_a_named_survey_data_set(capsys):
     assert data.Dataset("nu-cli").nuisance["rv"].shape == (20,)
     assert main(["data", "build", "--n", "20", "--nuisance", "survey", "--device", "cpu"]) == 0
     assert "sim-quick-survey" in data.list_datasets()       # never over the profile's plain data set
+
+
+def test_data_page_shows_the_nuisances_and_the_tellurics(built):
+    """#18 part 5: the survey data set's nuisance draws as histograms, and a star with and without tellurics."""
+    import json
+
+    from streamlit.testing.v1 import AppTest
+
+    from core.analysis import data_summary
+    plain, survey = built
+    titles = [t for t, _, _ in data_summary.nuisance_frames(survey)]
+    assert titles[:2] == ["radial velocity", "resolving power R"] and data_summary.nuisance_frames(plain) == []
+    rv = data_summary.nuisance_frames(survey)[0][2]
+    assert int(rv["count"].sum()) == N                                   # every star's draw is in the histogram
+    o2 = data_summary.telluric_comparison(plain.labels[0], 2.0, 1.5, data_summary.TELLURIC_WINDOWS["O2 A band and K I"])
+    clean, tell = (o2[o2.curve == c].flux.to_numpy() for c in o2.curve.unique())
+    assert np.max(1 - tell / clean) > 0.3 and np.min(1 - tell / clean) > -1e-5    # the A band absorbs, nothing adds
+    ca = data_summary.telluric_comparison(plain.labels[0], 2.0, 1.5, (8530.0, 8560.0))
+    c2, t2 = (ca[ca.curve == c].flux.to_numpy() for c in ca.curve.unique())
+    assert np.max(np.abs(t2 / c2 - 1)) < 1e-3                             # the Ca II triplet is free of them
+    at = AppTest.from_file(str(config.ROOT / "pages" / "data.py"), default_timeout=120)
+    at.session_state["dataset"] = "nu-survey"
+    at.run()
+    assert not at.exception and not at.error
+    charts = [json.loads(c.proto.spec).get("title") for c in at.get("vega_lite_chart")]
+    assert "radial velocity" in charts and any(str(t).startswith("The example test star with and without") for t in charts)
+    at.radio(key="data_tell_band").set_value("O2 A band and K I").run()
+    assert not at.exception

@@ -187,3 +187,46 @@ def info_frame(ds: data.Dataset) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["field", "value"]).astype(str)
 
 
+
+
+# --------------------------------------------------------------------------- nuisances (#18)
+NUISANCE_TITLES = {"rv": ("radial velocity", "km/s"), "resolution": ("resolving power R", ""),
+                   "tilt_c1": ("continuum tilt c1 (P1)", ""), "tilt_c2": ("continuum curvature c2 (P2)", ""),
+                   "pwv": ("precipitable water vapour", "mm"), "airmass": ("airmass", "")}
+
+
+def nuisance_frames(ds: data.Dataset) -> list[tuple[str, str, pd.DataFrame]]:
+    """(title, unit, 30-bin histogram frame) per nuisance the data set drew (those that vary), [] without any."""
+    out = []
+    for k in NUISANCE_TITLES:
+        if k not in (ds.nuisance or {}):
+            continue
+        v = np.asarray(ds.nuisance[k], np.float64)
+        if k in NUISANCE_TITLES and v.size and np.ptp(v) > 0:
+            out.append((*NUISANCE_TITLES[k], histogram_frame(v, bins=30)))
+    return out
+
+
+TELLURIC_WINDOWS = {"H2O 7150-7400 Å": (7150.0, 7400.0), "O2 A band and K I": (7580.0, 7720.0),
+                    "H2O over Na I 8183/8195": (8120.0, 8400.0)}
+
+
+def telluric_comparison(labels: np.ndarray, pwv: float, airmass: float, window: tuple[float, float],
+                        sim=None) -> pd.DataFrame:
+    """Long frame (wave, flux, curve) of a star without and with telluric absorption (PWV mm, airmass; at rest,
+    before the LSF, as core/physics/nuisance.observe makes it), cut to window."""
+    import torch
+
+    from core.physics import nuisance, simulate
+    sim = sim or simulate.default_simulator("cpu")
+    wave = sim.wave.detach().cpu().double().numpy()
+    lab = torch.as_tensor(np.atleast_2d(labels), dtype=sim.dtype)
+    nu = {k: np.array([v]) for k, v in nuisance.NEUTRAL.items()}
+    with torch.no_grad():
+        clean = sim(lab)[0].double().numpy()
+        tell = nuisance.observe(sim, lab, {**nu, "pwv": np.array([pwv]), "airmass": np.array([airmass])})[0]
+    m = (wave >= window[0]) & (wave <= window[1])
+    return pd.concat([pd.DataFrame({"wave": wave[m], "flux": clean[m], "curve": "without tellurics"}),
+                      pd.DataFrame({"wave": wave[m], "flux": tell.double().numpy()[m],
+                                    "curve": f"with tellurics (PWV {pwv:g} mm, airmass {airmass:g})"})],
+                     ignore_index=True)
