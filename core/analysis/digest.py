@@ -187,12 +187,17 @@ def build(profile: str = "quick", dataset: str | None = None, since: str | None 
 
 
 def _beyond(profile: str, c: Ctx) -> list[str]:
-    """Questions the team's report did not ask (English): how the predictors fare under the sky's nuisances
+    """Questions the team's report did not ask (English): how close a learned model gets to the physical limit
+    and with how much data (learning.py, one line), how the predictors fare under the sky's nuisances
     (robustness.py, at most 4 lines) and which conclusions survive a change of simulator assumptions
     (transfer.py, at most 4). Cached evaluations only: the digest never fits or predicts."""
-    from core.analysis import robustness, transfer
+    from core.analysis import learning, robustness, transfer
+    lc = learning.conclusion(learning.table(profile, c.dataset, c.con), learning.ceiling_r2(profile, c.dataset, c.con))
+    lead = ["- **How close to the physical limit, with how much data** (the `learning_curve` suite, noise 1.0): "
+            + (lc if not lc.startswith("No learning-curve") else
+               f"not run (`python -m core train --suite learning_curve --profile {profile}`).")]
     rob = robustness.digest_summary(profile, c.dataset).splitlines()
-    out = [f"- {rob[0]}"] + [f"  {x}" for x in rob[1:3]] if rob else []
+    out = lead + ([f"- {rob[0]}"] + [f"  {x}" for x in rob[1:3]] if rob else [])
     m = transfer.matrix(profile, c.dataset, c.con, compute=False)
     sentence = transfer.conclusion(m).replace("compute the transfer cells below", "the Transfer page computes them")
     out.append("- **Transfer across simulator assumptions** (core/analysis/transfer.py): " + sentence)
