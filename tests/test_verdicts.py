@@ -172,6 +172,8 @@ def test_the_digest_is_valid_markdown_with_its_caveats_and_run_ids_in_the_index(
         assert f"`{DS}`" in caveats and "simulator" in caveats
         assert all(f"{d.splits[k].size:,}" in caveats for k in ("train", "val", "test"))
         assert re.search(r"(\d+) (are means over|个是) 2 ", caveats)
+        # how close to the limit, with how much data (#17): here only the report's own Ridge rung has run
+        assert re.search(r"How close to the physical limit.*On \d[\d,]* training spectra the best learned model", body)
     en = digest.build("quick", DS, lang="en")
     assert "our simulated data, not the team's" in en
     hyps, _ = hypotheses.evaluate("quick", DS)
