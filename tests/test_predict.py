@@ -196,6 +196,32 @@ def test_hdf5_batch_gives_a_csv_table(trained):
     assert text.splitlines()[0].startswith("spectrum,snr,noise_level")
 
 
+def test_a_batch_runs_only_what_the_recommendation_uses(artifacts_dir, monkeypatch):
+    """#15 item 6: by default a batch runs the predictors that enter some S/N bin's recommendation (the same
+    recommended values, fewer models); all_models=True runs every predictor."""
+    from core import data
+    from core.engine import train
+    from core.predict import skill
+    if "pred-batch" not in data.list_datasets():
+        data.build(name="pred-batch", n=300)
+    for m in ("ridge", "cannon", "mlp"):                        # the MLP on 210 spectra wins no S/N bin
+        train.run({"dataset": "pred-batch", "profile": "quick", "model": m, "noise_level": 0.1}, log=lambda x: None)
+    ds = data.Dataset("pred-batch")
+    monkeypatch.setattr(skill, "TOP_K", 1)                     # one member per S/N bin
+    v = ds.view("test", 0.1, "flux+error")
+    batch = P.read_bytes(h5_bytes(wave=ds.wave, flux=v.x[:, 0], error=v.x[:, 1]), "many.h5")
+    rec, s_rec = P.predict_batch(batch, ds, noise=0.1)
+    every, s_all = P.predict_batch(batch, ds, noise=0.1, all_models=True)
+    np.testing.assert_allclose(rec["logg"], every["logg"], rtol=1e-12)
+    np.testing.assert_allclose(rec["logg_err"], every["logg_err"], rtol=1e-12)
+    entries = [e for e in P.trained_models(ds) if e.usable and e.role == "predictor" and e.noise_level == 0.1]
+    members = skill.members_at_any_snr(entries, ds)
+    cols = {c for c in rec.columns if c.startswith("logg [")}
+    assert cols == {f"logg [{e.label}]" for e in entries if e.run_id in members}
+    assert {c for c in every.columns if c.startswith("logg [")} == {f"logg [{e.label}]" for e in entries}
+    assert s_rec["not_needed"] == len(entries) - len(members) >= 1 and s_all["not_needed"] == 0
+
+
 # --------------------------------------------------------------------------- bad input
 def not_a_number(w, f, e) -> bytes:
     lines = csv_bytes(w, f, e).decode().splitlines()

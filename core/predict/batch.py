@@ -14,7 +14,7 @@ from core.predict.inventory import load, trained_models
 from core.predict.prepare import _noise_levels, build_view, prepare
 from core.predict.reference import reference
 from core.predict.settings import BATCH_BLOCK_VALUES, BATCH_SLOW_MAX, OOD_MISSING, OOD_PCT, SNR_PCT
-from core.predict.skill import ensemble, skill
+from core.predict.skill import ensemble, members_at_any_snr, skill
 from core.predict.spectra import Batch, PredictError
 from core.predict.words import nl_text
 
@@ -45,11 +45,11 @@ def _recommend_batch(cols: dict, sel: np.ndarray, snr: np.ndarray, ran: dict, ds
 
 def predict_batch(batch: Batch, ds: Dataset, noise: str | float = "auto", chunk: int | None = None,
                   normalise: str = "auto", all_models: bool = False, progress=None, research: bool = False):
-    """One row per spectrum: S/N, noise level, every predictor's log g, the recommended value (the weighted
-    mean of the best predictors at that spectrum's S/N, as for one spectrum) with its 68 % interval as error bar,
-    OOD flags,
-    and the true labels when the file has them. No MC re-draws. research=True adds the research models'
-    columns (never recommended). The spectra are prepared and predicted `chunk` at a time (default: blocks of
+    """One row per spectrum: S/N, noise level, the recommended value (the weighted mean of the best predictors
+    at that spectrum's S/N, as for one spectrum) with its 68 % interval as error bar, the log g of each predictor
+    that enters the recommendation at some S/N (all_models=True: of every predictor, and the slow per-spectrum
+    fitters on batches over BATCH_SLOW_MAX too), OOD flags, and the true labels when the file has them. No MC
+    re-draws. research=True adds the research models' columns (never recommended). The spectra are prepared and predicted `chunk` at a time (default: blocks of
     about BATCH_BLOCK_VALUES values, so memory does not grow with the batch; a large HDF5 upload is read block
     by block, readers/hdf5.Rows). Returns (DataFrame, summary dict)."""
     if chunk is None:
@@ -71,7 +71,13 @@ def _predict_batch(batch: Batch, ds: Dataset, noise, chunk: int, normalise: str,
         raise PredictError(f"no models trained at noise level {float(noise):g} for {ds.name!r}; trained levels: "
                            f"{', '.join(f'{x:g}' for x in levels)}")
     n_all = batch.flux.shape[0]
+    from models import MODELS
+
+    def slow(en) -> bool:
+        return bool(getattr(MODELS.get(en.spec.get("model")), "per_spectrum_fit", False)) and n_all > BATCH_SLOW_MAX and not all_models
+
     skipped: dict[str, str] = {e.label: e.why for e in entries if not e.usable and research}
+    not_needed: set[str] = set()
     hidden = sum(e.role != "predictor" for e in entries) if not research else 0
     frames = []
     for i0 in range(0, n_all, chunk):
@@ -88,8 +94,16 @@ def _predict_batch(batch: Batch, ds: Dataset, noise, chunk: int, normalise: str,
             sel = prep.noise_level == level
             ref = reference(ds, float(level))
             ran: dict[str, tuple] = {}          # run id -> (entry, its log g for these spectra)
+            # only what the recommendation needs, unless every model is asked for: the members of some S/N bin's
+            # ensemble (the same set for every block of the batch, so its columns do not change between blocks)
+            needed = None if all_models else members_at_any_snr(
+                [en for en in entries if en.usable and en.noise_level == level and en.role == "predictor"
+                 and en.target == "logg" and not slow(en)], ds)
             for en in entries:
                 if not en.usable or en.noise_level != level or (en.role != "predictor" and not research):
+                    continue
+                if needed is not None and en.role == "predictor" and en.run_id not in needed and not slow(en):
+                    not_needed.add(en.run_id)
                     continue
                 try:
                     model = load(en)
@@ -144,6 +158,8 @@ def _predict_batch(batch: Batch, ds: Dataset, noise, chunk: int, normalise: str,
                "flagged": int((df["ood"] != "").sum()),
                "noise_levels": {nl_text(k): int(v) for k, v in df["noise_level"].value_counts().sort_index().items()},
                "skipped": [{"model": k, "why": v} for k, v in skipped.items()], "research_hidden": int(hidden),
+               "models": "every predictor" if all_models else "the predictors the recommendation uses at some S/N",
+               "not_needed": len(not_needed),
                "error_bar": "the half-width of the 68 % interval of the recommendation (the weighted mean of the "
                             "best predictors at that spectrum's S/N) at that S/N and noise level, calibrated on the "
                             "validation stars (no MC re-draws in batch mode)"}

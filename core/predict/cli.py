@@ -44,7 +44,8 @@ def add_parser(subparsers) -> None:
                    help="auto: fit the continuum level unless the flux is already normalised like the training "
                         "spectra; fit: always fit it; as-is: use the flux as uploaded")
     p.add_argument("--all-models", action="store_true",
-                   help=f"HDF5 batch: also run slow per-spectrum fitters (the Cannon) on more than {BATCH_SLOW_MAX} spectra")
+                   help="HDF5 batch: run every predictor (default: those the recommendation uses at some S/N), and "
+                        f"the slow per-spectrum fitters (the Cannon) on more than {BATCH_SLOW_MAX} spectra too")
     p.add_argument("--research", action="store_true",
                    help="also list the research models (ablation controls, sweep variants, latent probes, the physics "
                         "ceiling); they are never recommended")

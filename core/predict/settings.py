@@ -34,7 +34,7 @@ MAX_ARCHIVE_MEMBERS = 64        # arrays in a .npz
 MAX_FITS_HDUS = 1_000           # HDUs of a FITS file
 MAX_FITS_CARDS = 50_000         # header cards of a FITS file, all HDUs together (astropy: ~1 KB of memory each)
 MAX_BATCH_VALUES = 40_000_000   # values of /flux (spectra x pixels) in an HDF5 batch
-BATCH_BLOCK_VALUES = 524_288    # a batch is read, checked and predicted in blocks of rows of about this many values
+BATCH_BLOCK_VALUES = 1_048_576  # a batch is read, checked and predicted in blocks of rows of about this many values
 BATCH_EAGER_VALUES = 2_000_000  # a batch up to this size is read into memory whole, a larger one block by block
 MAX_H5_CHUNK_MB = 16            # an HDF5 chunk is decompressed whole: a larger chunk is refused
 

@@ -210,3 +210,20 @@ def ensemble(entries: list[Entry], ds: Dataset, snr: float) -> Ensemble | None:
         ens.test_coverage = float(np.mean(np.abs(t) <= ens.half_width(tsnr))) if t.size else nan
         return ens
     return dataclasses.replace(_cached(key, make), at_snr=float(snr))
+
+
+def members_at_any_snr(entries: list[Entry], ds: Dataset) -> set[str] | None:
+    """Run ids of the predictors that enter the recommendation in some S/N bin (the union of every bin's
+    ensemble): what a batch has to run for its recommended values. None when no predictor can be ranked
+    (no validation predictions): then every one runs."""
+    sk = next((s for s in (skill(e, ds) for e in entries) if s is not None), None)
+    if sk is None:
+        return None
+    inner = np.asarray(sk.edges[1:-1], np.float64)
+    reps = [inner[0] / 2] + [float(np.sqrt(inner[i] * inner[i + 1])) for i in range(inner.size - 1)] + [inner[-1] * 2]
+    out: set[str] = set()
+    for snr in reps:
+        ens = ensemble(entries, ds, float(snr))
+        if ens is not None:
+            out |= {e.run_id for e in ens.members}
+    return out
