@@ -257,3 +257,15 @@ def test_cli_import_of_a_bad_file_exits_2_with_one_line(tmp_path, content):
     assert len(lines) == 1 and lines[0].startswith("error: bad.h5: "), p.stderr
     assert "Traceback" not in p.stderr and p.stdout == ""
     assert _written(art) == []
+
+
+def test_data_build_streams_its_spectra():
+    """#19: the build holds a batch of spectra, not the data set. With the simulator replaced by a 16-pixel
+    stand-in (benchmarks/bench_stream.py), ten times the spectra add only the O(n) label arrays to the peak;
+    holding the spectra would add 180 MB (100,000 x 256 pixels x float32 flux and error)."""
+    import sys
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_stream import measure
+    small, big = measure(10_000, 256), measure(100_000, 256)
+    assert big["file_mb"] > 8 * small["file_mb"]                      # the spectra were written
+    assert big["rss_mb"] - small["rss_mb"] < 60 and big["rss_mb"] < 1024, (small, big)
