@@ -336,7 +336,7 @@ with right:
     st.button("Use an example", on_click=_on_example, key="predict_example_btn", icon=":material/science:",
               help="Loads that test spectrum of the active data set (as the models were scored on it) and shows its "
                    "true labels beside the prediction.", disabled=test_n == 0)
-o1, o2, o3, o5, o4 = st.columns([1.6, 1.4, 1.5, 1.2, 1.4])
+o1, o2, o3, o5, o4 = st.columns([1.5, 1.3, 1.5, 1.2, 1.7])
 noise = o1.selectbox("Models of noise level", ["auto", *levels], format_func=_nl, key="predict_noise",
                      help="auto picks the trained noise level whose training spectra have the S/N nearest this "
                           "spectrum's; or pick one.")

@@ -112,7 +112,8 @@ def test_plan_names_what_differs(reg):
     assert rvs.needed and "covers 13 %" in rvs.reasons[0] and not rvs.ready
     models = {s["model"] for s in rvs.specs}
     assert "ridge" in models and "cannon" in models and not models & {"metadata_ridge", "metadata_lgbm"}
-    assert {m for m, _ in rvs.dropped} == {"global_mlp", "fusion_concat", "fusion_film"}   # their lines lie outside
+    assert {m for m, _ in rvs.dropped} == {"Global-feature MLP", "Fusion: concat", "Fusion: FiLM"}   # lines outside
+    assert rvs.dropped_text().endswith("(they measure line windows that lie outside this window)")
     assert all(s["dataset"] == rvs.name for s in rvs.specs)
     low = matched.plan(_star([4800.0, 2.2, -0.5], resolution=2000, step=1e-4, snr=50), ds)
     assert low.needed and any("lower resolution" in r for r in low.reasons) and low.recipe["bin"] == 2

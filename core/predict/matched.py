@@ -56,6 +56,18 @@ class Plan:
     pixels: int = 0
     advice: str = ""                                    # what the user could tell us to do better
 
+    def reasons_text(self) -> str:
+        """'covers 13 % of ... and has a lower resolution ...': the reasons as one clause."""
+        r = self.reasons
+        return r[0] if len(r) < 2 else ", ".join(r[:-1]) + " and " + r[-1]
+
+    def dropped_text(self) -> str:
+        """'Global-feature MLP, Fusion: concat and Fusion: FiLM: they measure line windows ...' per reason."""
+        by: dict[str, list[str]] = {}
+        for label, why in self.dropped:
+            by.setdefault(why, []).append(label)
+        return "; ".join(", ".join(v) + f" ({k})" for k, v in by.items())
+
     @property
     def ready(self) -> bool:
         return self.built and self.n_done > 0
@@ -99,10 +111,10 @@ def unfit_reason(spec: dict, wave: np.ndarray) -> str | None:
     from models.features import LINES
     if getattr(MODELS.get(spec["model"]), "uses_line_windows", False):
         if not all(((wave >= lo) & (wave <= hi)).any() for win in LINES.values() for lo, hi in win):
-            return "measures line windows (models/features.LINES) that lie outside this window"
+            return "they measure line windows that lie outside this window"
     k = (spec.get("params") or {}).get("K")
     if k is not None and int(k) > wave.size // 2:
-        return f"keeps K = {k} pixels of the {wave.size} in this window"
+        return f"it keeps K = {k} of this window's {wave.size} pixels"
     return None
 
 
@@ -166,7 +178,7 @@ def plan(item: Spectrum, ds: Dataset, medium: str = "auto", rv: str | float = "a
         if not _is_predictor(normalise_spec(s), name):
             continue
         why = unfit_reason(s, mwave)
-        (dropped.append((s["model"], why)) if why else specs.append(s))
+        (dropped.append((suites.row_label(s), why)) if why else specs.append(s))
     built = name in list_datasets()
     n_done = sum(train.cached_result(s, con=con) is not None for s in specs) if built else 0
     return Plan(True, reasons, base.name, name, rec, specs, sorted(set(dropped)), n_done, built, float(rec["resolution"]),

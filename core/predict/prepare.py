@@ -83,7 +83,7 @@ def prepare(ds: Dataset, wave: np.ndarray, flux: np.ndarray, error: np.ndarray |
     if frac < MIN_COVERAGE:
         raise PredictError(f"{name}: covers {100 * frac:.0f}% of the models' grid ({grid[0]:.0f}-{grid[-1]:.0f} Å; "
                            f"uploaded {wave[0]:.0f}-{wave[-1]:.0f} Å); at least {100 * MIN_COVERAGE:.0f}% is needed, or models "
-                           f"matched to this window (`--matched`; the Predict page's Matched models)")
+                           f"matched to this window (`--matched`; on the Predict page, the box 'Models matched to this spectrum')")
     snr_how = "median flux / error per model pixel, from the upload's error column"
     if error is None:
         snr_native = np.array([der_snr(fi) for fi in flux])

@@ -35,7 +35,7 @@ def offer(data: bytes, name: str, ds, medium: str, resolution="auto") -> str | N
     if out is None or not out[0].needed:
         return None
     p, est = out
-    reasons = "; ".join(p.reasons)
+    reasons = p.reasons_text()
     with st.container(border=True):
         st.markdown("**Models matched to this spectrum**")
         if p.advice:
@@ -54,7 +54,7 @@ def offer(data: bytes, name: str, ds, medium: str, resolution="auto") -> str | N
                  f"({p.resolution_how}): {estimates.minutes(est['seconds'])}, as a background job; the answer "
                  f"follows when it is done.")
         if p.dropped:
-            st.caption("Not fitted there: " + "; ".join(f"{m} ({why})" for m, why in p.dropped) + ".")
+            st.caption(f"Not fitted there: {p.dropped_text()}.")
         no_write = job_panels.read_only()
         tok = job_panels.token_input("matched")
         if st.button(f"Train matched models ({len(p.specs)} fits)", key="matched_queue", icon=":material/play_arrow:",
