@@ -45,7 +45,8 @@ def _step(name: str, fn) -> None:
     _STATE["steps"][name] = round(time.perf_counter() - t, 2)
 
 
-FISHER_CHILD = ("import sys; from core import data; from core.analysis import saliency; "
+# the child lowers its own priority first (preexec_fn is not safe in a process with threads, as the server is)
+FISHER_CHILD = ("import os, sys; os.nice(19); from core import data; from core.analysis import saliency; "
                 "saliency.dataset_physics(data.Dataset(sys.argv[1]), float(sys.argv[2]), saliency.SALIENCY_STARS)")
 
 
@@ -64,7 +65,7 @@ def _fisher_niced(dataset: str, noise: float) -> None:
     if path.exists():
         return
     r = subprocess.run([sys.executable, "-c", FISHER_CHILD, dataset, str(noise)], cwd=config.ROOT, env=dict(os.environ),
-                       capture_output=True, text=True, preexec_fn=lambda: os.nice(19), timeout=1800)
+                       capture_output=True, text=True, timeout=1800)
     if r.returncode:
         raise RuntimeError((r.stderr.strip().splitlines() or ["exit status " + str(r.returncode)])[-1])
 
