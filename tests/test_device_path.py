@@ -56,3 +56,64 @@ def test_jacobian_and_ceiling_on_cuda_match_the_cpu():
     cpu = fisher.likelihood_fit(flux, sigma)["labels"][:, 1]
     gpu = fisher.likelihood_fit(flux, sigma, sim=default_simulator("cuda"))["labels"][:, 1]
     assert np.max(np.abs(gpu - cpu)) < 0.01   # dex: float32 simulator on another device, float64 chi^2
+
+
+def _ridge_data(n=3000, p=400, seed=0):
+    rng = np.random.default_rng(seed)
+    X = (rng.standard_normal((n, p)) * rng.uniform(0.5, 2, p) + 3).astype(np.float32)
+    y = X[:, :10].sum(1).astype(np.float64) + rng.standard_normal(n)
+    return X, X.mean(0), X.std(0) + 1e-8, y - y.mean()
+
+
+def test_ridge_from_the_accumulated_gram_matrix_equals_the_closed_form():
+    """#19: with more spectra than pixels Ridge accumulates X^T X over blocks (no float64 copy of the training
+    set); its coefficients are those of the closed form on the whole standardised matrix."""
+    import tracemalloc
+
+    from models.linear import ALPHAS, ridge_path, ridge_path_gram, standardised_gram
+    X, m, s, y = _ridge_data()
+    old = ridge_path((X - m) / s, y, ALPHAS)
+    for rows in (1, 777, 4096):
+        new = ridge_path_gram(*standardised_gram(X, m, s, y, rows=rows), ALPHAS)
+        assert max(np.max(np.abs(a - b)) / np.max(np.abs(a)) for a, b in zip(old, new)) < 1e-10
+    X, m, s, y = _ridge_data(n=20_000, p=200)
+    tracemalloc.start()
+    standardised_gram(X, m, s, y, rows=256)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 0.1 * X.size * 8                   # a float64 copy of X would be X.size * 8 bytes (32 MB)
+
+
+@pytest.mark.gpu
+def test_the_gram_matrix_on_cuda_matches_the_cpu():
+    from models.linear import standardised_gram
+    X, m, s, y = _ridge_data()
+    g_cpu, b_cpu = standardised_gram(X, m, s, y)
+    g_gpu, b_gpu = standardised_gram(X, m, s, y, device="cuda")
+    np.testing.assert_allclose(g_gpu, g_cpu, rtol=1e-6)
+    np.testing.assert_allclose(b_gpu, b_cpu, rtol=1e-6, atol=1e-6)
+
+
+def test_a_ridge_fit_on_more_spectra_than_pixels_holds_no_float64_copy():
+    """RidgeModel.fit takes the accumulated path when n > p: the closed form's coefficients, and a peak far
+    below the float64 copy of the training set the closed form made."""
+    import tracemalloc
+
+    from core.data import View
+    from models.base import FitContext
+    from models.linear import ALPHAS, RidgeModel, ridge_path
+    X, m, s, _ = _ridge_data(n=20_000, p=200)
+    rng = np.random.default_rng(1)
+    y = np.column_stack([rng.uniform(4000, 6000, len(X)), X[:, :5].sum(1), rng.uniform(-1, 0, len(X))]).astype(np.float32)
+    tr, va = View(X[:, None, :], y, np.arange(len(X)), ["flux"], np.arange(200.0)), \
+        View(X[:2000, None, :], y[:2000], np.arange(2000), ["flux"], np.arange(200.0))
+    tracemalloc.start()
+    model = RidgeModel().fit(tr, va, FitContext(profile={}))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # the closed form held a float32 standardised copy and its float64 copy (1.5 x X.size x 8 bytes); what is
+    # left is np.std's float32 temporary (0.5 x) and blocks
+    assert peak < 0.75 * X.size * 8
+    yt = y[:, 1].astype(np.float64)
+    ref = dict(zip(ALPHAS, ridge_path((X - model.mean_) / model.std_, yt - yt.mean(), ALPHAS)))[model.alpha_]
+    np.testing.assert_allclose(model.coef_, ref, rtol=1e-8, atol=1e-10)
