@@ -10,7 +10,8 @@ from conftest import ROOT, TINY_N, write_user_grid
 from streamlit.testing.v1 import AppTest
 
 APP = str(ROOT / "app.py")
-N_DATA_CHARTS = 11  # 3 histograms, 1 heat map, 2 x (flux + error) examples, 1 S/N, 2 live simulator
+# 3 histograms, 1 heat map, 2 x (flux + error) examples, 1 S/N, 1 tellurics (no nuisance draws here), 2 live simulator
+N_DATA_CHARTS = 12
 
 
 def run_app(timeout: float = 120, dataset: str | None = None, page: str | None = "pages/data.py") -> AppTest:
@@ -65,6 +66,7 @@ def test_data_page_shows_every_chart(tiny_dataset):
     at = run_app(dataset=tiny_dataset)
     no_problems(at)
     assert [s.value for s in at.subheader] == ["Labels", "Label independence", "Example spectra", "Signal-to-noise",
+                                              "Nuisances: what the telescope and the sky add",
                                               "log g and the line wings (live simulator)", "Data set"]
     specs = charts(at)
     assert len(specs) == N_DATA_CHARTS
@@ -151,7 +153,7 @@ def test_imported_data_set_without_sky_metadata(tmp_path, monkeypatch):
     no_problems(at)
     assert at.sidebar.selectbox(key="dataset").value == "user-grid"
     assert any("No sky shading" in i.value for i in at.info)
-    assert len(charts(at)) == N_DATA_CHARTS
+    assert len(charts(at)) == N_DATA_CHARTS - 1           # no telluric chart: the simulator did not make this grid
 
 
 def test_switching_data_set_after_interacting(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ def test_warm_start_runs_every_step_once(tiny_dataset):
     from pages._ui import warm
     ridge = [s for s in suites.suite("report", "quick", tiny_dataset) if s["model"] == "ridge"]
     executor.run_many(ridge, workers=1, log=lambda m: None)
-    warm._STATE.update(started=None, finished=None, error=None, steps={})
+    warm._STATE.update(started=None, finished=None, error=None, steps={}, dataset=None)
     assert warm.start("quick") is True
     assert warm.start("quick") is False                    # once per process
     deadline = time.time() + 120
@@ -21,10 +21,13 @@ def test_warm_start_runs_every_step_once(tiny_dataset):
     assert st["finished"] is not None, st
     assert st["error"] is None, st["error"]
     assert {"Summary numbers", "Overview matrix", "Overview breakdown by S/N"} <= set(st["steps"]), st["steps"]
-    # the Saliency page's Fisher information is on disk for both noise levels: its first visit reads a file
+    # the Saliency page's Fisher information of the data set the warm-up chose (the sidebar's first) is on disk
+    # for both noise levels: its first visit reads a file
     from core import config, data
     from core.analysis import saliency
-    fp = data.Dataset(tiny_dataset).fingerprint
+    from core.physics.simulate import SIMULATOR_VERSION
+    ds = data.Dataset(st["dataset"])
     for noise in (0.1, 1.0):
         assert f"Fisher information at noise {noise:g}" in st["steps"]
-        assert (config.artifacts_dir() / "explain" / fp / f"physics_noise{noise:g}_n{saliency.SALIENCY_STARS}.npz").exists()
+        f = config.artifacts_dir() / "explain" / ds.fingerprint / f"physics_noise{noise:g}_n{saliency.SALIENCY_STARS}.npz"
+        assert f.exists() == (str(ds.attrs.get("simulator_version")) == SIMULATOR_VERSION), (st["dataset"], f)

@@ -17,7 +17,7 @@ from core import config, data
 
 _LOG = logging.getLogger("logg.warm")
 _LOCK = threading.Lock()
-_STATE: dict = {"started": None, "finished": None, "error": None, "steps": {}}
+_STATE: dict = {"started": None, "finished": None, "error": None, "steps": {}, "dataset": None}
 
 
 def start(profile: str = "quick") -> bool:
@@ -73,6 +73,7 @@ def _fisher_niced(dataset: str, noise: float) -> None:
 def _warm(profile: str) -> None:
     names = data.list_datasets()
     dataset = names[0] if names else None      # the sidebar's first choice (appstate.sidebar)
+    _STATE["dataset"] = dataset
     _step("import torch and the model families", lambda: __import__("models"))
     if dataset is not None:
         from core.analysis import breakdown, conclusions, report
