@@ -16,6 +16,8 @@ import numpy as np
 
 from models.base import Model, load_arrays, save_arrays
 
+FIT_ROWS = 512    # spectra per block of the training sums (the peak is ~7 float64 arrays of FIT_ROWS x pixels)
+
 
 def design(l: np.ndarray) -> np.ndarray:
     """Quadratic label vector (n, 10): 1, t, g, m, t^2, g^2, m^2, tg, tm, gm."""
@@ -42,30 +44,40 @@ class CannonModel(Model):
         self.iterations = iterations
 
     def fit(self, train, val, ctx):
-        f, e = train.x[:, 0].astype(np.float64), train.x[:, 1].astype(np.float64)
         self.lmean_ = train.y.mean(0).astype(np.float64)
         self.lstd_ = train.y.std(0).astype(np.float64)
         A = design((train.y - self.lmean_) / self.lstd_)          # (n, 10)
         # the quadratic extrapolates badly: label inference stays inside the training label box
         self.lo_ = A[:, 1:4].min(0)
         self.hi_ = A[:, 1:4].max(0)
-        w = 1.0 / np.clip(e, 1e-6, None) ** 2                      # (n, P)
-        # per-pixel weighted least squares, one pass with weights, one with scatter added
-        self.theta_ = self._wls(A, f, w)
-        resid = f - A @ self.theta_
-        self.s2_ = np.clip(np.mean(resid ** 2 - e ** 2, axis=0), 0.0, None)
-        self.theta_ = self._wls(A, f, 1.0 / (e ** 2 + self.s2_))
+        x = train.x
+        # per-pixel weighted least squares, one pass with weights, one with scatter added; every pass runs over
+        # blocks of spectra (#19), so the fit holds a block in float64, never the training set
+        self.theta_ = self._wls(A, x, lambda e: 1.0 / np.clip(e, 1e-6, None) ** 2)
+        s2 = np.zeros(x.shape[2])
+        for i in range(0, len(A), FIT_ROWS):
+            f, e = x[i:i + FIT_ROWS, 0].astype(np.float64), x[i:i + FIT_ROWS, 1].astype(np.float64)
+            s2 += np.sum((f - A[i:i + FIT_ROWS] @ self.theta_) ** 2 - e ** 2, axis=0)
+        self.s2_ = np.clip(s2 / len(A), 0.0, None)
+        self.theta_ = self._wls(A, x, lambda e: 1.0 / (e ** 2 + self.s2_))
         self.target_ = ctx.target
         return self
 
     @staticmethod
-    def _wls(A, f, w):
-        # theta[:, p] = (A^T W_p A)^-1 A^T W_p f_p for every pixel p, batched
-        k = A.shape[1]
-        outer = (A[:, :, None] * A[:, None, :]).reshape(len(A), k * k)      # (n, k*k)
-        AtWA = (outer.T @ w).T.reshape(-1, k, k)                             # (P, k, k)
-        AtWf = (A.T @ (w * f)).T                                             # (P, k)
-        AtWA += 1e-8 * np.eye(A.shape[1])[None]
+    def _wls(A, x, weight, rows: int = 0):
+        """theta[:, p] = (A^T W_p A)^-1 A^T W_p f_p for every pixel p, the sums accumulated over blocks of
+        rows of x (n, 2, P): flux and error, W = weight(error)."""
+        rows = rows or FIT_ROWS
+        k, P = A.shape[1], x.shape[2]
+        AtWA, AtWf = np.zeros((P, k, k)), np.zeros((P, k))
+        for i in range(0, len(A), rows):
+            a = A[i:i + rows]
+            f, e = x[i:i + rows, 0].astype(np.float64), x[i:i + rows, 1].astype(np.float64)
+            w = weight(e)                                                       # (rows, P)
+            outer = (a[:, :, None] * a[:, None, :]).reshape(len(a), k * k)      # (rows, k*k)
+            AtWA += (outer.T @ w).T.reshape(-1, k, k)                           # (P, k, k)
+            AtWf += (a.T @ (w * f)).T                                           # (P, k)
+        AtWA += 1e-8 * np.eye(k)[None]
         return np.linalg.solve(AtWA, AtWf[..., None])[..., 0].T    # (10, P)
 
     def infer_labels(self, view) -> tuple[np.ndarray, np.ndarray]:

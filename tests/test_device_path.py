@@ -117,3 +117,34 @@ def test_a_ridge_fit_on_more_spectra_than_pixels_holds_no_float64_copy():
     yt = y[:, 1].astype(np.float64)
     ref = dict(zip(ALPHAS, ridge_path((X - model.mean_) / model.std_, yt - yt.mean(), ALPHAS)))[model.alpha_]
     np.testing.assert_allclose(model.coef_, ref, rtol=1e-8, atol=1e-10)
+
+
+def test_the_cannon_fits_over_blocks_of_spectra():
+    """#19: the Cannon's training sums run over blocks of spectra: the coefficients of one block of all rows,
+    and a peak far below the float64 copies of the training set (flux, error, weights) the single pass made."""
+    import tracemalloc
+
+    from core.data import View
+    from models import cannon
+    from models.base import FitContext
+    rng = np.random.default_rng(2)
+    n, p = 12_000, 300
+    y = np.column_stack([rng.uniform(4000, 6500, n), rng.uniform(1, 5, n), rng.uniform(-2, 0.5, n)]).astype(np.float32)
+    u = (y - y.mean(0)) / y.std(0)
+    flux = 1 - 0.1 * np.outer(u[:, 1], np.linspace(0, 1, p)) - 0.05 * np.outer(u[:, 0] ** 2, np.ones(p))
+    err = np.full((n, p), 0.02)
+    x = np.stack([flux + err * rng.standard_normal((n, p)), err], axis=1).astype(np.float32)
+    tr = View(x, y, np.arange(n), ["flux", "error"], np.arange(float(p)))
+    tracemalloc.start()
+    blocked = cannon.CannonModel().fit(tr, tr, FitContext(profile={}))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1.0 * n * p * 8                     # the single pass held ~6 float64 arrays of n x p
+    one = cannon.CannonModel()
+    monkey_rows, cannon.FIT_ROWS = cannon.FIT_ROWS, n
+    try:
+        one.fit(tr, tr, FitContext(profile={}))
+    finally:
+        cannon.FIT_ROWS = monkey_rows
+    np.testing.assert_allclose(blocked.theta_, one.theta_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(blocked.s2_, one.s2_, rtol=1e-9, atol=1e-15)
