@@ -134,14 +134,23 @@ def grid_spectra(shape=GRID_SHAPE, sim=None) -> tuple[np.ndarray, np.ndarray]:
     return _GRID_CACHE[key]
 
 
+CHI2_ROWS = 2048   # spectra per block of the CPU chi^2 (its float64 temporaries are ~4 x CHI2_ROWS x P)
+GN_ROWS = 1024     # spectra per block of the Gauss-Newton refinement (its Jacobian is GN_ROWS x P x 3 float64)
+
+
 def chi2_matrix(f: np.ndarray, sigma: np.ndarray, models: np.ndarray, device: str = "cpu") -> np.ndarray:
     """chi^2 of every spectrum (n, P) against every model (G, P): (n, G), by two matrix products in float64,
-    with numpy on the CPU and with torch on another device (chi2_torch, the same formula)."""
+    with numpy on the CPU (CHI2_ROWS spectra at a time) and with torch on another device (chi2_torch, the
+    same formula)."""
     if device != "cpu":
         return chi2_torch(f, sigma, models, device)
-    w = 1.0 / np.clip(sigma.astype(np.float64), 1e-12, None) ** 2
-    f = f.astype(np.float64)
-    return (np.sum(f * f * w, axis=1)[:, None] - 2.0 * (f * w) @ models.T + w @ (models * models).T)
+    mm = (models * models).T
+    out = np.empty((len(f), len(models)))
+    for i in range(0, len(f), CHI2_ROWS):
+        w = 1.0 / np.clip(np.asarray(sigma[i:i + CHI2_ROWS], dtype=np.float64), 1e-12, None) ** 2
+        fi = np.asarray(f[i:i + CHI2_ROWS], dtype=np.float64)
+        out[i:i + CHI2_ROWS] = np.sum(fi * fi * w, axis=1)[:, None] - 2.0 * (fi * w) @ models.T + w @ mm
+    return out
 
 
 def chi2_torch(f: np.ndarray, sigma: np.ndarray, models: np.ndarray, device: str, rows: int = 8192) -> np.ndarray:
@@ -186,8 +195,10 @@ def likelihood_fit(flux: np.ndarray, sigma: np.ndarray, templates: tuple[np.ndar
     out = gmean.copy()
     method = np.array(["grid"] * len(flux), dtype=object)
     narrow = np.nonzero(ess < ESS_MIN)[0]
-    if narrow.size:
-        lab, cov = gauss_newton(flux[narrow], sigma[narrow], best[narrow], sim=sim)
+    if narrow.size:      # stars are independent: refined in blocks, so the Jacobian's memory stays bounded
+        parts = [gauss_newton(flux[b], sigma[b], best[b], sim=sim)
+                 for b in np.array_split(narrow, -(-narrow.size // GN_ROWS))]
+        lab, cov = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         out[narrow] = truncated_laplace_mean(lab, cov, seed)
         method[narrow] = "gauss-newton + Laplace"
     return {"labels": out, "method": method.astype(str), "ess": ess}
