@@ -59,9 +59,15 @@ def standardised_gram(X: np.ndarray, mean: np.ndarray, std: np.ndarray, y: np.nd
     return G, b
 
 
-def ridge_path_gram(G: np.ndarray, b: np.ndarray, alphas) -> list[np.ndarray]:
-    """Ridge coefficients from the Gram matrix G = X^T X and b = X^T y, for each alpha (primal form)."""
-    evals, evecs = np.linalg.eigh(G)
+def ridge_path_gram(G: np.ndarray, b: np.ndarray, alphas, device: str = "cpu") -> list[np.ndarray]:
+    """Ridge coefficients from the Gram matrix G = X^T X and b = X^T y, for each alpha (primal form); the
+    eigen-decomposition on CUDA (torch.linalg.eigh, float64) when device says so."""
+    if str(device).startswith("cuda"):
+        import torch
+        e, v = torch.linalg.eigh(torch.as_tensor(G, dtype=torch.float64, device=device))
+        evals, evecs = e.cpu().numpy(), v.cpu().numpy()
+    else:
+        evals, evecs = np.linalg.eigh(G)
     vy = evecs.T @ b
     return [evecs @ (vy / (np.clip(evals, 0, None) + a)) for a in alphas]
 
@@ -87,8 +93,8 @@ class RidgeModel(Model):
         y = train.y[:, ctx.target].astype(np.float64)
         self.y0_ = y.mean()
         if X.shape[0] > X.shape[1]:    # primal: the p x p Gram matrix, accumulated block by block
-            path = ridge_path_gram(*standardised_gram(X, self.mean_, self.std_, y - self.y0_,
-                                                      getattr(ctx, "device", "cpu")), self.alphas)
+            dev = getattr(ctx, "device", "cpu")
+            path = ridge_path_gram(*standardised_gram(X, self.mean_, self.std_, y - self.y0_, dev), self.alphas, dev)
         else:                          # dual: the n x n Gram matrix of the (fewer) spectra
             path = ridge_path((X - self.mean_) / self.std_, y - self.y0_, self.alphas)
         Xv = self._prep(val)

@@ -92,6 +92,9 @@ def test_the_gram_matrix_on_cuda_matches_the_cpu():
     g_gpu, b_gpu = standardised_gram(X, m, s, y, device="cuda")
     np.testing.assert_allclose(g_gpu, g_cpu, rtol=1e-6)
     np.testing.assert_allclose(b_gpu, b_cpu, rtol=1e-6, atol=1e-6)
+    from models.linear import ALPHAS, ridge_path_gram
+    for a, b in zip(ridge_path_gram(g_cpu, b_cpu, ALPHAS), ridge_path_gram(g_cpu, b_cpu, ALPHAS, device="cuda")):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-9 * np.max(np.abs(a)))
 
 
 def test_a_ridge_fit_on_more_spectra_than_pixels_holds_no_float64_copy():
