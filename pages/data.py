@@ -223,7 +223,7 @@ def nuisances(ds) -> None:
                    "continuum and no tellurics. `python -m core data build --nuisance survey` builds its survey twin.")
     if ds.attrs.get("source") != "simulator":
         return
-    c1, c2, c3 = st.columns([2, 1, 1])
+    c1, c2, c3 = st.columns([3, 1, 1])
     win = c1.radio("Band", list(data_summary.TELLURIC_WINDOWS), horizontal=True, key="data_tell_band")
     pwv = c2.slider("PWV [mm]", 0.5, 10.0, 2.0, step=0.5, key="data_tell_pwv")
     am = c3.slider("airmass", 1.0, 2.0, 1.2, step=0.1, key="data_tell_am")
@@ -235,9 +235,9 @@ def nuisances(ds) -> None:
     chart = alt.Chart(df).mark_line(strokeWidth=0.9, clip=True).encode(
         x=_wave_x(window), y=alt.Y("flux:Q", title="normalised flux", scale=alt.Scale(zero=False)),
         color=alt.Color("curve:N", scale=alt.Scale(domain=names, range=[GREY, RED]),
-                        legend=alt.Legend(title=None, orient="bottom-left")),
+                        legend=alt.Legend(title=None, orient="top", labelLimit=400)),
         tooltip=[alt.Tooltip("wave:Q", format=".2f", title="λ [Å]"), alt.Tooltip("flux:Q", format=".3f"), "curve:N"])
-    st.altair_chart(chart.properties(height=280, title=f"The example test star with and without telluric absorption: "
+    st.altair_chart(chart.properties(height=360, title=f"The example test star with and without telluric absorption: "
                                                        f"{win}"), width="stretch")
     st.caption("Noise-free; telluric transmission at rest multiplies the star before the line-spread function "
                "(band shapes set by eye, not fitted to a measured telluric spectrum: docs/simulator.md). The H2O "
