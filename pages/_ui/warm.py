@@ -74,6 +74,8 @@ def _warm(profile: str) -> None:
     names = data.list_datasets()
     dataset = names[0] if names else None      # the sidebar's first choice (appstate.sidebar)
     _STATE["dataset"] = dataset
+    # altair and the Data page's helpers: 0.8 s the first page that draws a chart would otherwise wait for
+    _step("import altair and the chart helpers", lambda: (__import__("altair"), __import__("core.analysis.data_summary")))
     _step("import torch and the model families", lambda: __import__("models"))
     if dataset is not None:
         from core.analysis import breakdown, conclusions, report
