@@ -140,6 +140,7 @@ def plan(item: Spectrum, ds: Dataset, medium: str = "auto", rv: str | float = "a
     snr = float(np.median(item.flux / item.error)) if item.error is not None else 0.0
     declared = declared_resolution(resolution)
     advice = ""
+    r_seen = None                              # the measured R, when the ladder moved it
     if declared is not None:
         r, r_how = declared, f"declared R = {declared:.0f}"
     elif snr >= SNR_MIN:
@@ -149,7 +150,12 @@ def plan(item: Spectrum, ds: Dataset, medium: str = "auto", rv: str | float = "a
         except Exception:  # noqa: BLE001 - a width that cannot be measured: the models' resolution
             b = {}
         r, r_how = resolution_of(b, RESOLUTION)
-        r = min(R_LADDER, key=lambda x: abs(np.log(x / r)))
+        step_r = min(R_LADDER, key=lambda x: abs(np.log(x / r)))
+        if abs(np.log(step_r / r)) > 0.1:      # below the ladder (a galaxy's dispersion) or between its steps
+            r_how += f"; simulated at R = {step_r:.0f}, " + ("the lowest a matched set takes" if r < R_LADDER[0]
+                                                             else "the nearest step of the ladder")
+            r_seen = r
+        r = step_r
         if b.get("ratio", 1.0) < SHARPER:
             advice = (f"its lines look sharper than the models' (width ratio {b['ratio']:.2f}), which line widths "
                       f"cannot size: if its survey documents its resolving power, declare it (`--resolution R`, the "
@@ -162,7 +168,7 @@ def plan(item: Spectrum, ds: Dataset, medium: str = "auto", rv: str | float = "a
         reasons.append(f"covers {100 * cov.mean():.0f} % of the models' grid ({lo:.0f}-{hi:.0f} Å of "
                        f"{grid[0]:.0f}-{grid[-1]:.0f} Å)")
     if r < LOWER_R * RESOLUTION:
-        reasons.append(f"has a lower resolution than the models' (R ≈ {r:.0f} against {RESOLUTION:.0f})")
+        reasons.append(f"has a lower resolution than the models' (R ≈ {r_seen or r:.0f} against {RESOLUTION:.0f})")
     elif r > RESOLUTION / LOWER_R:
         reasons.append(f"has a higher resolution than the models' (R = {r:.0f} against {RESOLUTION:.0f})")
     if np.isfinite(step) and step >= COARSER * native_step:
