@@ -149,9 +149,15 @@ def test_a_window_the_models_refuse_is_answered_after_the_matched_job(reg, tmp_p
     assert jobs.run_job(jobs.connect(), jobs.get(jid)) == "done"
     p = matched.plan(star, ds)
     assert p.built and p.ready and p.n_done == 2 * len(FAST)
+    p_seed = ds.seed
     ans = predict.predict(star, matched.matched_dataset(p))
     assert ans["dataset"] == p.name and ans["coverage"]["fraction"] == 1.0
     assert 1.0 <= ans["recommended"]["value"] <= 5.0
+    from core.data import calibration  # its interval: set on new stars of the matched recipe
+    cal = calibration.ensure(matched.matched_dataset(p))
+    assert len(ans["recommended"]["members"]) == 2 and ans["recommended"]["calibrated_on"] == "calibration"
+    assert cal.attrs["source"] == "simulator:matched" and cal.wave.shape == matched.matched_dataset(p).wave.shape
+    assert cal.seed == p_seed + calibration.SEED_OFFSET
     r = subprocess.run(cli + ["--matched", "--json"], capture_output=True, text=True, cwd=ROOT, env=env)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)

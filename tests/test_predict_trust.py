@@ -442,3 +442,77 @@ def test_the_reference_is_kept_on_disk_and_read_back_the_same(trained):
     assert again.scale_rms == made.scale_rms
     files[0].write_bytes(b"not an npz")                       # a damaged file is remade, not an error
     assert np.array_equal(R._stored_reference(ds, 1.0).mu, made.mu)
+
+
+def test_the_interval_is_calibrated_on_new_simulated_stars(trained):
+    """The recommendation's 68 % interval is set on the data set's calibration set: new stars of the same
+    recipe (another seed, not a registry data set), built once and kept; in every S/N bin 68 % of those
+    stars fall inside (split-conformal per bin), where one scale over every bin would miss some bins."""
+    from core import data
+    from core.data import calibration
+    from core.predict import skill as S
+    ds, _ = trained
+    cal = S.calibration_set(ds)
+    assert cal is not None and cal.path == calibration.path_for(ds) and cal.n == calibration.size_for(ds) == 1000
+    assert cal.seed == ds.seed + calibration.SEED_OFFSET and cal.wave.shape == ds.wave.shape
+    assert not np.isin(cal.labels[:, 1], ds.labels[:, 1]).any()                # other stars
+    assert cal.path.stem not in data.list_datasets() and cal.name not in data.list_datasets()
+    built = cal.path.stat().st_mtime_ns
+    assert calibration.ensure(ds).fingerprint == cal.fingerprint and cal.path.stat().st_mtime_ns == built
+    preds = [e for e in P.trained_models(ds) if e.role == "predictor" and e.noise_level == 0.1]
+    sk = S.skill(preds[0], ds)
+    rows, snr = S.split_snr(ds, 0.1, "cal")
+    assert rows.size == cal.n
+    for b in range(S.N_BINS):
+        mid = float(np.sqrt(sk.edges[b] * sk.edges[b + 1])) if 0 < b < S.N_BINS - 1 else \
+            float(sk.edges[1] / 2 if b == 0 else sk.edges[-2] * 2)
+        ens = S.ensemble(preds, ds, mid)
+        assert ens.calibrated_on == "calibration" and ens.n_calibration >= S.MIN_CAL_BIN
+        res, s = S._combined([(m, None) for m in ens.members], ens.weights, ds, "cal")
+        here = sk.bin_of(s) == b
+        assert here.sum() == ens.n_calibration
+        assert np.mean(np.abs(res[here]) <= ens.half_width(s[here])) == pytest.approx(0.6827, abs=0.01)
+    for m in ens.members:                                    # kept beside the run, the model's own outputs
+        with np.load(m.artifact / "cal_predictions.npz") as z:
+            assert str(z["fingerprint"]) == cal.fingerprint and z["index"].size == cal.n
+    r = P.predict(P.example(ds, 1, 0.1), ds, noise=0.1, mc=0)
+    assert r["recommended"]["calibrated_on"] == "calibration"
+    assert "new simulated stars" in r["recommended"]["why"]
+
+
+def test_a_grid_the_simulator_did_not_make_has_no_calibration_set(trained, tmp_path):
+    """An imported grid, or one of another simulator version, gets no calibration set (new stars would
+    not be its stars): Predict calibrates on the validation split and says it is optimistic."""
+    from types import SimpleNamespace
+
+    from core.data import calibration
+    from core.predict.inference import calibrated_words
+    from core.predict.skill import Ensemble
+    imported = SimpleNamespace(attrs={"source": "imported", "simulator_version": "2.0.0"})
+    old = SimpleNamespace(attrs={"source": "simulator", "simulator_version": "1.0.0"})
+    assert "imported" in calibration.reason(imported) and "v1.0.0" in calibration.reason(old)
+    ds, _ = trained
+    assert calibration.reason(ds) is None
+    ens = Ensemble([], np.ones(1), 0.1, 0.0, 90, (1.0, 2.0), calibrated_on="validation", n_calibration=90)
+    assert "90 validation stars" in calibrated_words(ens) and "optimistic" in calibrated_words(ens)
+
+
+def test_an_imported_grid_is_calibrated_on_its_validation_stars(tmp_path, monkeypatch):
+    """End to end on a grid the simulator did not make: no calibration set is built, the answer's
+    interval comes from the validation stars and its words say so."""
+    from conftest import write_user_grid
+
+    from core import data
+    from core.data import calibration
+    from core.engine import train
+    monkeypatch.setenv("LOGG_ARTIFACTS", str(tmp_path / "imported"))
+    data.import_hdf5(write_user_grid(tmp_path / "grid.h5", n=300), name="user-grid")
+    ds = data.Dataset("user-grid")
+    base = {"dataset": "user-grid", "profile": "quick", "seed": 0, "noise_level": 0.1, "params": {}}
+    for model, inputs in (("ridge", "flux"), ("cannon", "flux+error")):
+        train.run({**base, "model": model, "inputs": inputs}, log=lambda m: None)
+    r = P.predict(P.example(ds, 0, 0.1), ds, noise=0.1, mc=0)
+    rec = r["recommended"]
+    assert len(rec["members"]) == 2 and rec["calibrated_on"] == "validation"
+    assert "validation stars (no calibration set" in rec["why"]
+    assert not calibration.calibration_dir().exists() or not any(calibration.calibration_dir().iterdir())

@@ -31,3 +31,25 @@ def test_warm_start_runs_every_step_once(tiny_dataset):
         assert f"Fisher information at noise {noise:g}" in st["steps"]
         f = config.artifacts_dir() / "explain" / ds.fingerprint / f"physics_noise{noise:g}_n{saliency.SALIENCY_STARS}.npz"
         assert f.exists() == (str(ds.attrs.get("simulator_version")) == SIMULATOR_VERSION), (st["dataset"], f)
+
+
+def test_warm_start_leaves_predicts_held_out_predictions_on_disk(tiny_dataset):
+    """The warm-up's Predict step (a niced child) writes each predictor's validation and calibration
+    predictions into its run folder and builds the data set's calibration set, so the Predict page's
+    first answer reads files."""
+    from core import data
+    from core import predict as P
+    from core.data import calibration
+    from pages._ui import warm
+    ridge = [s for s in suites.suite("report", "quick", tiny_dataset) if s["model"] == "ridge"]
+    executor.run_many(ridge, workers=1, log=lambda m: None)
+    ds = data.Dataset(tiny_dataset)
+    preds = [e for e in P.trained_models(ds) if e.role == "predictor" and e.spec["model"] == "ridge"]
+    assert {e.noise_level for e in preds} == {0.1, 1.0}
+    for e in preds:
+        for f in ("val_predictions.npz", "cal_predictions.npz"):
+            (e.artifact / f).unlink(missing_ok=True)
+    warm._niced(warm.PREDICT_CHILD, tiny_dataset)
+    assert calibration.path_for(ds).exists()
+    for e in preds:
+        assert (e.artifact / "val_predictions.npz").exists() and (e.artifact / "cal_predictions.npz").exists()

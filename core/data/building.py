@@ -147,8 +147,10 @@ def physics_of_name(name: str, profile: str) -> str | None:
 
 def build(name: str | None = None, profile: str = "quick", n: int | None = None, seed: int | None = None,
           device: str | None = None, progress: Callable[[float, str], None] | None = None,
-          batch: int = 256, nuisance: str | dict | None = None, physics: str | dict | None = None) -> Path:
-    """Simulate a data set and write it atomically to artifacts/data/NAME.h5. Returns the path.
+          batch: int = 256, nuisance: str | dict | None = None, physics: str | dict | None = None,
+          path: Path | None = None) -> Path:
+    """Simulate a data set and write it atomically to artifacts/data/NAME.h5 (or to `path`: a calibration
+    set, core/data/calibration.py). Returns the path.
 
     `nuisance`: a recipe of config.NUISANCE_RECIPES (a name or a dict; default: the profile's,
     None for every profile today). With one, each star's RV, resolution, continuum polynomial and
@@ -183,7 +185,7 @@ def build(name: str | None = None, profile: str = "quick", n: int | None = None,
     if n < 20:
         raise DataError(f"a data set needs at least 20 spectra (asked for {n})")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    path = dataset_path(name)
+    path = Path(path) if path is not None else dataset_path(name)
     rng = np.random.default_rng(seed)
     labels = sample_labels(n, rng)
     counts = simulate.sample_star_counts(n, rng)

@@ -139,14 +139,15 @@ def dataset_resolution(ds) -> float | None:
 
 
 def build_matched(name: str, device: str | None = None, progress: Callable[[float, str], None] | None = None,
-                  batch: int = 256) -> Path:
-    """Simulate the matched data set `name` from its saved recipe and write it atomically."""
+                  batch: int = 256, recipe: dict | None = None, path: Path | None = None) -> Path:
+    """Simulate the matched data set `name` from its saved recipe (or from `recipe`, written to `path`: a
+    calibration set of new stars, core/data/calibration.py) and write it atomically."""
     from core.data.building import _create_arrays, _split_indices, check_room, sample_labels, written_atomically
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     from core.physics import simulate
-    rec = load_recipe(name)
+    rec = check_recipe(recipe) if recipe is not None else load_recipe(name)
     if rec is None:
         raise DataError(f"data set {name!r}: no matched recipe saved under {recipes_dir()}")
     n, seed, b = rec["n"], rec["seed"], rec["bin"]
@@ -157,7 +158,7 @@ def build_matched(name: str, device: str | None = None, progress: Callable[[floa
     splits = _split_indices(n, rng)
     sim = simulate.default_simulator(device)
     wave = grid_of(rec)
-    path = dataset_path(name)
+    path = Path(path) if path is not None else dataset_path(name)
     check_room(path.parent, int(1.05 * 8 * n * wave.size) + (1 << 20), f"data set {name}")
     sl = slice(rec["pix0"], rec["pix1"])
     native_r = rec["resolution"] == simulate.RESOLUTION

@@ -22,8 +22,9 @@ from core.predict.words import nl_text
 # --------------------------------------------------------------------------- many spectra
 def _recommend_batch(cols: dict, sel: np.ndarray, snr: np.ndarray, ran: dict, ds: Dataset) -> None:
     """Per spectrum: the ensemble of its S/N bin (skill.ensemble, as for one spectrum), its value and the
-    half-width of its 68 % interval at the spectrum's S/N (calibrated on the validation split) as the error bar. Where no predictor has stored test predictions there is no ranking, and the
-    row's recommendation stays empty (NaN)."""
+    half-width of its 68 % interval at the spectrum's S/N (calibrated on the data set's calibration set, or
+    on the validation split for a grid without one) as the error bar. Where no predictor has stored test
+    predictions there is no ranking, and the row's recommendation stays empty (NaN)."""
     if not ran:
         return
     entries = [e for e, _ in ran.values()]
@@ -161,8 +162,9 @@ def _predict_batch(batch: Batch, ds: Dataset, noise, chunk: int, normalise: str,
                "models": "every predictor" if all_models else "the predictors the recommendation uses at some S/N",
                "not_needed": len(not_needed),
                "error_bar": "the half-width of the 68 % interval of the recommendation (the weighted mean of the "
-                            "best predictors at that spectrum's S/N) at that S/N and noise level, calibrated on the "
-                            "validation stars (no MC re-draws in batch mode)"}
+                            "best predictors at that spectrum's S/N) at that S/N and noise level, calibrated on new "
+                            "simulated stars (the data set's calibration set; the validation stars for a grid "
+                            "without one; no MC re-draws in batch mode)"}
     if batch.labels is not None and df["logg"].notna().any():
         r = df["logg"] - df["true_logg"]
         summary["rmse_vs_true_logg"] = float(np.sqrt(np.nanmean(r ** 2)))

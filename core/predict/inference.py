@@ -358,6 +358,14 @@ def _predict(item: Spectrum, ds: Dataset, noise, mc: int, seed: int, normalise: 
 DISAGREE_Z = 2.0   # two predictors disagree when their values differ by more than this many combined errors
 
 
+def calibrated_words(ens) -> str:
+    """What set an ensemble's 68 % interval, in words."""
+    if ens.calibrated_on == "calibration":
+        return f"{ens.n_calibration:,} new simulated stars of this S/N bin (the data set's calibration set)"
+    return (f"the {ens.n_calibration:,} validation stars (no calibration set for this grid; optimistic: the choice "
+            f"of predictors used them)")
+
+
 def recommend(rows: list[dict], ds: Dataset, nl: float, ens=None) -> tuple[dict, dict]:
     """The recommended log g and the row of its leading predictor. Only predictors (the report suite's
     methods) are candidates, chosen on the validation split (core/predict/skill.py). With `ens`
@@ -393,10 +401,11 @@ def recommend(rows: list[dict], ds: Dataset, nl: float, ens=None) -> tuple[dict,
             {"model": r["model"], "weight": w, "value": r["value"], "run_id": r["run_id"]} for r, w in members],
             "value": value, "uncertainty": u, "agree": True, "outside_grid": False,
             "val_rmse": ens.rmse, "test_rmse": ens.test_rmse, "test_coverage": ens.test_coverage,
+            "calibrated_on": ens.calibrated_on, "calibration_stars": ens.n_calibration,
             "why": f"the 1/RMSE²-weighted mean of the {len(members)} predictors with the lowest validation RMSE on "
                    f"validation stars of S/N {ens.snr_range[0]:.0f}-{ens.snr_range[1]:.0f} at noise level "
                    f"{nl_text(nl)}: {names}; error bar = its 68 % interval at S/N {ens.at_snr:.0f}, calibrated on "
-                   f"the validation stars ({floor:.3f} dex; it held {100 * ens.test_coverage:.0f} % of this S/N "
+                   f"{calibrated_words(ens)} ({floor:.3f} dex; it held {100 * ens.test_coverage:.0f} % of this S/N "
                    f"bin's test stars; the members' own input-noise spread: {spread:.3f})"}
     else:
         u, spread, floor = err(best)

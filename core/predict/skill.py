@@ -2,24 +2,27 @@
 the central 68 % of residuals and the number of stars in each S/N quartile.
 
 Predict chooses on the *validation* split: the predictors ranked and weighted by their validation
-RMSE in the upload's S/N bin, the error bar the 68 % half-width of the chosen combination's
-validation residuals there (so the interval is calibrated where it is chosen, also for residuals
-with wide tails, where the RMSE over-covers). The test split stays untouched by the choice: its
-numbers are shown beside, and the coverage benchmark checks the intervals on it
-(benchmarks/bench_predict.py). Validation predictions are made once per run and kept in the run
-folder (val_predictions.npz; on a read-only folder, in memory)."""
+RMSE in the upload's S/N bin. The error bar is calibrated on stars the choice has not seen: the data
+set's calibration set (core/data/calibration.py: new stars from the same recipe; split-conformal, the
+68th percentile of the chosen combination's normalised errors in the upload's S/N bin), or, for a grid
+the simulator did not make, the validation split (optimistic there: the choice and early stopping used
+it). The test split stays untouched by the choice: its numbers are shown beside, and the coverage
+benchmark checks the intervals on it (benchmarks/bench_predict.py). Validation and calibration
+predictions are made once per run and kept in the run folder (val_predictions.npz,
+cal_predictions.npz; on a read-only folder, in memory)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from core.data import LABELS, Dataset
+from core.data import LABELS, SPLITS, Dataset, calibration
 from core.data.cache import atomic_savez
 from core.predict.inventory import Entry, _cached, load
 
 N_BINS = 4   # S/N quartiles of the validation split
-SPLITS = ("val", "test")
+MIN_CAL = 200       # calibration stars below which the validation split calibrates instead
+MIN_CAL_BIN = 50    # calibration stars in the S/N bin below which its scale comes from every bin
 
 
 @dataclass
@@ -43,11 +46,24 @@ def _mtime(entry: Entry) -> int:
     return p.stat().st_mtime_ns if p.exists() else 0
 
 
+def calibration_set(ds: Dataset) -> Dataset | None:
+    """The data set's calibration set (built on first use), or None (core/data/calibration.py)."""
+    return _cached(("calibration-set", str(ds.path), ds.fingerprint), lambda: calibration.ensure(ds))
+
+
 def split_snr(ds: Dataset, noise_level: float, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
     """(rows of a split, their median S/N per pixel at this noise level): the same measure prepare()
-    takes of an upload (median flux / error over the model pixels)."""
-    return _cached((f"{split}-snr", str(ds.path), ds.fingerprint, float(noise_level)),
-                   lambda: ds.split_snr(split, float(noise_level)))
+    takes of an upload (median flux / error over the model pixels). Split "cal": every star of the
+    calibration set, by row (empty without one)."""
+    def make():
+        if split != "cal":
+            return ds.split_snr(split, float(noise_level))
+        cal = calibration_set(ds)
+        if cal is None:
+            return np.zeros(0, np.int64), np.zeros(0)
+        rows, snr1 = calibration.star_snr(cal)
+        return rows, snr1 / (float(noise_level) if noise_level > 0 else 1.0)
+    return _cached((f"{split}-snr", str(ds.path), ds.fingerprint, float(noise_level)), make)
 
 
 def test_snr(ds: Dataset, noise_level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -57,8 +73,11 @@ def test_snr(ds: Dataset, noise_level: float) -> tuple[np.ndarray, np.ndarray]:
 def predictions(entry: Entry, ds: Dataset, split: str = "val") -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(rows, true log g, predicted log g) of a run on a held-out split. Test: the fit's own
     predictions.npz. Validation: predicted once with the fitted model on the run's validation view
-    (the inputs, noise level and seed it was fitted with) and kept beside them."""
+    (the inputs, noise level and seed it was fitted with) and kept beside them. "cal": the same on every
+    star of the data set's calibration set (None without one)."""
     def make():
+        if split == "cal":
+            return _cal_predictions(entry, ds)
         if split == "test":
             path = entry.artifact / "predictions.npz"
             if not path.exists():
@@ -78,6 +97,28 @@ def predictions(entry: Entry, ds: Dataset, split: str = "val") -> tuple[np.ndarr
         atomic_savez(path, index=got[0], y_true=got[1], y_pred=got[2])
         return got
     return _cached((f"{split}-pred", entry.run_id, str(entry.artifact), _mtime(entry), ds.fingerprint), make)
+
+
+def _cal_predictions(entry: Entry, ds: Dataset):
+    cal = calibration_set(ds)
+    if cal is None:
+        return None
+    path = entry.artifact / "cal_predictions.npz"
+    if path.exists() and path.stat().st_mtime_ns >= _mtime(entry):
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["fingerprint"]) == cal.fingerprint:
+                return z["index"], z["y_true"], z["y_pred"]
+    spec, model = entry.spec, load(entry)
+    idx, true, pred = [], [], []
+    for k in SPLITS:
+        view = cal.view(k, float(spec["noise_level"]), spec["inputs"], seed=int(spec["seed"]))
+        out = model.predict(view)
+        pred.append(np.asarray(out[0] if isinstance(out, tuple) else out, np.float64).reshape(-1))
+        true.append(view.y[:, LABELS.index(entry.target)].astype(np.float64))
+        idx.append(np.asarray(view.index))
+    got = tuple(np.concatenate(a) for a in (idx, true, pred))
+    atomic_savez(path, index=got[0], y_true=got[1], y_pred=got[2], fingerprint=np.array(cal.fingerprint))
+    return got
 
 
 def _binned(res: np.ndarray, b: np.ndarray):
@@ -122,7 +163,9 @@ TOP_K = 3    # predictors averaged into the recommended value
 class Ensemble:
     """The recommended combination for one S/N bin: the TOP_K predictors with the lowest validation RMSE
     in that bin, weighted by 1 / RMSE^2; the validation RMSE and bias of that weighted mean in the bin;
-    and its 68 % interval as a function of S/N, calibrated on every validation star (`half_width`)."""
+    and its 68 % interval as a function of S/N (`half_width`): the error model's shape fitted to the
+    calibration stars' errors, its scale set on those of this S/N bin (`calibrated_on`: "calibration",
+    new simulated stars; or "validation", every validation star, for a grid without a calibration set)."""
     members: list            # Entry
     weights: np.ndarray
     rmse: float
@@ -134,6 +177,8 @@ class Ensemble:
     at_snr: float = float("nan")   # the spectrum's S/N (set per call; the rest is cached per bin)
     test_rmse: float = float("nan")
     test_coverage: float = float("nan")   # fraction of the bin's test stars inside their 68 % interval
+    calibrated_on: str = "validation"
+    n_calibration: int = 0                # stars that set k68
 
     def half_width(self, snr) -> np.ndarray:
         """Half-width of the 68 % interval at this S/N: k68 * sqrt(a + b / snr^2) (a normalised split-conformal
@@ -200,8 +245,19 @@ def ensemble(entries: list[Entry], ds: Dataset, snr: float) -> Ensemble | None:
         bin_of = top[0][1].bin_of
         edges = top[0][1].edges
         nan = float("nan")
-        scale, k = error_model(rv, sv) if rv.size >= 10 else ((nan, nan), nan)
-        ens = Ensemble([e for e, _ in top], w, nan, nan, 0, (float(edges[b]), float(edges[b + 1])), scale, k)
+        rc, sc = _combined(top, w, ds, "cal")
+        if rc.size >= MIN_CAL:
+            scale, k = error_model(rc, sc)
+            here = bin_of(sc) == b
+            if here.sum() >= MIN_CAL_BIN:        # split-conformal in the bin (Mondrian): its own scale
+                typical = np.sqrt(scale[0] + scale[1] / np.maximum(sc[here], 1e-3) ** 2)
+                k = float(np.quantile(np.abs(rc[here]) / np.maximum(typical, 1e-12), 0.6827))
+            on, n_on = "calibration", int(here.sum() if here.sum() >= MIN_CAL_BIN else rc.size)
+        else:
+            scale, k = error_model(rv, sv) if rv.size >= 10 else ((nan, nan), nan)
+            on, n_on = "validation", int(rv.size)
+        ens = Ensemble([e for e, _ in top], w, nan, nan, 0, (float(edges[b]), float(edges[b + 1])), scale, k,
+                       calibrated_on=on, n_calibration=n_on)
         r, t, tsnr = rv[bin_of(sv) == b], rt[bin_of(st) == b], st[bin_of(st) == b]
         ens.rmse = float(np.sqrt(np.mean(r ** 2))) if r.size else nan
         ens.bias = float(np.mean(r)) if r.size else nan

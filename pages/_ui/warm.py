@@ -50,12 +50,25 @@ FISHER_CHILD = ("import os, sys; os.nice(19); from core import data; from core.a
                 "saliency.dataset_physics(data.Dataset(sys.argv[1]), float(sys.argv[2]), saliency.SALIENCY_STARS)")
 
 
-def _fisher_niced(dataset: str, noise: float) -> None:
-    """saliency.dataset_physics in a child process under nice 19 (a no-op when its file exists)."""
+PREDICT_CHILD = ("import os, sys; os.nice(19); from core import config, data, predict; from core.predict import skill; "
+                 "ds = data.Dataset(sys.argv[1]); entries = predict.trained_models(ds); "
+                 "[skill.members_at_any_snr([e for e in entries if e.role == 'predictor' and e.usable and "
+                 "e.target == 'logg' and e.noise_level == nl], ds) for nl in config.NOISE_LEVELS]")
+
+
+def _niced(code: str, *args: str) -> None:
+    """`code` in a child Python process that lowers its own priority first; its last error line raised."""
     import os
     import subprocess
     import sys
+    r = subprocess.run([sys.executable, "-c", code, *args], cwd=config.ROOT, env=dict(os.environ),
+                       capture_output=True, text=True, timeout=1800)
+    if r.returncode:
+        raise RuntimeError((r.stderr.strip().splitlines() or ["exit status " + str(r.returncode)])[-1])
 
+
+def _fisher_niced(dataset: str, noise: float) -> None:
+    """saliency.dataset_physics in a child process under nice 19 (a no-op when its file exists)."""
     from core.analysis import saliency
     from core.physics.simulate import SIMULATOR_VERSION
     ds = data.Dataset(dataset)
@@ -64,10 +77,7 @@ def _fisher_niced(dataset: str, noise: float) -> None:
     path = config.artifacts_dir() / "explain" / ds.fingerprint / f"physics_noise{noise:g}_n{saliency.SALIENCY_STARS}.npz"
     if path.exists():
         return
-    r = subprocess.run([sys.executable, "-c", FISHER_CHILD, dataset, str(noise)], cwd=config.ROOT, env=dict(os.environ),
-                       capture_output=True, text=True, timeout=1800)
-    if r.returncode:
-        raise RuntimeError((r.stderr.strip().splitlines() or ["exit status " + str(r.returncode)])[-1])
+    _niced(FISHER_CHILD, dataset, str(noise))
 
 
 def _warm(profile: str) -> None:
@@ -92,5 +102,8 @@ def _warm(profile: str) -> None:
         # visitors' pages are not slowed by it (in this process its torch threads competed with theirs)
         for noise in config.NOISE_LEVELS:
             _step(f"Fisher information at noise {noise:g}", lambda n=noise: _fisher_niced(dataset, n))
+        # the Predict page's first answer: its predictors' validation and calibration predictions and the
+        # calibration set (~40 s the first time on the quick registry, then files in the run folders)
+        _step("Predict's held-out predictions", lambda: _niced(PREDICT_CHILD, dataset))
     _STATE["finished"] = time.time()
     _LOG.info("warm start done in %.1f s: %s", _STATE["finished"] - _STATE["started"], _STATE["steps"])
