@@ -252,7 +252,7 @@ def show_single(r: dict, ds) -> None:
             f"- **Coverage**: {r['coverage']['statement']}.\n"
             f"- **S/N**: {r['snr']['value']:.1f}, {r['snr']['how']}.\n"
             f"- **Noise level**: {P.nl_text(nl['value'])}, {nl['how']}; training S/N at that level "
-            f"{nl['training_snr_range'][0]:.0f}-{nl['training_snr_range'][1]:.0f} (1st-99th percentile).\n"
+            f"{nl['training_snr_range'][0]:.0f}-{nl['training_snr_range'][1]:.0f} (lowest to highest).\n"
             f"- **Normalisation**: flux divided by {r['normalisation']['scale']:.5g}: {r['normalisation']['how']}.\n"
             f"- **Out-of-distribution check**: PCA distance {ood['pca_distance']:.2f} "
             f"({ood['pca_distance_percentile']:.0f}th percentile of the validation spectra), reconstruction χ²/pixel "

@@ -516,3 +516,18 @@ def test_an_imported_grid_is_calibrated_on_its_validation_stars(tmp_path, monkey
     assert len(rec["members"]) == 2 and rec["calibrated_on"] == "validation"
     assert "validation stars (no calibration set" in rec["why"]
     assert not calibration.calibration_dir().exists() or not any(calibration.calibration_dir().iterdir())
+
+
+def test_the_snr_flag_is_the_training_range_itself(trained):
+    """An S/N below the lowest training spectrum's is flagged in words; one inside the range, even in its
+    lowest percent (which the old 1st-99th percentile rule flagged), is not flagged for its S/N."""
+    from core.predict.reference import reference
+    ds, _ = trained
+    ref = reference(ds, 0.1)
+    sp = P.example(ds, 3, 0.1)
+    snr = float(np.median(sp.flux / sp.error))
+    for target, flagged in ((0.5 * ref.snr[0], True), (0.5 * (ref.snr[0] + np.percentile(ref.snr, 1.0)), False)):
+        r = P.predict(P.Spectrum(sp.wave, sp.flux, sp.error * snr / target, name="s"), ds, noise=0.1, mc=0)
+        assert r["snr"]["value"] == pytest.approx(target, rel=0.02)
+        words = [f for f in r["ood"]["flags"] if "S/N" in f and "outside the training range" in f]
+        assert bool(words) == flagged, (target, ref.snr[0], r["ood"]["flags"])

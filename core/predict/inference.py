@@ -495,7 +495,7 @@ def _ood_words(prep: Prepared, i: int, ref: Reference, logg: float, ds: Dataset,
     s = float(prep.snr[i])
     if s < lo or s > hi:
         flags.append(f"its S/N ({s:.0f}) is outside the training range at noise level {nl_text(ref.noise_level)} "
-                     f"({lo:.0f}-{hi:.0f}, 1st-99th percentile)")
+                     f"({lo:.0f}-{hi:.0f}, lowest to highest)")
     cov = float(prep.covered[i].mean())
     if 1.0 - cov > OOD_MISSING:
         flags.append(f"{100 * (1 - cov):.0f}% of the wavelength grid is not covered")

@@ -12,7 +12,8 @@ REF_MAX = 1000              # validation spectra that give the OOD reference dis
 BATCH_SLOW_MAX = 200       # a batch larger than this skips per-spectrum fitters (the Cannon) unless asked
 MC_DRAWS = 32               # input-noise re-draws per spectrum for the MC spread
 OOD_PCT = 99.0              # percentile of the validation spectra above which a spectrum is 'unusual'
-SNR_PCT = (1.0, 99.0)       # training S/N range (percentiles) outside which the S/N is flagged
+SNR_PCT = (0.0, 100.0)      # the training spectra's S/N range (lowest to highest) outside which the S/N is flagged
+                            # (1-99th percentile until 2026-12-02: it flagged 2 % of stars inside the range)
 COARSE_FACTOR = 4.0         # upload pixels this many times wider than the model's: flagged
 COVER_SLACK = 0.01          # a model pixel counts as covered when at most 1% of its width is outside the upload
 OOD_MISSING = 0.05          # more than this fraction of the grid missing: flagged
