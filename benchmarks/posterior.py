@@ -49,8 +49,9 @@ def main() -> int:
         return 2
     wall = time.perf_counter() - t0
     print(f"Profile `{a.profile}`, data set `{a.dataset or config.profile(a.profile)['dataset']}`; "
-          f"{len(arms)} run(s) of the posterior suite, one seed each; calibration {wall:.0f} s wall "
-          f"({calibration.N_SAMPLES} samples per test star; 0 when cached).")
+          f"{len({x['run_id'] for x in arms})} run(s) of the posterior suite, one seed each; calibration {wall:.0f} s "
+          f"wall ({calibration.N_SAMPLES} samples per test star, and per calibration star for the recalibration, "
+          f"{sum('recal_stars' in x for x in arms)} run(s); 0 when cached).")
     print()
     print("| method | noise | R² | of ceiling | RMSE [dex] | bias [dex] | median posterior sd [dex] | MLP (report) R² | "
           "params | best epoch / run | fit s |")

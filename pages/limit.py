@@ -89,7 +89,7 @@ st.info(calibration.conclusion(sbc, cov), icon=":material/flag:")
 if sbc.empty:
     st.caption(f"`python -m core train --suite posterior --profile {profile}`, or queue it below.")
 else:
-    ranks["noise level"] = ranks["noise"].map(lambda v: f"noise {v:g}")
+    ranks["noise level"] = [f"noise {v:g}, {k}" for v, k in zip(ranks["noise"], ranks["posterior"])]
     ranks["label"] = ranks["label"].map(LABEL_TITLES)
     base = alt.Chart().encode(x=alt.X("rank_lo:Q", title="rank of the true label / samples", bin=False,
                                       scale=alt.Scale(domain=[0, 1])))
@@ -100,10 +100,12 @@ else:
     st.altair_chart(alt.layer(bars, flat, data=ranks).properties(width=200, height=140).facet(
         column=alt.Column("label:N", title=None, sort=order), row=alt.Row("noise level:N", title=None)))
     st.caption("SBC rank histograms, 10 bins; dashed: what uniform ranks give. U-shaped: over-confident "
-               "posteriors; a hump: under-confident; a slope: biased.")
+               "posteriors; a hump: under-confident; a slope: biased. 'Recalibrated': each test star's rank mapped "
+               f"through the ranks of {calibration.RECAL_DRAWS} noise draws of every star of the data set's "
+               f"calibration set (new simulated stars no fit has seen), in {calibration.RECAL_BINS} S/N bins.")
     draws = int(cov["draws"].max())
     table = pd.DataFrame({
-        "noise": cov["noise"].map(lambda v: f"{v:g}"), "S/N quartile": cov["quartile"],
+        "noise": cov["noise"].map(lambda v: f"{v:g}"), "posterior": cov["posterior"], "S/N quartile": cov["quartile"],
         "S/N": [f"{lo:.0f}-{hi:.0f}" for lo, hi in zip(cov["snr_lo"], cov["snr_hi"])], "stars": cov["n"],
         f"68 % ({draws} draws)": [f"{c:.1%} ± {e:.1%}" for c, e in zip(cov["cov68_draws"], cov["se68_draws"])],
         f"95 % ({draws} draws)": [f"{c:.1%} ± {e:.1%}" for c, e in zip(cov["cov95_draws"], cov["se95_draws"])],
