@@ -112,10 +112,10 @@ else:
         "±3 points": cov["within"].map({True: "yes", False: "no"}),
         "68 % (own)": [f"{c:.1%} ± {e:.1%}" for c, e in zip(cov["cov68"], cov["se68"])],
         "95 % (own)": [f"{c:.1%} ± {e:.1%}" for c, e in zip(cov["cov95"], cov["se95"])]})
-    st.dataframe(table, hide_index=True, width="content")
+    st.dataframe(table, hide_index=True, width="content", height=38 + 35 * len(table))   # every row, no inner scroll
     st.caption(f"Coverage of log g's central intervals per S/N quartile (Q1 lowest) over {draws} noise draws of the "
                "test stars (± SE over stars; the verdict) and on the test split's own draw (± the binomial SE at "
                "nominal: 4.4 points for 68 % with ~110 stars, so one draw alone cannot show ±3 points). SBC chi² "
                "tests on the own draw: " + "; ".join(
-                   f"{r['label']} @ {r['noise']:g}: p {r['p']:.2g}" for _, r in sbc.iterrows()) + ".")
+                   f"{r['label']} @ {r['noise']:g} ({r['posterior']}): p {r['p']:.2g}" for _, r in sbc.iterrows()) + ".")
 job_panels.retrain_button(suites.suite("posterior", profile, ds.name), f"posterior, {profile}", "posterior")

@@ -298,8 +298,9 @@ def conclusion(sbc: pd.DataFrame, cov: pd.DataFrame) -> str:
     if "posterior" not in cov or not (cov["posterior"] == KINDS[1]).any():
         return _verdict(sbc, cov)
     pick = {k: (sbc[sbc["posterior"] == k], cov[cov["posterior"] == k]) for k in KINDS}
-    return (f"Recalibrated on new simulated stars (core/data/calibration.py): {_verdict(*pick[KINDS[1]])} "
-            f"As fitted: {_verdict(*pick[KINDS[0]])}")
+    low = [_verdict(*pick[k]) for k in (KINDS[1], KINDS[0])]
+    low = [v[0].lower() + v[1:] for v in low]
+    return f"Recalibrated on new simulated stars (core/data/calibration.py): {low[0]} As fitted: {low[1]}"
 
 
 def _verdict(sbc: pd.DataFrame, cov: pd.DataFrame) -> str:
