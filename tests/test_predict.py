@@ -547,3 +547,37 @@ def test_page_uploads_fits_junk_and_hdf5(trained, star):
     assert at.get("download_button")
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["spectra"] == "20" and "RMSE vs the file's log g [dex]" in metrics
+
+
+LGB_SCRIPT = """
+import sys, numpy as np
+if sys.argv[1] == "sklearn-first":
+    import sklearn  # noqa: F401
+from models import gbdt
+import core.predict  # noqa: F401
+lgb = gbdt.lightgbm()
+print("sklearn-loaded", "sklearn" in sys.modules)
+rng = np.random.default_rng(0)
+x, y = rng.normal(size=(300, 8)), rng.normal(size=300)
+b = lgb.train({"objective": "regression", "verbosity": -1, "seed": 0, "deterministic": True, "num_threads": 1},
+              lgb.Dataset(x, y), num_boost_round=20)
+print("pred", " ".join(f"{v:.12g}" for v in b.predict(x[:5])))
+from sklearn.feature_selection import f_regression  # noqa: F401  (imports as usual afterwards)
+print("sklearn-after", "sklearn" in sys.modules)
+"""
+
+
+def test_lightgbm_loads_without_scikit_learn_and_predicts_the_same():
+    """models.gbdt.lightgbm: a cold predict process (models and core.predict imported) loads lightgbm without
+    scikit-learn (1.2 s of a cold CLI call), trains and predicts exactly as with it, and scikit-learn still
+    imports afterwards."""
+    import subprocess
+    import sys
+    out = {}
+    for mode in ("cold", "sklearn-first"):
+        r = subprocess.run([sys.executable, "-c", LGB_SCRIPT, mode], capture_output=True, text=True, cwd=ROOT)
+        assert r.returncode == 0, r.stderr[-800:]
+        out[mode] = dict(line.split(" ", 1) for line in r.stdout.strip().splitlines())
+    assert out["cold"]["sklearn-loaded"] == "False" and out["sklearn-first"]["sklearn-loaded"] == "True"
+    assert out["cold"]["pred"] == out["sklearn-first"]["pred"]
+    assert out["cold"]["sklearn-after"] == "True"
