@@ -531,3 +531,24 @@ def test_the_snr_flag_is_the_training_range_itself(trained):
         assert r["snr"]["value"] == pytest.approx(target, rel=0.02)
         words = [f for f in r["ood"]["flags"] if "S/N" in f and "outside the training range" in f]
         assert bool(words) == flagged, (target, ref.snr[0], r["ood"]["flags"])
+
+
+def test_threads_asking_for_one_calibration_set_build_it_once(trained, monkeypatch):
+    """The app's sessions are threads of one process: several asking at once get the same calibration set,
+    built once (two builds would share one temporary file name)."""
+    import threading
+
+    from core.data import calibration
+    ds, _ = trained
+    path = calibration.path_for(ds)
+    path.unlink(missing_ok=True)
+    calls, real = [], calibration._build
+    monkeypatch.setattr(calibration, "_build", lambda *a: (calls.append(1), real(*a)))
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(calibration.ensure(ds))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(got) == 3 and all(g is not None for g in got)
+    assert len({g.fingerprint for g in got}) == 1

@@ -19,6 +19,7 @@ and says so.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,9 @@ from core.data.dataset import DataError, Dataset
 
 SEED_OFFSET = 1_000_003
 N_MIN, N_MAX = 1000, 4000      # the data set's own size, within these: ~250-1,000 stars per S/N quartile
+# one build at a time in a process: the app's sessions are threads, and two builds of one file would share
+# its temporary name (it carries the process id); other processes race through the atomic rename
+_BUILD_LOCK = threading.Lock()
 
 
 def calibration_dir() -> Path:
@@ -68,12 +72,14 @@ def ensure(ds: Dataset, progress=None) -> Dataset | None:
             return None
     if reason(ds) is not None:
         return None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _build(ds, path, progress)
-        return Dataset(path)
-    except (DataError, OSError):
-        return None
+    with _BUILD_LOCK:
+        try:
+            if not path.exists():             # another thread may have built it while this one waited
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _build(ds, path, progress)
+            return Dataset(path)
+        except (DataError, OSError):
+            return None
 
 
 def star_snr(cal: Dataset) -> tuple[np.ndarray, np.ndarray]:
