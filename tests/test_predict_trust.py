@@ -552,3 +552,25 @@ def test_threads_asking_for_one_calibration_set_build_it_once(trained, monkeypat
         t.join()
     assert len(calls) == 1 and len(got) == 3 and all(g is not None for g in got)
     assert len({g.fingerprint for g in got}) == 1
+
+
+def test_damaged_calibration_files_are_made_again(trained):
+    """A calibration set or a run's cal_predictions.npz cut short on disk is rebuilt or re-predicted, not
+    a crash and not a silent fall-back to the validation stars."""
+    from core.data import calibration
+    from core.predict import inventory
+    from core.predict import skill as S
+    ds, _ = trained
+    preds = [e for e in P.trained_models(ds) if e.role == "predictor" and e.noise_level == 0.1]
+    good = S.predictions(preds[0], ds, "cal")
+    path = calibration.path_for(ds)
+    path.write_bytes(path.read_bytes()[:5000])                     # the set, cut short
+    f = preds[0].artifact / "cal_predictions.npz"
+    f.write_bytes(f.read_bytes()[:100])                            # a run's predictions, cut short
+    inventory._CACHE.clear()
+    cal = calibration.ensure(ds)
+    assert cal is not None and cal.n == calibration.size_for(ds)
+    again = S.predictions(preds[0], ds, "cal")
+    assert all(np.array_equal(a, b) for a, b in zip(good, again))
+    r = P.predict(P.example(ds, 1, 0.1), ds, noise=0.1, mc=0)
+    assert r["recommended"]["calibrated_on"] == "calibration"

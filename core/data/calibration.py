@@ -69,14 +69,18 @@ def ensure(ds: Dataset, progress=None) -> Dataset | None:
         try:
             return Dataset(path)
         except (DataError, OSError):
-            return None
+            pass                               # unreadable (a damaged copy): built again below
     if reason(ds) is not None:
         return None
     with _BUILD_LOCK:
         try:
-            if not path.exists():             # another thread may have built it while this one waited
-                path.parent.mkdir(parents=True, exist_ok=True)
-                _build(ds, path, progress)
+            try:
+                return Dataset(path)           # another thread may have built it while this one waited
+            except (DataError, OSError):
+                path.unlink(missing_ok=True)
+                path.with_suffix(".snr.npy").unlink(missing_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _build(ds, path, progress)
             return Dataset(path)
         except (DataError, OSError):
             return None

@@ -86,8 +86,9 @@ def predictions(entry: Entry, ds: Dataset, split: str = "val") -> tuple[np.ndarr
                 return z["index"], z["y_true"], z["y_pred"]
         path = entry.artifact / "val_predictions.npz"
         if path.exists() and path.stat().st_mtime_ns >= _mtime(entry):
-            with np.load(path, allow_pickle=False) as z:
-                return z["index"], z["y_true"], z["y_pred"]
+            got = _read_npz(path)
+            if got is not None:
+                return got
         spec = entry.spec
         view = ds.view("val", float(spec["noise_level"]), spec["inputs"], seed=int(spec["seed"]))
         out = load(entry).predict(view)
@@ -99,15 +100,28 @@ def predictions(entry: Entry, ds: Dataset, split: str = "val") -> tuple[np.ndarr
     return _cached((f"{split}-pred", entry.run_id, str(entry.artifact), _mtime(entry), ds.fingerprint), make)
 
 
+def _read_npz(path, fingerprint: str | None = None):
+    """(index, y_true, y_pred) kept beside a run, or None when the file is unreadable (a damaged disk, a copy
+    cut short) or was made for another calibration set: then the caller predicts again and rewrites it."""
+    import zipfile
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if fingerprint is not None and str(z["fingerprint"]) != fingerprint:
+                return None
+            return z["index"], z["y_true"], z["y_pred"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+
+
 def _cal_predictions(entry: Entry, ds: Dataset):
     cal = calibration_set(ds)
     if cal is None:
         return None
     path = entry.artifact / "cal_predictions.npz"
     if path.exists() and path.stat().st_mtime_ns >= _mtime(entry):
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["fingerprint"]) == cal.fingerprint:
-                return z["index"], z["y_true"], z["y_pred"]
+        got = _read_npz(path, cal.fingerprint)
+        if got is not None:
+            return got
     spec, model = entry.spec, load(entry)
     idx, true, pred = [], [], []
     for k in SPLITS:
