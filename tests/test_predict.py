@@ -197,8 +197,9 @@ def test_hdf5_batch_gives_a_csv_table(trained):
 
 
 def test_a_batch_runs_only_what_the_recommendation_uses(artifacts_dir, monkeypatch):
-    """#15 item 6: by default a batch runs the predictors that enter some S/N bin's recommendation (the same
-    recommended values, fewer models); all_models=True runs every predictor."""
+    """#15 item 6: by default a batch runs the predictors that enter some S/N bin's recommendation, each on the
+    spectra of those bins only (the same recommended values, fewer model evaluations); all_models=True runs
+    every predictor on every spectrum."""
     from core import data
     from core.engine import train
     from core.predict import skill
@@ -220,6 +221,18 @@ def test_a_batch_runs_only_what_the_recommendation_uses(artifacts_dir, monkeypat
     assert cols == {f"logg [{e.label}]" for e in entries if e.run_id in members}
     assert {c for c in every.columns if c.startswith("logg [")} == {f"logg [{e.label}]" for e in entries}
     assert s_rec["not_needed"] == len(entries) - len(members) >= 1 and s_all["not_needed"] == 0
+    # each member runs only on the spectra of the S/N bins whose recommendation it enters, with the same values
+    sk, by_bin = skill.members_by_bin(entries, ds)
+    bins = sk.bin_of(rec["snr"].to_numpy())
+    partial = 0
+    for e in entries:
+        if e.run_id in members:
+            c = f"logg [{e.label}]"
+            want = np.isin(bins, [b for b, ids in by_bin.items() if e.run_id in ids])
+            assert np.array_equal(rec[c].notna().to_numpy(), want), e.label
+            np.testing.assert_allclose(rec[c][want], every[c][want], rtol=1e-6)
+            partial += int(not want.all())
+    assert partial >= 1                                     # some member was not run on every spectrum
 
 
 # --------------------------------------------------------------------------- bad input

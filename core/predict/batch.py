@@ -14,7 +14,7 @@ from core.predict.inventory import load, trained_models
 from core.predict.prepare import _noise_levels, build_view, prepare
 from core.predict.reference import reference
 from core.predict.settings import BATCH_BLOCK_VALUES, BATCH_SLOW_MAX, OOD_MISSING, OOD_PCT, SNR_PCT
-from core.predict.skill import ensemble, members_at_any_snr, skill
+from core.predict.skill import ensemble, members_by_bin, skill
 from core.predict.spectra import Batch, PredictError
 from core.predict.words import nl_text
 
@@ -48,8 +48,9 @@ def predict_batch(batch: Batch, ds: Dataset, noise: str | float = "auto", chunk:
                   normalise: str = "auto", all_models: bool = False, progress=None, research: bool = False):
     """One row per spectrum: S/N, noise level, the recommended value (the weighted mean of the best predictors
     at that spectrum's S/N, as for one spectrum) with its 68 % interval as error bar, the log g of each predictor
-    that enters the recommendation at some S/N (all_models=True: of every predictor, and the slow per-spectrum
-    fitters on batches over BATCH_SLOW_MAX too), OOD flags, and the true labels when the file has them. No MC
+    that enters the recommendation at some S/N, on the spectra whose recommendation it enters (empty on the
+    others: each predictor runs only there; all_models=True: every predictor on every spectrum, and the slow
+    per-spectrum fitters on batches over BATCH_SLOW_MAX too), OOD flags, and the true labels when the file has them. No MC
     re-draws. research=True adds the research models' columns (never recommended). The spectra are prepared and predicted `chunk` at a time (default: blocks of
     about BATCH_BLOCK_VALUES values, so memory does not grow with the batch; a large HDF5 upload is read block
     by block, readers/hdf5.Rows). Returns (DataFrame, summary dict)."""
@@ -95,11 +96,15 @@ def _predict_batch(batch: Batch, ds: Dataset, noise, chunk: int, normalise: str,
             sel = prep.noise_level == level
             ref = reference(ds, float(level))
             ran: dict[str, tuple] = {}          # run id -> (entry, its log g for these spectra)
-            # only what the recommendation needs, unless every model is asked for: the members of some S/N bin's
-            # ensemble (the same set for every block of the batch, so its columns do not change between blocks)
-            needed = None if all_models else members_at_any_snr(
+            # only what the recommendation needs, unless every model is asked for: each S/N bin's ensemble
+            # members, each run only on the spectra of its bins (the same columns for every block of the
+            # batch; a predictor's column is empty where the recommendation did not use it)
+            by_bin = None if all_models else members_by_bin(
                 [en for en in entries if en.usable and en.noise_level == level and en.role == "predictor"
                  and en.target == "logg" and not slow(en)], ds)
+            needed = None if by_bin is None else set().union(*by_bin[1].values())
+            bin_here = None if by_bin is None else by_bin[0].bin_of(prep.snr[sel])
+            flux_here, err_here, cov_here = prep.flux[sel], prep.error[sel], prep.covered[sel]
             for en in entries:
                 if not en.usable or en.noise_level != level or (en.role != "predictor" and not research):
                     continue
@@ -115,7 +120,12 @@ def _predict_batch(batch: Batch, ds: Dataset, noise, chunk: int, normalise: str,
                     skipped[en.label] = (f"a per-spectrum fit (slow); skipped for batches over {BATCH_SLOW_MAX} "
                                          f"spectra (CLI: --all-models)")
                     continue
-                view = build_view(en, prep.flux[sel], prep.error[sel], prep.covered[sel], model)
+                rows = slice(None)              # every spectrum at this level, or only those of its bins
+                if needed is not None and en.run_id in needed:
+                    rows = np.isin(bin_here, [b for b, ids in by_bin[1].items() if en.run_id in ids])
+                    if not rows.any():
+                        continue
+                view = build_view(en, flux_here[rows], err_here[rows], cov_here[rows], model)
                 try:
                     if model.fits_all_labels:
                         lab = np.concatenate([model.label_fit(View(view.x[j:j + 256], view.y[j:j + 256],
@@ -129,8 +139,11 @@ def _predict_batch(batch: Batch, ds: Dataset, noise, chunk: int, normalise: str,
                     skipped[en.label] = f"failed: {type(ex).__name__}: {str(ex)[:100]}"
                     continue
                 for target, v in preds.items():
+                    full = np.full(len(flux_here), np.nan)
+                    full[rows] = v
+                    preds[target] = full
                     col = f"{target} [{en.label}]" + ("" if target == en.target else " (by-product)")
-                    cols.setdefault(col, np.full(n, np.nan))[sel] = v
+                    cols.setdefault(col, np.full(n, np.nan))[sel] = full
                 if en.role == "predictor" and en.target == "logg":
                     ran[en.run_id] = (en, preds["logg"])
             _recommend_batch(cols, sel, prep.snr[sel], ran, ds)

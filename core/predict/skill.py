@@ -282,18 +282,26 @@ def ensemble(entries: list[Entry], ds: Dataset, snr: float) -> Ensemble | None:
     return dataclasses.replace(_cached(key, make), at_snr=float(snr))
 
 
-def members_at_any_snr(entries: list[Entry], ds: Dataset) -> set[str] | None:
-    """Run ids of the predictors that enter the recommendation in some S/N bin (the union of every bin's
-    ensemble): what a batch has to run for its recommended values. None when no predictor can be ranked
-    (no validation predictions): then every one runs."""
+def members_by_bin(entries: list[Entry], ds: Dataset) -> tuple[Skill, dict[int, set[str]]] | None:
+    """(the S/N bins, {bin: run ids of that bin's ensemble}) for these predictors: what a spectrum of each S/N
+    bin needs run for its recommended value. None when no predictor can be ranked (no validation
+    predictions)."""
     sk = next((s for s in (skill(e, ds) for e in entries) if s is not None), None)
     if sk is None:
         return None
     inner = np.asarray(sk.edges[1:-1], np.float64)
     reps = [inner[0] / 2] + [float(np.sqrt(inner[i] * inner[i + 1])) for i in range(inner.size - 1)] + [inner[-1] * 2]
-    out: set[str] = set()
+    out: dict[int, set[str]] = {}
     for snr in reps:
         ens = ensemble(entries, ds, float(snr))
         if ens is not None:
-            out |= {e.run_id for e in ens.members}
-    return out
+            out.setdefault(int(sk.bin_of(snr)), set()).update(e.run_id for e in ens.members)
+    return sk, out
+
+
+def members_at_any_snr(entries: list[Entry], ds: Dataset) -> set[str] | None:
+    """Run ids of the predictors that enter the recommendation in some S/N bin (the union of every bin's
+    ensemble): what a batch has to run for its recommended values. None when no predictor can be ranked
+    (no validation predictions): then every one runs."""
+    got = members_by_bin(entries, ds)
+    return None if got is None else set().union(*got[1].values())
