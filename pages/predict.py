@@ -277,8 +277,9 @@ def show_batch(df: pd.DataFrame, summary: dict) -> None:
                        mime="text/csv", type="primary", key="predict_csv")
     st.dataframe(df.head(500), hide_index=True, width="stretch")
     st.caption(("First 500 rows. " if len(df) > 500 else "") + f"`logg` is the recommended model's value per spectrum, "
-               f"`logg_err` {summary['error_bar']}; one column per model the recommendation uses at some S/N "
-               f"({summary.get('not_needed', 0)} other predictors not run; the CLI's `--all-models` runs every one); "
+               f"`logg_err` {summary['error_bar']}; one column per model the recommendation uses at some S/N, "
+               f"filled on the spectra whose recommendation it enters ({summary.get('not_needed', 0)} other "
+               f"predictors not run; the CLI's `--all-models` runs every one); "
                f"`ood` lists the out-of-distribution flags."
                + "".join(f" Not used: {s['model']}: {s['why']}." for s in summary["skipped"]))
     if "true_logg" in df and df["logg"].notna().any():

@@ -172,7 +172,8 @@ def _predict_batch(batch: Batch, ds: Dataset, noise, chunk: int, normalise: str,
                "flagged": int((df["ood"] != "").sum()),
                "noise_levels": {nl_text(k): int(v) for k, v in df["noise_level"].value_counts().sort_index().items()},
                "skipped": [{"model": k, "why": v} for k, v in skipped.items()], "research_hidden": int(hidden),
-               "models": "every predictor" if all_models else "the predictors the recommendation uses at some S/N",
+               "models": "every predictor" if all_models else ("the predictors the recommendation uses at some S/N, each "
+                                                                "on the spectra whose recommendation it enters"),
                "not_needed": len(not_needed),
                "error_bar": "the half-width of the 68 % interval of the recommendation (the weighted mean of the "
                             "best predictors at that spectrum's S/N) at that S/N and noise level, calibrated on new "
