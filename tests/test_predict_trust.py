@@ -571,6 +571,7 @@ def test_damaged_calibration_files_are_made_again(trained):
     cal = calibration.ensure(ds)
     assert cal is not None and cal.n == calibration.size_for(ds)
     again = S.predictions(preds[0], ds, "cal")
-    assert all(np.array_equal(a, b) for a, b in zip(good, again))
+    assert np.array_equal(good[0], again[0]) and np.array_equal(good[1], again[1])
+    np.testing.assert_allclose(again[2], good[2], rtol=1e-12)      # BLAS threads may round the last digit apart
     r = P.predict(P.example(ds, 1, 0.1), ds, noise=0.1, mc=0)
     assert r["recommended"]["calibrated_on"] == "calibration"
