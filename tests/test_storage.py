@@ -241,3 +241,32 @@ def test_training_page_on_a_read_only_folder_browses_only(small_ds, monkeypatch)
     assert any("Browsing only" in w.value and "read-only" in w.value for w in at.warning)
     launch = next(b for b in at.button if b.label == "Launch")
     assert launch.disabled
+
+
+def _open_fresh_registry(path, barrier, out):
+    barrier.wait()
+    try:
+        con = registry.connect(Path(path))
+        out.put(str(con.execute("PRAGMA journal_mode").fetchone()[0]))
+    except Exception as e:   # noqa: BLE001 - the test reports what any process met
+        out.put(f"{type(e).__name__}: {e}")
+
+
+def test_processes_opening_a_new_registry_at_once_all_get_it(tmp_path):
+    """The app, a job worker and its fits open a fresh registry.sqlite at the same moment. Switching
+    it to WAL mode used to fail with "database is locked" (no busy wait for a journal-mode change):
+    the Overview page of a browser test stopped on it. Six processes released together, eight
+    times over (the old code failed 2 of 6 such rounds here), must all get a WAL registry."""
+    import multiprocessing as mp
+    ctx = mp.get_context("spawn")
+    for i in range(8):
+        path = tmp_path / f"r{i}" / "registry.sqlite"
+        path.parent.mkdir()
+        barrier, out = ctx.Barrier(6), ctx.Queue()
+        procs = [ctx.Process(target=_open_fresh_registry, args=(str(path), barrier, out)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        got = [out.get(timeout=10) for _ in procs]
+        assert got == ["wal"] * 6, got

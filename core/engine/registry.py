@@ -17,6 +17,7 @@ import errno
 import json
 import os
 import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -113,6 +114,23 @@ def _writable(path: Path) -> bool:
     return os.access(path.parent, os.W_OK)
 
 
+def _wal(con, wait_s: float = 30.0) -> None:
+    """Put the file in WAL mode (it stays so). Switching the mode takes the file's exclusive lock and
+    SQLite answers "database is locked" at once, without its busy handler, while another connection
+    creates or switches the same new file: the app, a job worker and its fits open a fresh registry
+    at the same moment. So the mode is only set when it is not WAL yet, and retried for up to wait_s."""
+    t_end = time.monotonic() + wait_s
+    while True:
+        try:
+            if str(con.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > t_end:
+                raise
+            time.sleep(0.05)
+
+
 def connect(path: Path | None = None, readonly: bool | None = None) -> Connection:
     """The registry at path (default artifacts/registry.sqlite). readonly=None: read-only when the
     file or its folder cannot be written, else read-write (WAL, tables created)."""
@@ -125,7 +143,7 @@ def connect(path: Path | None = None, readonly: bool | None = None) -> Connectio
             con = sqlite3.connect(path, timeout=30, isolation_level=None, factory=Connection)
             con.row_factory = sqlite3.Row
             con.execute("PRAGMA busy_timeout=30000")
-            con.execute("PRAGMA journal_mode=WAL")
+            _wal(con)
             con.executescript(SCHEMA)
         except (sqlite3.OperationalError, OSError) as e:
             if not storage_problem(e):
