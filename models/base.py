@@ -133,7 +133,7 @@ class Model:
     RUN_ATTRIBUTES = ("receptive_field_px", "first_layer_rf_px", "alpha_")
 
     # what a trained network's history (models.trainer.fit_torch) says about its training, as metrics
-    HISTORY_METRICS = ("best_epoch", "best_val_loss", "epochs_run", "max_epochs", "stopped_early", "draw_s")
+    HISTORY_METRICS = ("best_epoch", "best_val_loss", "epochs_run", "max_epochs", "stopped_early", "lr_cuts", "draw_s")
 
     def run_metrics(self) -> dict:
         """The model's own numbers for its run's metrics (after predict on the test split). A model

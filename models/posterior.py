@@ -134,6 +134,9 @@ class NPEModel(TorchModel):
                       "transforms": 3, "flow_hidden": [64, 64], "bins": 8, "epochs": 60, "patience": 10,
                       "n_samples": 500}
     family = "npe"
+    # its own epoch budget and patience (params above), not the torch families' `training`
+    implied_params = {"noise_mode": "fresh"}
+    legacy_params = {"noise_mode": "fixed"}
     # the error spectrum too, for each star's S/N (see the module docstring)
     inputs = "flux+error"
     # measured on the quick data at noise 1.0, 60 epochs (docs/models.md): lr 1e-3 / weight decay 1e-2 (the

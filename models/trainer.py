@@ -14,12 +14,18 @@ What fit_torch does, top to bottom:
   - moves the module and the data to the device (ctx.device, or pick_device() when that is
     None or "auto"); on CUDA it trains under torch.autocast (bf16 where the card supports
     it, else fp16 with a GradScaler); elsewhere plain float32;
-  - AdamW, a one-epoch linear warm-up then cosine decay over ctx.profile["epochs"],
-    gradient-norm clipping at 1.0, mean-squared error in standardised units;
-  - early stopping: after each epoch the validation loss is computed; training stops when
-    it has not improved for ctx.profile["patience"] epochs, and the best weights are
-    restored; the history keeps best_epoch, best_val_loss, epochs_run, max_epochs and
-    stopped_early (Model.run_metrics puts them in the run's metrics);
+  - AdamW, gradient-norm clipping at 1.0, mean-squared error in standardised units, and one of
+    two schedules (ctx.profile["schedule"]):
+      "cosine" (the default, the profile's budget): a one-epoch linear warm-up then cosine decay
+        over ctx.profile["epochs"]; training stops when the validation loss has not improved for
+        ctx.profile["patience"] epochs;
+      "plateau" (training to convergence, TorchModel's training="converge"): the one-epoch warm-up,
+        then a constant rate that is cut by PLATEAU_CUT each time the validation loss has not
+        improved by PLATEAU_MIN_GAIN (relative) for ctx.profile["patience"] epochs; training stops
+        at the next such plateau after PLATEAU_CUTS cuts, or at ctx.profile["epochs"];
+    either way the best weights are restored; the history keeps best_epoch, best_val_loss,
+    epochs_run, max_epochs, stopped_early and lr_cuts (Model.run_metrics puts them in the run's
+    metrics);
   - train_draw (optional): a function epoch -> (X, y) called before each epoch (epoch from 0):
     that epoch trains on those inputs and targets instead of X_train / y_train (fresh noise,
     models/noise.py); the target standardisation stays that of y_train;
@@ -42,6 +48,7 @@ is pickled.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -148,6 +155,14 @@ def _eval_loss(module, X, y, batch_size, amp, device_type, loss=None) -> float:
 
 
 # --------------------------------------------------------------------------- training
+# the plateau schedule (training to convergence): the learning rate is cut to PLATEAU_CUT of itself
+# when the validation loss has not fallen by PLATEAU_MIN_GAIN of itself for `patience` epochs; the
+# plateau after PLATEAU_CUTS cuts ends the training
+PLATEAU_CUT = 0.3
+PLATEAU_MIN_GAIN = 1e-3
+PLATEAU_CUTS = 2
+
+
 def fit_torch(module: nn.Module, X_train, y_train, X_val, y_val, ctx, lr: float = 1e-3,
               weight_decay: float = 1e-4, grad_clip: float = 1.0, train_draw=None, loss=None) -> dict:
     """Train `module` in place (see the module docstring); returns the history dict."""
@@ -155,6 +170,9 @@ def fit_torch(module: nn.Module, X_train, y_train, X_val, y_val, ctx, lr: float 
     epochs = int(prof.get("epochs", 10))
     batch_size = int(prof.get("batch_size", 128))
     patience = int(prof.get("patience", 5))
+    schedule = str(prof.get("schedule", "cosine"))
+    if schedule not in ("cosine", "plateau"):
+        raise ValueError(f"schedule must be cosine or plateau, got {schedule!r}")
     device = resolve_device(getattr(ctx, "device", None))
     device_type = torch.device(device).type
     amp = amp_dtype(device)
@@ -180,9 +198,13 @@ def fit_torch(module: nn.Module, X_train, y_train, X_val, y_val, ctx, lr: float 
     steps_per_epoch = len(_batches(n, batch_size, torch.arange(n)))
     total, warm = epochs * steps_per_epoch, steps_per_epoch
 
-    def lr_at(step):   # linear warm-up over the first epoch, then cosine down to 5 %
+    cut = [1.0]   # the plateau schedule's factor, multiplied by PLATEAU_CUT at each plateau
+
+    def lr_at(step):   # linear warm-up over the first epoch, then cosine down to 5 % (or the plateau's factor)
         if step < warm:
             return (step + 1) / warm
+        if schedule == "plateau":
+            return cut[0]
         p = (step - warm) / max(1, total - warm)
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
 
@@ -191,10 +213,11 @@ def fit_torch(module: nn.Module, X_train, y_train, X_val, y_val, ctx, lr: float 
 
     hist = {"epochs": [], "device": device, "amp": str(amp).replace("torch.", "") if amp else "none",
             "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size, "patience": patience,
-            "max_epochs": epochs, "n_train": n, "n_val": len(yva), "y_mean": np.asarray(mu).tolist(),
+            "max_epochs": epochs, "schedule": schedule, "n_train": n, "n_val": len(yva), "y_mean": np.asarray(mu).tolist(),
             "y_std": np.asarray(sd).tolist(),
             "noise_mode": "fixed" if train_draw is None else "fresh", "draw_s": 0.0}
     best, best_state, best_epoch, bad = math.inf, None, 0, 0
+    plateau_ref, flat, cuts, converged = math.inf, 0, 0, False   # the plateau schedule's bookkeeping
     t0 = time.time()
     for ep in range(1, epochs + 1):
         if train_draw is not None:   # this epoch's inputs (a fresh noise draw)
@@ -231,21 +254,34 @@ def fit_torch(module: nn.Module, X_train, y_train, X_val, y_val, ctx, lr: float 
             best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
         else:
             bad += 1
-        rec = {"epoch": ep, "train_loss": tl, "val_loss": vl}
+        rec = {"epoch": ep, "train_loss": tl, "val_loss": vl, "lr": float(opt.param_groups[0]["lr"])}
         if loss is None:   # an RMSE in the target's units only means something for the squared error
             rec["val_rmse"] = math.sqrt(vl) * sd
         rec["seconds"] = time.time() - t0
         hist["epochs"].append(rec)
         ctx.progress(epoch=ep, of=epochs, train_loss=tl, val_loss=vl, best_val_loss=best,
                      seconds=rec["seconds"])
-        if bad >= patience:
+        if schedule == "plateau":
+            if vl < plateau_ref * (1 - PLATEAU_MIN_GAIN):
+                plateau_ref, flat = min(vl, best), 0
+            else:
+                flat += 1
+            if flat >= patience:
+                if cuts >= PLATEAU_CUTS:
+                    converged = True
+                    ctx.log(f"converged after epoch {ep}: val loss flat for {patience} epochs after "
+                            f"{cuts} learning-rate cuts (best {best:.4f} at epoch {best_epoch})")
+                    break
+                cuts, flat, cut[0] = cuts + 1, 0, cut[0] * PLATEAU_CUT
+        elif bad >= patience:
             ctx.log(f"early stop after epoch {ep}: val loss has not improved for {patience} epochs "
                     f"(best {best:.4f} at epoch {best_epoch})")
             break
     if best_state is not None:
         module.load_state_dict(best_state)
     hist.update(best_epoch=best_epoch, best_val_loss=best, epochs_run=len(hist["epochs"]),
-                stopped_early=bad >= patience, seconds=time.time() - t0)
+                stopped_early=converged if schedule == "plateau" else bad >= patience, lr_cuts=cuts,
+                seconds=time.time() - t0)
     module.eval()
     return hist
 
@@ -297,6 +333,13 @@ def count_params(module: nn.Module) -> int:
 
 
 # --------------------------------------------------------------------------- the base class
+# param `training` of the torch families: "budget" trains for the profile's epochs (cosine schedule,
+# the team's way and every run before #17 item 2), "converge" until the validation loss stops falling
+# (the plateau schedule of fit_torch), at most CONVERGE_EPOCHS epochs
+TRAINING_MODES = ("budget", "converge")
+CONVERGE_EPOCHS = 100
+CONVERGE_PATIENCE = 3
+
 class TorchModelMixin:
     """fit / predict / save / load for a torch family; `TorchModel` = this + models.base.Model.
     A subclass of TorchModel implements:
@@ -308,11 +351,11 @@ class TorchModelMixin:
         _build()       -> nn.Module from self.arch_
         _base(view)    -> what the network's output is added to (0, or a Ridge prediction)
 
-    Hyper-parameters `lr`, `weight_decay` and `noise_mode` ("fixed" | "fresh", models/noise.py) may be
-    passed as params. A family whose training does not go through TorchModel.fit sets noise_mode,
+    Hyper-parameters `lr`, `weight_decay`, `noise_mode` ("fixed" | "fresh", models/noise.py) and
+    `training` ("converge" | "budget", TRAINING_MODES above) may be passed as params. A family whose training does not go through TorchModel.fit sets noise_mode,
     noise_modes and implied_params to say what it supports.
     """
-    hyper_params = ("lr", "weight_decay", "noise_mode")
+    hyper_params = ("lr", "weight_decay", "noise_mode", "training")
     family = "torch"
     lr = 1e-3
     weight_decay = 1e-4
@@ -321,13 +364,28 @@ class TorchModelMixin:
     # for core.engine.spec: a spec without noise_mode gets the default written out (so the change of
     # default since #17 gives new run ids), and noise_mode="fixed" hashes like a spec without the key
     # (the run ids from before noise_mode existed)
-    implied_params = {"noise_mode": "fresh"}
-    legacy_params = {"noise_mode": "fixed"}
+    # and the same for training (#17 item 2): a spec without it trains to convergence; training="budget"
+    # (the profile's epochs, how every run trained before) hashes like a spec without the key
+    implied_params = {"noise_mode": "fresh", "training": "converge"}
+    legacy_params = {"noise_mode": "fixed", "training": "budget"}
 
     @classmethod
     def check_params(cls, params: dict) -> None:
         super().check_params(params)
         check_noise_mode(cls, params)
+        if "training" in params and "training" not in cls.implied_params:   # the NPE, the blind-spot family
+            raise ValueError(f"{cls.__name__} trains on its own epoch budget: it takes no training parameter")
+        if params.get("training", "budget") not in TRAINING_MODES:
+            raise ValueError(f"training must be one of {', '.join(TRAINING_MODES)}, got {params['training']!r}")
+
+    def _training_ctx(self, ctx):
+        """ctx for fit_torch: as given (training="budget": the profile's epochs, cosine, its patience), or
+        with the convergence budget (training="converge": up to CONVERGE_EPOCHS epochs on the plateau
+        schedule, CONVERGE_PATIENCE flat epochs before each cut)."""
+        if self.params.get("training", "budget") != "converge":
+            return ctx
+        return dataclasses.replace(ctx, profile=dict(ctx.profile, epochs=CONVERGE_EPOCHS, patience=CONVERGE_PATIENCE,
+                                                     schedule="plateau"))
 
     def __init__(self, **params):
         super().__init__(**params)   # models.base.Model: self.params
@@ -384,7 +442,8 @@ class TorchModelMixin:
         self.module_ = self._build()
         ytr = train.y[:, self.target_] - self._base_train(train)
         yva = val.y[:, self.target_] - self._base(val)
-        self.history_ = fit_torch(self.module_, self._inputs(train), ytr, self._inputs(val), yva, ctx,
+        self.history_ = fit_torch(self.module_, self._inputs(train), ytr, self._inputs(val), yva,
+                                  self._training_ctx(ctx),
                                   lr=float(self.params.get("lr", self.lr)),
                                   weight_decay=float(self.params.get("weight_decay", self.weight_decay)),
                                   train_draw=epoch_draws(self, train, ctx),

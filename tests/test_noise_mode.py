@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from core import cli, config
 from core.data import INPUTS, Dataset
@@ -122,9 +123,9 @@ def test_fresh_residual_model_and_views_without_noise(ds):
 
 # --------------------------------------------------------------------------- run ids
 def _legacy_hash(s: dict, fp: str) -> str:
-    """spec_hash as it was before noise_mode existed (the params without noise_mode)."""
+    """spec_hash as it was before noise_mode and training existed (the params without either)."""
     n = spec.normalise_spec(s)
-    n["params"] = {k: v for k, v in n["params"].items() if k != "noise_mode"}
+    n["params"] = {k: v for k, v in n["params"].items() if k not in ("noise_mode", "training")}
     payload = {k: n[k] for k in spec.SPEC_KEYS}
     if n.get("replicate"):
         payload["replicate"] = n["replicate"]
@@ -137,7 +138,10 @@ def _legacy_hash(s: dict, fp: str) -> str:
 
 
 def _fixed(s):
-    return dict(s, params={**s["params"], "noise_mode": "fixed"})
+    """The team's way: one fixed noise draw and the profile's epoch budget (where the family has `training`)."""
+    from models import MODELS
+    team = {"noise_mode": "fixed"} | ({"training": "budget"} if "training" in MODELS[s["model"]].implied_params else {})
+    return dict(s, params={**s["params"], **team})
 
 
 def test_fixed_keeps_todays_run_ids_and_only_torch_ids_change():
@@ -154,9 +158,9 @@ def test_fixed_keeps_todays_run_ids_and_only_torch_ids_change():
                 assert spec.normalise_spec(n) == n and spec.spec_hash(n, FP) == rid     # idempotent
                 if s["model"] in TORCH:
                     assert spec.spec_hash(_fixed(s), FP) == _legacy_hash(_fixed(s), FP)
-                mode = n["params"].get("noise_mode")
+                mode, training = n["params"].get("noise_mode"), n["params"].get("training")
                 changed = rid != _legacy_hash(s, FP)
-                assert changed == (mode == "fresh"), (prof, name, s)
+                assert changed == (mode == "fresh" or training == "converge"), (prof, name, s)
                 assert not changed or s["model"] in FRESH_BY_DEFAULT
                 n_changed += changed
     assert n_changed > 100
@@ -178,7 +182,7 @@ def test_noise_mode_is_checked():
 
 # --------------------------------------------------------------------------- a run end to end
 def test_fresh_fit_runs_through_the_engine_and_records_where_it_stopped(tiny_dataset):
-    base = spec.make_spec("mlp", {}, 1.0, "quick", tiny_dataset, "test")
+    base = spec.make_spec("mlp", {"training": "budget"}, 1.0, "quick", tiny_dataset, "test")
     fresh, fixed = train.run(base, log=lambda m: None), train.run(_fixed(base), log=lambda m: None)
     assert fresh.run_id != fixed.run_id
     assert fixed.run_id == _legacy_hash(base, Dataset(tiny_dataset).fingerprint)
@@ -195,26 +199,81 @@ def test_fresh_fit_runs_through_the_engine_and_records_where_it_stopped(tiny_dat
 
 
 # --------------------------------------------------------------------------- the suite
-def test_noise_ablation_pairs_differ_only_in_noise_mode():
+def test_noise_ablation_arms_differ_only_in_noise_mode_and_training():
+    """Four arms per method and noise level: fixed / fresh noise x epoch budget / to convergence. Fresh +
+    converge are the report's runs, fixed + budget the runs from before #17 (legacy ids)."""
+    arms = [("fixed", "budget"), ("fresh", "budget"), ("fixed", "converge"), ("fresh", "converge")]
     for prof in config.PROFILES:
         specs = suites.suite("noise_ablation", prof)
-        assert len(specs) % 2 == 0 and {"mlp", "global_mlp", "dilated_cnn"} <= {s["model"] for s in specs}
+        assert len(specs) % 4 == 0 and {"mlp", "global_mlp", "dilated_cnn"} <= {s["model"] for s in specs}
         report = {(s["model"], s["noise_level"]): spec.spec_hash(s, FP) for s in suites.suite("report", prof)}
-        for a, b in zip(specs[::2], specs[1::2]):
-            assert (a["params"].pop("noise_mode"), b["params"].pop("noise_mode")) == ("fixed", "fresh")
-            assert a == b
+        for group in zip(*[specs[k::4] for k in range(4)]):
+            got = [(g["params"].pop("noise_mode"), g["params"].pop("training")) for g in group]
+            assert got == arms and all(g == group[0] for g in group)
         for s in specs:
             assert s["model"] in FRESH_BY_DEFAULT
         assert {n for s in specs for n in [s["noise_level"]]} == set(config.NOISE_LEVELS)
-        fresh = [s for s in suites.suite("noise_ablation", prof) if s["params"]["noise_mode"] == "fresh"]
-        assert all(spec.spec_hash(s, FP) == report[(s["model"], s["noise_level"])] for s in fresh)
-        labels = [suites.row_label(s) for s in suites.suite("noise_ablation", prof)]
+        specs = suites.suite("noise_ablation", prof)
+        new = [s for s in specs if s["params"]["noise_mode"] == "fresh" and s["params"]["training"] == "converge"]
+        assert all(spec.spec_hash(s, FP) == report[(s["model"], s["noise_level"])] for s in new)
+        team = [s for s in specs if s["params"]["noise_mode"] == "fixed" and s["params"]["training"] == "budget"]
+        assert all(spec.spec_hash(s, FP) == _legacy_hash(s, FP) for s in team)
+        labels = [suites.row_label(s) for s in specs]
         assert len(set(labels)) == len(labels) // len(config.NOISE_LEVELS)
-    assert suites.row_label(suites.suite("noise_ablation", "quick")[0]) == "MLP (fixed noise)"
+    assert suites.row_label(suites.suite("noise_ablation", "quick")[0]) == "MLP (fixed noise, epoch budget)"
     assert suites.row_label(spec.normalise_spec(suites.suite("report", "quick")[8])) == "MLP"
+    assert suites.row_label(spec.normalise_spec(_fixed(suites.suite("report", "quick")[8]))) == \
+        "MLP (fixed noise, epoch budget)"
 
 
 def test_noise_ablation_report_prints(tiny_dataset, capsys):
     assert cli.main(["report", "--suite", "noise_ablation", "--dataset", tiny_dataset]) == 0
     out = capsys.readouterr().out
-    assert "MLP (fixed noise)" in out and "MLP (fresh noise)" in out and "Dilated CNN (d=2) (fixed noise)" in out
+    assert "MLP (fixed noise, epoch budget)" in out and "MLP (fresh noise, to convergence)" in out
+    assert "Dilated CNN (d=2) (fixed noise, to convergence)" in out
+
+
+# --------------------------------------------------------------------------- training to convergence (#17 item 2)
+def test_plateau_schedule_cuts_the_rate_and_stops_when_the_loss_is_flat():
+    """A linear problem a small network learns in a few epochs: the plateau schedule cuts the rate
+    PLATEAU_CUTS times, each after `patience` epochs without a PLATEAU_MIN_GAIN gain, and stops at the
+    next plateau, long before its budget; the cosine schedule on the same budget runs it out."""
+    from torch import nn
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(512, 8)).astype(np.float32)
+    y = X @ rng.normal(size=8) + 0.3 * rng.normal(size=512)
+    hists = {}
+    for schedule in ("plateau", "cosine"):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+        ctx = FitContext(profile={"epochs": 200, "batch_size": 64, "patience": 3, "schedule": schedule},
+                         seed=0, device="cpu")
+        hists[schedule] = trainer.fit_torch(net, X[:400], y[:400], X[400:], y[400:], ctx, lr=1e-2)
+    h = hists["plateau"]
+    lrs = [e["lr"] for e in h["epochs"][1:]]          # after the warm-up epoch
+    cuts = [i for i in range(1, len(lrs)) if lrs[i] < lrs[i - 1] * 0.99]
+    assert h["lr_cuts"] == len(cuts) == trainer.PLATEAU_CUTS and h["stopped_early"]
+    assert all(abs(lrs[i] / lrs[i - 1] - trainer.PLATEAU_CUT) < 1e-6 for i in cuts)
+    assert h["epochs_run"] < 100 and h["best_epoch"] <= h["epochs_run"]
+    vl = [e["val_loss"] for e in h["epochs"]]
+    ref = min(vl[:-3])                                # the last `patience` epochs gained nothing worth a cut
+    assert min(vl[-3:]) >= ref * (1 - trainer.PLATEAU_MIN_GAIN)
+    assert hists["cosine"]["epochs_run"] == 200 or hists["cosine"]["stopped_early"]
+
+
+def test_converge_is_the_torch_default_and_budget_is_the_old_training(tiny_dataset):
+    """Through the engine: an MLP spec without `training` trains to convergence (the plateau schedule,
+    CONVERGE_EPOCHS at most), stops before its budget and says so in its metrics; training="budget" is
+    the profile's epochs; an unknown value, and `training` for a family with its own budget, are refused."""
+    base = spec.make_spec("mlp", {}, 1.0, "quick", tiny_dataset, "test")
+    assert spec.normalise_spec(base)["params"]["training"] == "converge"
+    m = train.run(base, log=lambda m: None).metrics
+    assert m["max_epochs"] == trainer.CONVERGE_EPOCHS and m["stopped_on_budget"] == 0.0 and m["stopped_early"] == 1.0
+    assert m["lr_cuts"] == trainer.PLATEAU_CUTS and m["epochs_run"] < trainer.CONVERGE_EPOCHS
+    b = train.run(dict(base, params={"training": "budget"}), log=lambda m: None).metrics
+    assert b["max_epochs"] == config.profile("quick")["epochs"] and b["lr_cuts"] == 0.0
+    with pytest.raises(ValueError, match="training must be one of"):
+        spec.normalise_spec(spec.make_spec("mlp", {"training": "forever"}, 1.0, "quick", "d"))
+    for family in ("npe", "blindspot"):
+        with pytest.raises(ValueError, match="takes no training parameter"):
+            spec.normalise_spec(spec.make_spec(family, {"training": "converge"}, 1.0, "quick", "d"))

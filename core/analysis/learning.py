@@ -22,7 +22,7 @@ COLUMNS = ["method", "model", "mode", "n_train", "r2", "r2_sd", "n_seeds", "of_c
 def _label(spec: dict) -> str:
     """The method's name without its noise mode (the mode is a column of its own)."""
     return suites.row_label(dict(spec, params={k: v for k, v in (spec.get("params") or {}).items()
-                                               if k != "noise_mode"}))
+                                               if k not in ("noise_mode", "training")}))
 
 
 def ceiling_r2(profile: str = "quick", dataset: str | None = None, con=None) -> float | None:

@@ -173,7 +173,7 @@ def specs_frame(specs: list[dict], todo: list[dict] | None = None) -> pd.DataFra
 
 
 def _strip(params: dict | None) -> dict:
-    return {k: v for k, v in (params or {}).items() if k != "noise_mode"}
+    return {k: v for k, v in (params or {}).items() if k not in ("noise_mode", "training")}
 
 
 def running_text(p: dict, specs: list[dict], loss: bool = False) -> str:

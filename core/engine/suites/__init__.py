@@ -143,16 +143,24 @@ SUITES = {
 
 
 def row_label(spec: dict) -> str:
-    """A readable name for a spec's method (used by tables and pages). noise_mode is named, as
-    "(fixed noise)", where it is not the family's default, and always in the noise_ablation suite."""
+    """A readable name for a spec's method (used by tables and pages). noise_mode and training are
+    named, as "(fixed noise)" and "(epoch budget)", where they are not the family's default, and always
+    in the noise_ablation suite: "MLP (fresh noise, to convergence)"."""
     params = dict(spec.get("params") or {})
-    mode = params.pop("noise_mode", None)
+    mode, training = params.pop("noise_mode", None), params.pop("training", None)
     label = _method_label(dict(spec, params=params))
     from models import MODELS
-    if mode is not None and (spec.get("suite") == "noise_ablation" or
-                             mode != getattr(MODELS.get(spec["model"]), "noise_mode", None)):
-        label += f" ({mode} noise)"
-    return label
+    cls, always = MODELS.get(spec["model"]), spec.get("suite") == "noise_ablation"
+    said = []
+    if mode is not None and (always or mode != getattr(cls, "noise_mode", None)):
+        said.append(f"{mode} noise")
+    if training is not None and (always or training != getattr(cls, "implied_params", {}).get("training")):
+        said.append(TRAINING_WORDS.get(training, training))
+    return label + (f" ({', '.join(said)})" if said else "")
+
+
+# how a label names the torch families' `training` (models/trainer.py TRAINING_MODES)
+TRAINING_WORDS = {"budget": "epoch budget", "converge": "to convergence"}
 
 
 def _method_label(spec: dict) -> str:

@@ -7,7 +7,7 @@ stays at least twice LOWEST, then LOWEST; quick: 500, 1,050, 2,100) x noise_mode
 torch families (Ridge and LightGBM train on the fixed draw) x noise level 1.0 only, plus the ceiling
 suite's spec at 1.0. The largest rung has no n_train key: it is the report suite's own spec (the
 fresh torch runs, Ridge, LightGBM) or the noise_ablation suite's (the fixed torch runs), a cache hit
-in a registry that holds those. Where the data set exists and holds fewer training spectra than the
+in a registry that holds those. Every torch run trains to convergence (the families' default `training`). Where the data set exists and holds fewer training spectra than the
 profile's max_train, the ladder tops out at what it holds (rungs it cannot supply are left out).
 """
 from __future__ import annotations
