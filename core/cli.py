@@ -190,7 +190,7 @@ def cmd_jobs(a) -> int:
             p = j["progress"] or {}
             prog = f"spec {p.get('spec')}/{p.get('of')} {p.get('model', '')}" if p else ""
             if "epoch" in p:
-                prog += f" epoch {p['epoch']}/{p.get('epochs', '')}"
+                prog += f" epoch {p['epoch']}" + (" (to convergence)" if p.get("until") == "flat" else f"/{p.get('epochs', '')}")
             print(f"{j['job_id']:>4}  {j['state']:<11} {j['label']:<40} {prog}  {j['created']}")
         if not rows:
             print("no jobs")

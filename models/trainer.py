@@ -33,8 +33,9 @@ What fit_torch does, top to bottom:
     of the mean-squared error (gaussian_nll for a heteroscedastic head; the posterior family's
     negative log-likelihood, models/posterior.py);
     y may then have several columns (n, k), each standardised on its own (y_mean, y_std of shape (k,));
-  - calls ctx.progress(epoch=i, of=n, train_loss=, val_loss=, best_val_loss=, seconds=)
-    after each epoch (i counts from 1) and returns the history as a dict.
+  - calls ctx.progress(epoch=i, of=n, train_loss=, val_loss=, best_val_loss=, seconds=), and
+    until="flat" on the plateau schedule (n is then a ceiling, not the plan), after each epoch (i
+    counts from 1) and returns the history as a dict.
 
 X may be one array or a tuple of arrays (a model with several inputs: its forward takes
 them in that order). Arrays are float32 numpy; the batch axis is the first.
@@ -260,7 +261,7 @@ def fit_torch(module: nn.Module, X_train, y_train, X_val, y_val, ctx, lr: float 
         rec["seconds"] = time.time() - t0
         hist["epochs"].append(rec)
         ctx.progress(epoch=ep, of=epochs, train_loss=tl, val_loss=vl, best_val_loss=best,
-                     seconds=rec["seconds"])
+                     seconds=rec["seconds"], **({"until": "flat"} if schedule == "plateau" else {}))
         if schedule == "plateau":
             if vl < plateau_ref * (1 - PLATEAU_MIN_GAIN):
                 plateau_ref, flat = min(vl, best), 0

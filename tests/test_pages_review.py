@@ -194,3 +194,13 @@ def test_finished_job_links_to_its_results_page(private, tiny_dataset):
     assert at.selectbox(key="job_pick").value == jid
     links = [el.proto for el in at.get("page_link")]
     assert any(lk.page == "dilation" and "Dilation" in lk.label for lk in links), links
+
+
+def test_progress_of_a_fit_to_convergence_names_its_ceiling_not_a_plan():
+    """A network training to convergence reports until="flat": its epoch count is a ceiling (100), not
+    the plan, so the text says so instead of "epoch 3/100"."""
+    from pages._ui import job_panels
+    p = {"spec": 1, "of": 1, "model": "mlp", "noise_level": 1.0, "params": {}, "epoch": 3, "epochs": 100}
+    assert "epoch 3/100" in job_panels.running_text(p, [])
+    txt = job_panels.running_text({**p, "until": "flat"}, [])
+    assert "epoch 3 (until the validation loss is flat, at most 100)" in txt and "3/100" not in txt

@@ -6,16 +6,30 @@ from __future__ import annotations
 import pandas as pd
 
 from core.engine import jobs, registry, train
+from core.engine.spec import normalise_spec
+
+
+def cost_key(spec: dict) -> str:
+    """What a fit's cost is looked up by: the model, and "@converge" for a torch spec that trains to
+    convergence (3-4x the epochs of the profile's budget, so their timings are kept apart)."""
+    params = (spec.get("params") or {})
+    if "training" not in params:
+        try:
+            params = normalise_spec(spec)["params"]
+        except ValueError:
+            pass
+    return spec["model"] + ("@converge" if params.get("training") == "converge" else "")
 
 
 def typical_fit_seconds(profile: str, con=None) -> dict:
-    """Median data + fit time per model from finished runs of this profile (the cost estimate)."""
+    """Median data + fit time per cost_key (the model, "mlp@converge") from finished runs of this
+    profile (the cost estimate)."""
     con = con or registry.connect()
     out: dict = {}
     for r in registry.runs(con, status="done"):
         if r["spec"].get("profile") == profile and r.get("timings"):
             t = r["timings"]
-            out.setdefault(r["model"], []).append(float(t.get("fit_s", 0) or 0) + float(t.get("data_s", 0) or 0))
+            out.setdefault(cost_key(r["spec"]), []).append(float(t.get("fit_s", 0) or 0) + float(t.get("data_s", 0) or 0))
     return {k: float(pd.Series(v).median()) for k, v in out.items()}
 
 
@@ -26,7 +40,7 @@ def estimate(specs: list[dict], profile: str, con=None, typical: dict | None = N
     con = con or registry.connect()
     typ = typical_fit_seconds(profile, con) if typical is None else typical
     todo = [s for s in specs if train.cached_result(s, con=con) is None]
-    known = [typ.get(s["model"]) for s in todo]
+    known = [typ.get(cost_key(s)) for s in todo]
     workers = max(1, min(n_workers or jobs.job_workers(), len(todo) or 1))
     est = sum(k for k in known if k is not None)
     return {"n_all": len(specs), "n_done": len(specs) - len(todo), "todo": todo, "n_todo": len(todo),

@@ -191,7 +191,10 @@ def running_text(p: dict, specs: list[dict], loss: bool = False) -> str:
         texts = list(dict.fromkeys(texts))
         out += ": " + " + ".join(texts) + (f" @ noise {float(noise):g}" if noise not in (None, "") else "")
     if "epoch" in p:
-        out += f", epoch {p['epoch']}" + (f"/{p['epochs']}" if "epochs" in p else "")
+        if p.get("until") == "flat":   # training to convergence: the epoch count is a ceiling
+            out += f", epoch {p['epoch']} (until the validation loss is flat, at most {p.get('epochs', '?')})"
+        else:
+            out += f", epoch {p['epoch']}" + (f"/{p['epochs']}" if "epochs" in p else "")
         if loss and "val_loss" in p:
             out += f", val loss {float(p['val_loss']):.4f}"
     if "building" in p:
