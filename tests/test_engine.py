@@ -320,7 +320,7 @@ def test_a_parameter_at_its_default_is_the_same_spec():
     b = {**a, "params": {"K": 256, "criterion": "ridge", "window": 8}}
     c = {**a, "params": {"K": 256, "criterion": "fstat"}}
     assert train.spec_hash(a, "fp") == train.spec_hash(b, "fp") != train.spec_hash(c, "fp")
-    assert train.normalise_spec(b)["params"] == {"K": 256, "noise_mode": "fresh"}   # a torch family's default written out
+    assert train.normalise_spec(b)["params"] == {"K": 256, "noise_mode": "fresh", "training": "converge"}   # a torch family's defaults written out
 
 
 def test_killing_train_stops_its_worker_processes(engine_ds):

@@ -205,7 +205,7 @@ def test_a_batch_runs_only_what_the_recommendation_uses(artifacts_dir, monkeypat
     from core.predict import skill
     if "pred-batch" not in data.list_datasets():
         data.build(name="pred-batch", n=300)
-    for m in ("ridge", "cannon", "mlp"):                        # the MLP on 210 spectra wins no S/N bin
+    for m in ("ridge", "cannon", "mlp"):                        # three predictors, TOP_K 1: some wins no S/N bin
         train.run({"dataset": "pred-batch", "profile": "quick", "model": m, "noise_level": 0.1}, log=lambda x: None)
     ds = data.Dataset("pred-batch")
     monkeypatch.setattr(skill, "TOP_K", 1)                     # one member per S/N bin
@@ -213,8 +213,9 @@ def test_a_batch_runs_only_what_the_recommendation_uses(artifacts_dir, monkeypat
     batch = P.read_bytes(h5_bytes(wave=ds.wave, flux=v.x[:, 0], error=v.x[:, 1]), "many.h5")
     rec, s_rec = P.predict_batch(batch, ds, noise=0.1)
     every, s_all = P.predict_batch(batch, ds, noise=0.1, all_models=True)
-    np.testing.assert_allclose(rec["logg"], every["logg"], rtol=1e-12)
-    np.testing.assert_allclose(rec["logg_err"], every["logg_err"], rtol=1e-12)
+    # a network member evaluated on a subset of the spectra rounds its float32 batches differently (1e-8 relative)
+    np.testing.assert_allclose(rec["logg"], every["logg"], rtol=1e-6)
+    np.testing.assert_allclose(rec["logg_err"], every["logg_err"], rtol=1e-6)
     entries = [e for e in P.trained_models(ds) if e.usable and e.role == "predictor" and e.noise_level == 0.1]
     members = skill.members_at_any_snr(entries, ds)
     cols = {c for c in rec.columns if c.startswith("logg [")}
