@@ -19,8 +19,10 @@ ds = appstate.require_dataset()
 profile = st.session_state.get("profile", "quick")
 st.caption("Test R² of log g at noise level 1.0 against the number of training spectra, for Ridge, LightGBM, "
            "the pixel MLP, the top-K window CNN and the FiLM fusion, each trained on one fixed noise draw per "
-           "spectrum or on a fresh draw every epoch; the band is the likelihood fit of the simulator itself on "
-           "the same test stars, the best the physics allows.")
+           "spectrum or on a fresh draw every epoch, the networks until their validation loss is flat; the band "
+           "is the likelihood fit of the simulator itself on the same test stars, the best the physics allows. "
+           "What each trick buys on its own (fixed / fresh noise x epoch budget / to convergence): "
+           "`python -m core report --suite noise_ablation`.")
 
 
 @st.cache_data(show_spinner=False, ttl=10)
