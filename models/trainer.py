@@ -361,6 +361,7 @@ class TorchModelMixin:
     lr = 1e-3
     weight_decay = 1e-4
     noise_mode = "fresh"               # the family's default: a new noise draw every epoch
+    training = "converge"              # ... and training until the validation loss is flat
     noise_modes = NOISE_MODES
     # for core.engine.spec: a spec without noise_mode gets the default written out (so the change of
     # default since #17 gives new run ids), and noise_mode="fixed" hashes like a spec without the key
@@ -382,8 +383,8 @@ class TorchModelMixin:
     def _training_ctx(self, ctx):
         """ctx for fit_torch: as given (training="budget": the profile's epochs, cosine, its patience), or
         with the convergence budget (training="converge": up to CONVERGE_EPOCHS epochs on the plateau
-        schedule, CONVERGE_PATIENCE flat epochs before each cut)."""
-        if self.params.get("training", "budget") != "converge":
+        schedule, CONVERGE_PATIENCE flat epochs before each cut). Without the param, the family's default."""
+        if self.params.get("training", self.training) != "converge":
             return ctx
         return dataclasses.replace(ctx, profile=dict(ctx.profile, epochs=CONVERGE_EPOCHS, patience=CONVERGE_PATIENCE,
                                                      schedule="plateau"))

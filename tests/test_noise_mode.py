@@ -87,7 +87,7 @@ def test_trainer_sees_fresh_batches_per_epoch_that_repeat_per_seed(ds, monkeypat
     runs = []
     for seed in (0, 0, 1):
         seen.clear()
-        m = MLPModel().fit(tr, va, _ctx(ds, seed))
+        m = MLPModel(training="budget").fit(tr, va, _ctx(ds, seed))
         assert m.history_["noise_mode"] == "fresh" and m.run_metrics()["fresh_noise"] == 1.0
         runs.append(_epochs(seen, n_batches))
     (a, b, c) = runs
@@ -101,14 +101,14 @@ def test_trainer_sees_fresh_batches_per_epoch_that_repeat_per_seed(ds, monkeypat
 def test_fixed_trains_on_the_views_arrays(ds, monkeypatch):
     tr, va = ds.view("train", 1.0), ds.view("val", 1.0)
     seen = _capture(monkeypatch)
-    m = MLPModel(noise_mode="fixed").fit(tr, va, _ctx(ds))
+    m = MLPModel(noise_mode="fixed", training="budget").fit(tr, va, _ctx(ds))
     assert m.history_["noise_mode"] == "fixed" and m.run_metrics()["fresh_noise"] == 0.0
     rows = tr.x.reshape(len(tr.x), -1)
     n_batches = len(trainer._batches(len(rows), PROFILE["batch_size"], np.arange(len(rows))))
     for ep in _epochs(seen, n_batches):                                   # every epoch: the view's rows, each once
         assert np.array_equal(np.unique(ep, axis=0), np.unique(rows, axis=0)) and len(ep) == len(rows)
     # the same fit as the trainer's path before noise_mode existed: fit_torch on the view's arrays
-    ref = MLPModel(noise_mode="fixed")
+    ref = MLPModel(noise_mode="fixed", training="budget")
     ref.fit(tr, va, FitContext(profile=PROFILE, seed=0, device="cpu"))   # no data set at hand: fixed
     assert np.array_equal(m.predict(va), ref.predict(va))
 
@@ -117,7 +117,7 @@ def test_fresh_residual_model_and_views_without_noise(ds):
     tr, va = ds.view("train", 1.0), ds.view("val", 1.0)
     m = MODELS["topk_cnn"](K=8).fit(tr, va, _ctx(ds, cnn_channels=4))   # Ridge base on every fresh draw
     assert m.history_["noise_mode"] == "fresh" and np.isfinite(m.predict(va)).all()
-    clean = MLPModel().fit(ds.view("train", 1.0, "flux_clean"), ds.view("val", 1.0, "flux_clean"), _ctx(ds))
+    clean = MLPModel(training="budget").fit(ds.view("train", 1.0, "flux_clean"), ds.view("val", 1.0, "flux_clean"), _ctx(ds))
     assert clean.history_["noise_mode"] == "fixed"                          # nothing to redraw
 
 
@@ -270,6 +270,8 @@ def test_converge_is_the_torch_default_and_budget_is_the_old_training(tiny_datas
     m = train.run(base, log=lambda m: None).metrics
     assert m["max_epochs"] == trainer.CONVERGE_EPOCHS and m["stopped_on_budget"] == 0.0 and m["stopped_early"] == 1.0
     assert m["lr_cuts"] == trainer.PLATEAU_CUTS and m["epochs_run"] < trainer.CONVERGE_EPOCHS
+    bare = MLPModel()._training_ctx(FitContext(profile=config.profile("quick"), seed=0))   # built outside the engine
+    assert bare.profile["schedule"] == "plateau" and bare.profile["epochs"] == trainer.CONVERGE_EPOCHS
     b = train.run(dict(base, params={"training": "budget"}), log=lambda m: None).metrics
     assert b["max_epochs"] == config.profile("quick")["epochs"] and b["lr_cuts"] == 0.0
     with pytest.raises(ValueError, match="training must be one of"):
