@@ -121,7 +121,7 @@ def require_dataset() -> data.Dataset:
 
 def _profile_label(name: str) -> str:
     p = config.PROFILES[name]
-    return f"{name} · {p['n_spectra']:,} spectra, networks to convergence"
+    return f"{name} · {p['n_spectra']:,} spectra"
 
 
 def sidebar() -> None:
