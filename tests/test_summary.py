@@ -158,3 +158,18 @@ def test_app_opens_on_the_summary(small):
     _ok(at)
     assert [t.value for t in at.title] == ["Summary"]
     assert any(PM.search(m.value) for m in at.metric)
+
+
+def test_cost_keys_keep_converged_and_smaller_fits_apart():
+    """A fit to convergence costs 2-4x a budget fit and a learning-curve rung less than a full fit: the
+    estimate looks each up under its own key, never the median of a mixture."""
+    from core.engine import estimates
+    from core.engine.spec import make_spec
+    assert estimates.cost_key(make_spec("mlp", {}, 1.0, "quick", "d")) == "mlp@converge"
+    assert estimates.cost_key(make_spec("mlp", {"training": "budget"}, 1.0, "quick", "d")) == "mlp"
+    assert estimates.cost_key(make_spec("mlp", {}, 1.0, "quick", "d", n_train=500)) == "mlp@converge@n500"
+    assert estimates.cost_key(make_spec("ridge", {}, 1.0, "quick", "d")) == "ridge"
+    specs = [make_spec("mlp", {}, 1.0, "quick", "d", seed=s) for s in (991, 992)]
+    e = estimates.estimate(specs, "quick", typical={"mlp": 5.0, "mlp@converge@n500": 1.0, "mlp@converge": 20.0},
+                           n_workers=1)
+    assert e["seconds"] == 40.0

@@ -10,15 +10,17 @@ from core.engine.spec import normalise_spec
 
 
 def cost_key(spec: dict) -> str:
-    """What a fit's cost is looked up by: the model, and "@converge" for a torch spec that trains to
-    convergence (3-4x the epochs of the profile's budget, so their timings are kept apart)."""
+    """What a fit's cost is looked up by: the model, "@converge" for a torch spec that trains to
+    convergence (2-4x the epochs of the profile's budget), and "@n500" for a spec on fewer training
+    spectra than the profile's (the learning curve's rungs): their timings are kept apart."""
     params = (spec.get("params") or {})
     if "training" not in params:
         try:
             params = normalise_spec(spec)["params"]
         except ValueError:
             pass
-    return spec["model"] + ("@converge" if params.get("training") == "converge" else "")
+    return (spec["model"] + ("@converge" if params.get("training") == "converge" else "")
+            + (f"@n{int(spec['n_train'])}" if spec.get("n_train") else ""))
 
 
 def typical_fit_seconds(profile: str, con=None) -> dict:
