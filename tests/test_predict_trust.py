@@ -575,3 +575,16 @@ def test_damaged_calibration_files_are_made_again(trained):
     np.testing.assert_allclose(again[2], good[2], rtol=1e-12)      # BLAS threads may round the last digit apart
     r = P.predict(P.example(ds, 1, 0.1), ds, noise=0.1, mc=0)
     assert r["recommended"]["calibrated_on"] == "calibration"
+
+
+def test_a_learning_curve_rung_is_research_not_a_predictor(tiny_dataset):
+    """A report method trained on fewer spectra (the learning curve's n_train) is a research result: only
+    the report's own spec answers for an upload."""
+    from core import data
+    from core.engine import train
+    from core.engine.spec import make_spec
+    full = train.run(make_spec("ridge", {}, 1.0, "quick", tiny_dataset, "report"), log=lambda m: None)
+    rung = train.run(make_spec("ridge", {}, 1.0, "quick", tiny_dataset, "learning_curve", n_train=60),
+                     log=lambda m: None)
+    roles = {e.run_id: e.role for e in P.trained_models(data.Dataset(tiny_dataset))}
+    assert roles[full.run_id] == "predictor" and roles[rung.run_id] == "research"

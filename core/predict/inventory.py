@@ -88,8 +88,10 @@ PREDICTOR_INPUTS = ("flux", "flux+error")   # what a real spectrum has: its flux
 
 
 def _spec_key(s: dict) -> tuple:
+    """What makes a run the report's method: family, parameters, inputs, target, profile and the training
+    spectra (a learning-curve rung on fewer spectra, spec key n_train, is a research result)."""
     return (s["model"], json.dumps(s.get("params") or {}, sort_keys=True), s.get("inputs"), s.get("target", "logg"),
-            s.get("profile"))
+            s.get("profile"), s.get("n_train"))
 
 
 def _is_predictor(spec: dict, dataset: str) -> bool:
