@@ -595,3 +595,20 @@ def test_lightgbm_loads_without_scikit_learn_and_predicts_the_same():
     assert out["cold"]["sklearn-loaded"] == "False" and out["sklearn-first"]["sklearn-loaded"] == "True"
     assert out["cold"]["pred"] == out["sklearn-first"]["pred"]
     assert out["cold"]["sklearn-after"] == "True"
+
+
+def test_a_batch_on_another_grid_gives_the_same_rows_in_any_block_size(trained):
+    """A batch builds its resampler once and prepares every block with it: blocks of 7 spectra and one block
+    of all of them give the same table for an upload on a finer grid than the models' (resampled)."""
+    ds, _ = trained
+    v = ds.view("test", 0.1, "flux+error")
+    fine = np.linspace(ds.wave[0], ds.wave[-1], 2 * ds.n_pix - 1)
+    flux = np.stack([np.interp(fine, ds.wave, f) for f in v.x[:40, 0]])
+    err = np.stack([np.interp(fine, ds.wave, e) for e in v.x[:40, 1]]) * np.sqrt(2.0)
+    batch = P.read_bytes(h5_bytes(wave=fine, flux=flux, error=err), "fine.h5")
+    small, _ = P.predict_batch(batch, ds, noise=0.1, chunk=7)
+    whole, _ = P.predict_batch(batch, ds, noise=0.1, chunk=1000)
+    assert len(small) == 40 and small["logg"].notna().all()
+    np.testing.assert_allclose(small["logg"], whole["logg"], rtol=1e-9)
+    np.testing.assert_allclose(small["snr"], whole["snr"], rtol=1e-12)
+    assert (small["ood"] == whole["ood"]).all()

@@ -12,6 +12,8 @@ from core.data import LABELS, Dataset, View
 from core.predict.inference import _one_blas_thread, _run_model
 from core.predict.inventory import load, trained_models
 from core.predict.prepare import _noise_levels, build_view, prepare
+from core.predict.readers.columns import check_units
+from core.predict.resample import Resampler
 from core.predict.reference import reference
 from core.predict.settings import BATCH_BLOCK_VALUES, BATCH_SLOW_MAX, OOD_MISSING, OOD_PCT, SNR_PCT
 from core.predict.skill import ensemble, members_by_bin, skill
@@ -82,10 +84,15 @@ def _predict_batch(batch: Batch, ds: Dataset, noise, chunk: int, normalise: str,
     not_needed: set[str] = set()
     hidden = sum(e.role != "predictor" for e in entries) if not research else 0
     frames = []
+    rs = None                                   # the upload grid -> model grid resampler, built once
+    plans: dict[float, tuple | None] = {}       # noise level -> members_by_bin, the same for every block
     for i0 in range(0, n_all, chunk):
         sl = slice(i0, i0 + chunk)
+        if rs is None:
+            check_units(np.asarray(batch.wave, np.float64), ds.wave.astype(np.float64), batch.name)
+            rs = Resampler(np.asarray(batch.wave, np.float64), ds.wave.astype(np.float64))
         prep = prepare(ds, batch.wave, batch.flux[sl], None if batch.error is None else batch.error[sl],
-                       batch.name, noise, levels, normalise)
+                       batch.name, noise, levels, normalise, resampler=rs)
         n = prep.flux.shape[0]
         cols: dict[str, np.ndarray] = {
             "spectrum": np.arange(i0, i0 + n), "snr": prep.snr, "noise_level": prep.noise_level,
@@ -99,9 +106,11 @@ def _predict_batch(batch: Batch, ds: Dataset, noise, chunk: int, normalise: str,
             # only what the recommendation needs, unless every model is asked for: each S/N bin's ensemble
             # members, each run only on the spectra of its bins (the same columns for every block of the
             # batch; a predictor's column is empty where the recommendation did not use it)
-            by_bin = None if all_models else members_by_bin(
-                [en for en in entries if en.usable and en.noise_level == level and en.role == "predictor"
-                 and en.target == "logg" and not slow(en)], ds)
+            if float(level) not in plans:
+                plans[float(level)] = None if all_models else members_by_bin(
+                    [en for en in entries if en.usable and en.noise_level == level and en.role == "predictor"
+                     and en.target == "logg" and not slow(en)], ds)
+            by_bin = plans[float(level)]
             needed = None if by_bin is None else set().union(*by_bin[1].values())
             bin_here = None if by_bin is None else by_bin[0].bin_of(prep.snr[sel])
             flux_here, err_here, cov_here = prep.flux[sel], prep.error[sel], prep.covered[sel]

@@ -68,8 +68,10 @@ NORMALISE = {
 
 
 def prepare(ds: Dataset, wave: np.ndarray, flux: np.ndarray, error: np.ndarray | None, name: str,
-            noise: str | float = "auto", levels: list[float] | None = None, normalise: str = "auto") -> Prepared:
-    """Resample, mask, estimate S/N, pick the noise level, normalise, fill: for n spectra on one grid."""
+            noise: str | float = "auto", levels: list[float] | None = None, normalise: str = "auto",
+            resampler: Resampler | None = None) -> Prepared:
+    """Resample, mask, estimate S/N, pick the noise level, normalise, fill: for n spectra on one grid.
+    `resampler`: one built for this `wave` before (a batch prepares its blocks with the same one)."""
     if normalise not in NORMALISE:
         raise PredictError(f"normalise must be one of {', '.join(NORMALISE)}, got {normalise!r}")
     grid = ds.wave.astype(np.float64)
@@ -77,7 +79,7 @@ def prepare(ds: Dataset, wave: np.ndarray, flux: np.ndarray, error: np.ndarray |
     check_units(wave, grid, name)
     flux = np.atleast_2d(np.asarray(flux, np.float64))
     n = flux.shape[0]
-    rs = Resampler(wave, grid)
+    rs = resampler if resampler is not None else Resampler(wave, grid)
     covered = rs.covered
     frac = float(covered.mean())
     if frac < MIN_COVERAGE:
