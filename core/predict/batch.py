@@ -13,8 +13,8 @@ from core.predict.inference import _one_blas_thread, _run_model
 from core.predict.inventory import load, trained_models
 from core.predict.prepare import _noise_levels, build_view, prepare
 from core.predict.readers.columns import check_units
-from core.predict.resample import Resampler
 from core.predict.reference import reference
+from core.predict.resample import Resampler
 from core.predict.settings import BATCH_BLOCK_VALUES, BATCH_SLOW_MAX, OOD_MISSING, OOD_PCT, SNR_PCT
 from core.predict.skill import ensemble, members_by_bin, skill
 from core.predict.spectra import Batch, PredictError
