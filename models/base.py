@@ -133,20 +133,22 @@ class Model:
     RUN_ATTRIBUTES = ("receptive_field_px", "first_layer_rf_px", "alpha_")
 
     # what a trained network's history (models.trainer.fit_torch) says about its training, as metrics
-    HISTORY_METRICS = ("best_epoch", "best_val_loss", "epochs_run", "max_epochs", "stopped_early", "lr_cuts", "draw_s")
+    HISTORY_METRICS = ("best_epoch", "best_val_loss", "epochs_run", "max_epochs", "stopped_early", "lr_cuts", "draw_s",
+                       "stars_seen")
 
     def run_metrics(self) -> dict:
         """The model's own numbers for its run's metrics (after predict on the test split). A model
         trained by the torch trainer adds where it stopped: best_epoch, best_val_loss, epochs_run,
         max_epochs, stopped_early (1: patience ran out), stopped_on_budget (1: it ran every epoch of
-        max_epochs without early stopping) and fresh_noise (1: a new noise draw every epoch)."""
+        max_epochs without early stopping), fresh_noise (1: a new noise draw every epoch; also for a stream of
+        new stars) and, for a stream (noise_mode "stream"), stars_seen: the distinct training spectra."""
         out = {a.rstrip("_"): float(getattr(self, a)) for a in self.RUN_ATTRIBUTES if hasattr(self, a)}
         hist = getattr(self, "history_", None)
         if isinstance(hist, dict) and "best_epoch" in hist:
             out |= {k: float(hist[k]) for k in self.HISTORY_METRICS if k in hist}
             if "stopped_early" in hist and "max_epochs" in hist:
                 out["stopped_on_budget"] = float(not hist["stopped_early"] and hist["epochs_run"] >= hist["max_epochs"])
-            out["fresh_noise"] = float(hist.get("noise_mode") == "fresh")
+            out["fresh_noise"] = float(hist.get("noise_mode") in ("fresh", "stream"))
         extra = getattr(self, "extra_metrics_", None)
         return out | ({k: float(v) for k, v in extra.items()} if isinstance(extra, dict) else {})
 

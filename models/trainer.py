@@ -216,7 +216,7 @@ def fit_torch(module: nn.Module, X_train, y_train, X_val, y_val, ctx, lr: float 
             "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size, "patience": patience,
             "max_epochs": epochs, "schedule": schedule, "n_train": n, "n_val": len(yva), "y_mean": np.asarray(mu).tolist(),
             "y_std": np.asarray(sd).tolist(),
-            "noise_mode": "fixed" if train_draw is None else "fresh", "draw_s": 0.0}
+            "noise_mode": "fixed" if train_draw is None else getattr(train_draw, "mode", "fresh"), "draw_s": 0.0}
     best, best_state, best_epoch, bad = math.inf, None, 0, 0
     plateau_ref, flat, cuts, converged = math.inf, 0, 0, False   # the plateau schedule's bookkeeping
     t0 = time.time()
@@ -283,6 +283,8 @@ def fit_torch(module: nn.Module, X_train, y_train, X_val, y_val, ctx, lr: float 
     hist.update(best_epoch=best_epoch, best_val_loss=best, epochs_run=len(hist["epochs"]),
                 stopped_early=converged if schedule == "plateau" else bad >= patience, lr_cuts=cuts,
                 seconds=time.time() - t0)
+    if hist["noise_mode"] == "stream":   # every epoch new stars: the distinct training spectra it saw
+        hist["stars_seen"] = int(n * len(hist["epochs"]))
     module.eval()
     return hist
 
@@ -352,7 +354,7 @@ class TorchModelMixin:
         _build()       -> nn.Module from self.arch_
         _base(view)    -> what the network's output is added to (0, or a Ridge prediction)
 
-    Hyper-parameters `lr`, `weight_decay`, `noise_mode` ("fixed" | "fresh", models/noise.py) and
+    Hyper-parameters `lr`, `weight_decay`, `noise_mode` ("fixed" | "fresh" | "stream", models/noise.py) and
     `training` ("converge" | "budget", TRAINING_MODES above) may be passed as params. A family whose training does not go through TorchModel.fit sets noise_mode,
     noise_modes and implied_params to say what it supports.
     """

@@ -19,7 +19,9 @@ ds = appstate.require_dataset()
 profile = st.session_state.get("profile", "quick")
 st.caption("Test R² of log g at noise level 1.0 against the number of training spectra, for Ridge, LightGBM, "
            "the pixel MLP, the top-K window CNN and the FiLM fusion, each trained on one fixed noise draw per "
-           "spectrum or on a fresh draw every epoch, the networks until their validation loss is flat; the band "
+           "spectrum or on a fresh draw every epoch, the networks until their validation loss is flat; the MLP and "
+           "the FiLM fusion also on new simulated stars every epoch (a stream from the data set's recipe: the "
+           "infinite-data limit, placed at the distinct stars they saw); the band "
            "is the likelihood fit of the simulator itself on the same test stars, the best the physics allows. "
            "What each trick buys on its own (fixed / fresh noise x epoch budget / to convergence): "
            "`python -m core report --suite noise_ablation`.")
@@ -43,7 +45,7 @@ else:
     x = alt.X("n_train:Q", title="training spectra (log scale)", scale=alt.Scale(type="log"))
     color = alt.Color("method:N", title="method")
     dash = alt.StrokeDash("mode:N", title="training noise",   # fresh solid, fixed dashed (the caption says so)
-                          scale=alt.Scale(domain=["fresh", "fixed"], range=[[1, 0], [6, 4]]),
+                          scale=alt.Scale(domain=["fresh", "fixed", "stream"], range=[[1, 0], [6, 4], [1, 0]]),
                           legend=None)   # a dash legend draws no visible symbol here: the caption names them
     layers = [
         alt.Chart(done).mark_line(point=True).encode(
@@ -63,7 +65,7 @@ else:
     st.altair_chart(alt.layer(*layers).properties(title="R² against training spectra, noise 1.0", height=380),
                     width="stretch")
     st.caption("Solid lines: fresh training noise; dashed: fixed (Ridge and LightGBM train on the fixed "
-               "draw); bars: ± 1 sd over training seeds where there are several; grey band: the likelihood "
+               "draw); a lone point far right: new stars every epoch, at the number of distinct stars seen; bars: ± 1 sd over training seeds where there are several; grey band: the likelihood "
                "ceiling on the same test stars.")
     wide = done.pivot_table(index=["method", "mode"], columns="n_train", values="r2", sort=False)
     wide.columns = [f"R² @ {int(c):,}" for c in wide.columns]

@@ -90,14 +90,20 @@ def test_the_suite_exists_for_every_profile(no_data):
         assert rungs[0] == 500 and rungs[-1] == config.profile(prof)["max_train"]
         for m in learning.METHODS:
             modes = {learning.mode_of(s) for s in learned if s["model"] == m}
-            assert modes == ({"fixed", "fresh"} if m in learning.TORCH else {"fixed"})
-        # the largest rung has no n_train key: the report's / noise_ablation's own runs (cache hits)
-        top = [s for s in learned if "n_train" not in s]
+            assert modes == ({"fixed", "fresh"} if m in learning.TORCH else {"fixed"}) | (
+                {"stream"} if m in learning.STREAM else set())
+        # the largest rung has no n_train key: the report's / noise_ablation's own runs (cache hits); the
+        # stream of new stars trains as many per epoch as that rung holds
+        top = [s for s in learned if "n_train" not in s and learning.mode_of(s) != "stream"]
         assert len(top) == len(learning.METHODS) + len(learning.TORCH)
+        streams = [s for s in learned if learning.mode_of(s) == "stream"]
+        assert sorted(s["model"] for s in streams) == sorted(learning.STREAM) and not any("n_train" in s for s in streams)
         if prof == "quick":
-            assert rungs == [500, 1050, 2100] and len(specs) == 25
+            assert rungs == [500, 1050, 2100] and len(specs) == 25 + len(learning.STREAM)
         for s in top + ceiling:
             assert train.spec_hash(s, FP) in known
+        for s in streams:                     # the report's spec but for the noise mode: a run of its own
+            assert train.spec_hash(s, FP) not in known
 
 
 def test_the_suite_tops_out_at_what_the_data_set_holds(private):
@@ -130,12 +136,33 @@ def test_the_table_has_one_row_per_method_mode_and_size(small_registry):
     ridge = df[df["model"] == "ridge"]
     assert len(ridge) == 2 and ridge["r2"].notna().all() and (ridge["mode"] == "fixed").all()
     assert df[df["model"] != "ridge"]["r2"].isna().all()
-    assert set(df[df["model"] == "mlp"]["mode"]) == {"fixed", "fresh"}
+    assert set(df[df["model"] == "mlp"]["mode"]) == {"fixed", "fresh", "stream"}
     text = analysis.conclusion(df, None)
     assert "Ridge" in text and "R²" in text
     assert math.isnan(df["of_ceiling"].iloc[0])                    # no ceiling run: no fraction
     md = analysis.markdown("quick")
     assert "| Ridge | fixed |" in md and "not run yet" in md
+
+
+def test_a_stream_run_enters_the_curve_at_the_stars_it_saw(small_registry, monkeypatch):
+    """The infinite-data end: the MLP trained on new stars every epoch is a row of mode "stream" placed at the
+    distinct stars it saw (epochs x the training split), in its own column of the markdown table, and the
+    conclusion names it."""
+    from models import trainer
+    monkeypatch.setattr(trainer, "CONVERGE_EPOCHS", 6)                  # a few epochs of 140 new stars each
+    s = next(x for x in small_registry if x["model"] == "mlp" and learning.mode_of(x) == "stream")
+    r = train.run(s, log=lambda *a: None)
+    assert r.metrics["stars_seen"] == r.metrics["epochs_run"] * (TINY_N * 7 // 10)
+    df = analysis.table("quick", specs=small_registry)
+    row = df[(df["model"] == "mlp") & (df["mode"] == "stream")].iloc[0]
+    assert row["n_train"] == r.metrics["stars_seen"] and row["r2"] == pytest.approx(r.metrics["r2"])
+    text = analysis.conclusion(df, None)
+    assert "Ridge" in text and f"{int(r.metrics['stars_seen']):,} distinct stars seen" in text
+    md = analysis.markdown("quick")
+    line = next(x for x in md.splitlines() if x.startswith("| MLP") and "| stream |" in x)
+    assert f"{int(r.metrics['stars_seen']):,} seen" in line
+    header = next(x for x in md.splitlines() if x.startswith("| method"))
+    assert "new stars every epoch" in header and header.count("|") == line.count("|")
 
 
 def _page() -> AppTest:

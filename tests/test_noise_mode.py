@@ -279,3 +279,69 @@ def test_converge_is_the_torch_default_and_budget_is_the_old_training(tiny_datas
     for family in ("npe", "blindspot"):
         with pytest.raises(ValueError, match="takes no training parameter"):
             spec.normalise_spec(spec.make_spec(family, {"training": "converge"}, 1.0, "quick", "d"))
+
+
+# --------------------------------------------------------------------------- a stream of new stars
+def test_stream_epochs_are_new_stars_of_the_data_sets_prior_that_repeat_per_seed(ds):
+    """#17 part 3: noise_mode "stream" draws new stars every epoch from the data set's own recipe: not its
+    stars, the same distribution (labels over the box, S/N, mean flux), a pure function of (seed, epoch)."""
+    from core.data.stream import StarStream
+    tr = ds.view("train", 1.0, "flux+error")
+    src = StarStream(ds, 150, 1.0, "flux+error", training_seed=4)
+    e0, e1, again, other = src.epoch(0), src.epoch(1), src.epoch(0), StarStream(ds, 150, 1.0, "flux+error", 5).epoch(0)
+    assert e0.x.shape == (150, 2, ds.n_pix) and e0.channels == tr.channels and e0.x.dtype == np.float32
+    assert np.array_equal(e0.x, again.x) and np.array_equal(e0.y, again.y)
+    assert not np.array_equal(e0.y, e1.y) and not np.array_equal(e0.y, other.y)
+    assert not ({tuple(r) for r in e0.y.round(3)} & {tuple(r) for r in ds.labels.astype(np.float32).round(3)})
+    from core.data import LABEL_BOX, LABELS
+    for j, k in enumerate(LABELS):
+        lo, hi = LABEL_BOX[k]
+        assert lo <= e0.y[:, j].min() and e0.y[:, j].max() <= hi
+        assert abs(e0.y[:, j].mean() - (lo + hi) / 2) < 0.1 * (hi - lo)        # a Latin hypercube over the box
+    # the same S/N distribution as the data set's stars (a two-sample KS test against all of them)
+    from scipy.stats import ks_2samp
+    snr = lambda v: np.median(v.x[:, 0] / v.x[:, 1], axis=1)                   # noqa: E731
+    every = ds.view("train", 1.0, "flux+error"), ds.view("val", 1.0, "flux+error"), ds.view("test", 1.0, "flux+error")
+    big = StarStream(ds, 600, 1.0, "flux+error", training_seed=4).epoch(7)
+    assert ks_2samp(snr(big), np.concatenate([snr(v) for v in every])).pvalue > 0.01
+    assert ks_2samp(snr(big), snr(big) * 1.5).pvalue < 1e-6                   # the test can tell a shifted S/N
+    assert abs(big.x[:, 0].mean() - tr.x[:, 0].mean()) < 0.01
+    # the error channel is the simulator's sigma of the star's own flux at this noise level
+    z = (e0.x[:, 0] - StarStream(ds, 150, 0.0, "flux", 4).epoch(0).x[:, 0]) / e0.x[:, 1]
+    assert abs(z.mean()) < 0.02 and abs(z.std() - 1) < 0.02
+
+
+def test_stream_refuses_what_it_cannot_draw(ds, tmp_path):
+    from core.data import DataError
+    from core.data.stream import StarStream
+    with pytest.raises(DataError, match="cannot be formed for new stars"):
+        StarStream(ds, 10, 1.0, "flux+error_shuffled")
+    tr, va = ds.view("train", 1.0), ds.view("val", 1.0)
+    with pytest.raises(DataError, match="not at hand"):                 # never a silent fit on the fixed split
+        MLPModel(noise_mode="stream").fit(tr, va, FitContext(profile=PROFILE, seed=0, device="cpu"))
+
+
+def test_a_stream_fit_trains_on_new_stars_each_epoch_and_says_how_many(ds, monkeypatch):
+    from core.data import stream
+    tr, va = ds.view("train", 1.0), ds.view("val", 1.0)
+    drawn, real_epoch = [], stream.StarStream.epoch
+    monkeypatch.setattr(stream.StarStream, "epoch", lambda self, e: drawn.append(real_epoch(self, e)) or drawn[-1])
+    targets, real_loss = [], trainer._forward_loss
+
+    def spy(module, xs, yb, amp, device_type):
+        if module.training:
+            targets.append((yb.detach().double() * module.y_std.double() + module.y_mean.double()).numpy())
+        return real_loss(module, xs, yb, amp, device_type)
+    monkeypatch.setattr(trainer, "_forward_loss", spy)
+    m = MLPModel(noise_mode="stream", training="budget").fit(tr, va, _ctx(ds))
+    assert m.history_["noise_mode"] == "stream" and len(drawn) == PROFILE["epochs"]
+    met = m.run_metrics()
+    assert met["stars_seen"] == len(tr.y) * met["epochs_run"] == len(tr.y) * PROFILE["epochs"]
+    assert met["fresh_noise"] == 1.0
+    # every epoch trains on exactly that epoch's new stars (their log g as targets), none of the split's
+    n_batches = len(trainer._batches(len(tr.y), PROFILE["batch_size"], np.arange(len(tr.y))))
+    for e, v in enumerate(drawn):
+        got = np.sort(np.concatenate(targets[e * n_batches:(e + 1) * n_batches]))
+        np.testing.assert_allclose(got, np.sort(v.y[:, 1].astype(np.float64)), atol=1e-4)
+        assert not np.isin(v.y[:, 1].round(5), tr.y[:, 1].round(5)).any()
+    assert np.isfinite(m.predict(va)).all()

@@ -169,6 +169,7 @@ def test_cost_keys_keep_converged_and_smaller_fits_apart():
     assert estimates.cost_key(make_spec("mlp", {"training": "budget"}, 1.0, "quick", "d")) == "mlp"
     assert estimates.cost_key(make_spec("mlp", {}, 1.0, "quick", "d", n_train=500)) == "mlp@converge@n500"
     assert estimates.cost_key(make_spec("ridge", {}, 1.0, "quick", "d")) == "ridge"
+    assert estimates.cost_key(make_spec("mlp", {"noise_mode": "stream"}, 1.0, "quick", "d")) == "mlp@converge@stream"
     specs = [make_spec("mlp", {}, 1.0, "quick", "d", seed=s) for s in (991, 992)]
     e = estimates.estimate(specs, "quick", typical={"mlp": 5.0, "mlp@converge@n500": 1.0, "mlp@converge": 20.0},
                            n_workers=1)

@@ -17,6 +17,7 @@ from core.engine.suites import learning
 
 SUITE = "learning_curve"
 COLUMNS = ["method", "model", "mode", "n_train", "r2", "r2_sd", "n_seeds", "of_ceiling", "run_id"]
+# n_train of a "stream" row (new stars every epoch) is the mean number of distinct stars its fits saw
 
 
 def _label(spec: dict) -> str:
@@ -51,6 +52,9 @@ def table(profile: str = "quick", dataset: str | None = None, con=None, specs: l
         reps = [r.metrics["r2"] for r in res if r.metrics.get("r2") is not None]
         mean = float(sum(reps) / len(reps)) if reps else math.nan
         n = int(res[0].metrics.get("n_train") or 0) if res else 0
+        seen = [r.metrics["stars_seen"] for r in res if r.metrics.get("stars_seen")]
+        if learning.mode_of(s) == "stream" and seen:       # new stars every epoch: the distinct stars it saw
+            n = int(round(sum(seen) / len(seen)))
         rows.append({"method": _label(s), "model": s["model"], "mode": learning.mode_of(s),
                      "n_train": n or int(s.get("n_train") or top), "r2": mean,
                      "r2_sd": float(pd.Series(reps).std(ddof=1)) if len(reps) > 1 else math.nan,
@@ -59,33 +63,46 @@ def table(profile: str = "quick", dataset: str | None = None, con=None, specs: l
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+def _reach(r) -> str:
+    if pd.notna(r["of_ceiling"]):
+        return f"{r['of_ceiling']:.0%} of the ceiling ({r['method']}, R² {r['r2']:.3f})"
+    return f"R² {r['r2']:.3f} ({r['method']})"
+
+
 def conclusion(df: pd.DataFrame, ceiling: float | None) -> str:
-    """One sentence: how close fresh and fixed training noise get to the ceiling, and with how much data."""
+    """How close fresh and fixed training noise get to the ceiling, and with how much data; then, where a
+    stream of new stars has run, how close the infinite-data limit gets."""
     done = df[df["r2"].notna()] if len(df) else df
     if done.empty:
         return "No learning-curve run has finished yet."
-    top = int(done["n_train"].max())
-
-    def reach(r) -> str:
-        if pd.notna(r["of_ceiling"]):
-            return f"{r['of_ceiling']:.0%} of the ceiling ({r['method']}, R² {r['r2']:.3f})"
-        return f"R² {r['r2']:.3f} ({r['method']})"
-
-    fixed, fresh = done[done["mode"] == "fixed"], done[done["mode"] == "fresh"]
+    streamed, done = done[done["mode"] == "stream"], done[done["mode"] != "stream"]
     tail = "" if ceiling is None else f"; the ceiling: R² {ceiling:.3f} on the same test stars"
+    out = _data_conclusion(done, tail) if not done.empty else ""
+    if not streamed.empty:
+        s = streamed.sort_values("r2").iloc[-1]
+        out += (" " if out else "") + (f"With new simulated stars every epoch (the infinite-data limit: "
+                                       f"{int(s['n_train']):,} distinct stars seen) the best reaches {_reach(s)}"
+                                       + ("." if out else f"{tail}."))
+    return out
+
+
+def _data_conclusion(done: pd.DataFrame, tail: str) -> str:
+    """The sentence about the data set's own training spectra (fixed and fresh noise)."""
+    top = int(done["n_train"].max())
+    fixed, fresh = done[done["mode"] == "fixed"], done[done["mode"] == "fresh"]
     if fresh.empty or fixed[fixed["n_train"] == top].empty:
         best = done[done["n_train"] == top].sort_values("r2").iloc[-1]
-        return f"On {top:,} training spectra the best learned model reaches {reach(best)}{tail}."
+        return f"On {top:,} training spectra the best learned model reaches {_reach(best)}{tail}."
     bf = fixed[fixed["n_train"] == top].sort_values("r2").iloc[-1]
     best_fresh = {int(n): g.sort_values("r2").iloc[-1] for n, g in fresh.groupby("n_train")}
     enough = [n for n, b in sorted(best_fresh.items()) if b["r2"] >= bf["r2"] and n < top]
     if enough:
         b = best_fresh[enough[0]]
-        return (f"Fresh noise on {enough[0]:,} spectra reaches {reach(b)}, as much as fixed noise on {top:,} "
-                f"({reach(bf)}){tail}.")
+        return (f"Fresh noise on {enough[0]:,} spectra reaches {_reach(b)}, as much as fixed noise on {top:,} "
+                f"({_reach(bf)}){tail}.")
     b = best_fresh.get(top, best_fresh[max(best_fresh)])
-    return (f"Fresh noise on {int(b['n_train']):,} spectra reaches {reach(b)}; fixed noise on {top:,} "
-            f"{reach(bf)}{tail}.")
+    return (f"Fresh noise on {int(b['n_train']):,} spectra reaches {_reach(b)}; fixed noise on {top:,} "
+            f"{_reach(bf)}{tail}.")
 
 
 def _cell(r) -> str:
@@ -99,8 +116,10 @@ def markdown(profile: str = "quick", dataset: str | None = None) -> str:
     con = registry.connect()
     df = table(profile, dataset, con)
     ceil = ceiling_r2(profile, dataset, con)
-    sizes = sorted(df["n_train"].unique()) if len(df) else []
-    cols = ["method", "training noise"] + [f"n={int(n):,}" for n in sizes] + ["of ceiling @ largest"]
+    data_rows = df[df["mode"] != "stream"] if len(df) else df
+    sizes = sorted(data_rows["n_train"].unique()) if len(data_rows) else []
+    cols = ["method", "training noise"] + [f"n={int(n):,}" for n in sizes] + ["new stars every epoch",
+                                                                           "of ceiling @ largest"]
     lines = [f"Suite `{SUITE}`, profile `{profile}`, data set `{dataset or config.profile(profile)['dataset']}`, "
              f"noise level {learning.NOISE_LEVEL:.1f}: test R² of log g against the number of training spectra; "
              "with several training seeds mean ± sd (N seeds).", "",
@@ -109,8 +128,11 @@ def markdown(profile: str = "quick", dataset: str | None = None) -> str:
         by = {int(r["n_train"]): r for _, r in g.iterrows()}
         big = by.get(int(max(by)))
         frac = f"{big['of_ceiling']:.1%}" if big is not None and pd.notna(big["of_ceiling"]) else "-"
-        lines.append("| " + " | ".join([method, mode] + [_cell(by[int(n)]) if int(n) in by else "-" for n in sizes]
-                                       + [frac]) + " |")
+        if mode == "stream":       # one cell: R^2 and the distinct stars seen
+            cells = ["-"] * len(sizes) + [_cell(big) + (f", {int(big['n_train']):,} seen" if pd.notna(big["r2"]) else "")]
+        else:
+            cells = [_cell(by[int(n)]) if int(n) in by else "-" for n in sizes] + ["-"]
+        lines.append("| " + " | ".join([method, mode] + cells + [frac]) + " |")
     lines += ["", f"{CEILING_LINE}: " + (f"R² {ceil:.3f}" if ceil is not None else "not run yet") + ".",
               conclusion(df, ceil), f"{int(df['r2'].notna().sum())} of {len(df)} learned cells finished."]
     return "\n".join(lines)

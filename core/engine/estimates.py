@@ -11,8 +11,9 @@ from core.engine.spec import normalise_spec
 
 def cost_key(spec: dict) -> str:
     """What a fit's cost is looked up by: the model, "@converge" for a torch spec that trains to
-    convergence (2-4x the epochs of the profile's budget), and "@n500" for a spec on fewer training
-    spectra than the profile's (the learning curve's rungs): their timings are kept apart."""
+    convergence (2-4x the epochs of the profile's budget), "@stream" for one that simulates new stars
+    every epoch (the simulator is most of its time: 5-10x a fit on the data set), and "@n500" for a spec
+    on fewer training spectra than the profile's (the learning curve's rungs): their timings are kept apart."""
     params = (spec.get("params") or {})
     if "training" not in params:
         try:
@@ -20,6 +21,7 @@ def cost_key(spec: dict) -> str:
         except ValueError:
             pass
     return (spec["model"] + ("@converge" if params.get("training") == "converge" else "")
+            + ("@stream" if params.get("noise_mode") == "stream" else "")
             + (f"@n{int(spec['n_train'])}" if spec.get("n_train") else ""))
 
 

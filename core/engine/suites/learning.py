@@ -9,6 +9,11 @@ suite's spec at 1.0. The largest rung has no n_train key: it is the report suite
 fresh torch runs, Ridge, LightGBM) or the noise_ablation suite's (the fixed torch runs), a cache hit
 in a registry that holds those. Every torch run trains to convergence (the families' default `training`). Where the data set exists and holds fewer training spectra than the
 profile's max_train, the ladder tops out at what it holds (rungs it cannot supply are left out).
+
+Beyond the data set: the methods of STREAM also train with noise_mode "stream", new simulated stars every
+epoch from the data set's recipe (core/data/stream.py), as many per epoch as the largest rung: the honest
+"infinite data" end of the curve, placed at the number of distinct stars the fit saw (run metric
+stars_seen). Only where the data set has a recipe to draw from (a simulator build of this version).
 """
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ from core.engine.spec import make_spec
 METHODS = ("ridge", "lightgbm", "mlp", "topk_cnn", "fusion_film")
 TORCH = ("mlp", "topk_cnn", "fusion_film")
 MODES = ("fixed", "fresh")
+STREAM = ("mlp", "fusion_film")   # also trained on a stream of new stars (the simulator is ~4 s per epoch of
+                                  # 2,100 stars on 2 cores: each such fit costs minutes, not seconds)
 NOISE_LEVEL = 1.0
 LOWEST = 500      # the smallest rung where the profile allows it ...
 FLOOR = 200       # ... else the smallest rung (half the largest, at least this)
@@ -60,7 +67,22 @@ def suite_specs(profile: str, dataset: str | None, params: dict[str, dict], ceil
             p = {**params[m], "noise_mode": mode} if mode else dict(params[m])
             out += [make_spec(m, p, NOISE_LEVEL, profile, dataset, "learning_curve",
                               n_train=None if n == top else n) for n in rungs]
+    if streamable(profile, dataset):
+        out += [make_spec(m, {**params[m], "noise_mode": "stream"}, NOISE_LEVEL, profile, dataset, "learning_curve")
+                for m in STREAM]
     return out + [s for s in ceiling if s["noise_level"] == NOISE_LEVEL]
+
+
+def streamable(profile: str, dataset: str | None) -> bool:
+    """Whether the suite's data set can stream new stars: it is built by this simulator version, or not
+    built yet (the profile's build will be)."""
+    from core import data
+    from core.data import stream
+    try:
+        ds = data.Dataset(dataset or config.profile(profile)["dataset"])
+    except (data.DataError, OSError):
+        return True
+    return stream.reason(ds) is None
 
 
 def mode_of(spec: dict) -> str:
