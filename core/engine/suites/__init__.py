@@ -86,7 +86,20 @@ def _fusion(profile, dataset):
 
 
 def _ceiling(profile, dataset):
-    return [make_spec("likelihood_ceiling", {}, n, profile, dataset, "ceiling") for n in NOISE]
+    """The likelihood fit at each noise level; on a data set with nuisances, marginalising them."""
+    p = {"nuisances": "marginalise"} if has_nuisances(profile, dataset) else {}
+    return [make_spec("likelihood_ceiling", p, n, profile, dataset, "ceiling") for n in NOISE]
+
+
+def has_nuisances(profile: str, dataset: str | None) -> bool:
+    """Whether the suite's data set carries a nuisance recipe: the built file's, else what the profile or
+    the name ("sim-quick-survey") asks for."""
+    from core import data
+    name = dataset or config.profile(profile)["dataset"]
+    try:
+        return data.Dataset(name).nuisance_recipe is not None
+    except (data.DataError, OSError):
+        return bool(config.profile(profile).get("nuisance")) or any(name.endswith("-" + r) for r in config.NUISANCE_RECIPES)
 
 
 def _latent(profile, dataset):
