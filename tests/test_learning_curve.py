@@ -196,3 +196,17 @@ def test_the_limit_page_renders_on_a_small_registry(private):
     charts = [json.loads(x.proto.spec) for x in at.get("vega_lite_chart")]
     assert charts and len(charts[0]["layer"]) == 4        # ceiling band, lines, sd bars, ceiling rule
     assert any("Ridge" in i.value and "of the ceiling" in i.value for i in at.info)
+
+
+def test_the_stream_is_judged_against_fresh_noise_on_the_data_set_with_both_seed_errors():
+    import pandas as pd
+    rows = [{"method": "MLP", "model": "mlp", "mode": "fresh", "n_train": 2100, "r2": 0.759, "r2_sd": 0.004,
+             "n_seeds": 2, "of_ceiling": 0.905, "run_id": "a"},
+            {"method": "MLP", "model": "mlp", "mode": "stream", "n_train": 100800, "r2": 0.743, "r2_sd": 0.020,
+             "n_seeds": 2, "of_ceiling": 0.886, "run_id": "b"}]
+    text = analysis.conclusion(pd.DataFrame(rows, columns=analysis.COLUMNS), 0.838)
+    assert "100,800 distinct stars seen" in text and "-0.016 ± 0.020 (inconclusive" in text
+    rows[1].update(r2=0.80, r2_sd=0.005)                    # outside 2 combined errors: a gain
+    assert "+0.041 ± 0.006 (a gain)" in analysis.conclusion(pd.DataFrame(rows, columns=analysis.COLUMNS), 0.838)
+    rows[0]["r2_sd"] = rows[1]["r2_sd"] = float("nan")      # one seed each: no verdict
+    assert "(single runs)" in analysis.conclusion(pd.DataFrame(rows, columns=analysis.COLUMNS), 0.838)

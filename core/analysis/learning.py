@@ -82,8 +82,24 @@ def conclusion(df: pd.DataFrame, ceiling: float | None) -> str:
         s = streamed.sort_values("r2").iloc[-1]
         out += (" " if out else "") + (f"With new simulated stars every epoch (the infinite-data limit: "
                                        f"{int(s['n_train']):,} distinct stars seen) the best reaches {_reach(s)}"
-                                       + ("." if out else f"{tail}."))
+                                       + _against_finite(s, done) + ("." if out else f"{tail}."))
     return out
+
+
+def _against_finite(s, done: pd.DataFrame) -> str:
+    """', against R^2 x on the data set's N spectra with fresh noise: a gain of g +- e (verdict)' for the stream
+    row s, the gap judged against the seed spreads of both (inconclusive inside 2 combined errors)."""
+    same = done[(done["model"] == s["model"]) & (done["mode"] == "fresh")]
+    if same.empty:
+        return ""
+    f = same.sort_values("n_train").iloc[-1]
+    gap = float(s["r2"] - f["r2"])
+    err = math.sqrt(sum(float(v) ** 2 for v in (s["r2_sd"], f["r2_sd"]) if pd.notna(v)))
+    if err == 0:
+        return f", against R² {f['r2']:.3f} on the data set's {int(f['n_train']):,} spectra with fresh noise (single runs)"
+    verdict = "inconclusive: within 2 seed errors" if abs(gap) < 2 * err else ("a gain" if gap > 0 else "a loss")
+    return (f", against R² {f['r2']:.3f} on the data set's {int(f['n_train']):,} spectra with fresh noise: "
+            f"{gap:+.3f} ± {err:.3f} ({verdict})")
 
 
 def _data_conclusion(done: pd.DataFrame, tail: str) -> str:
