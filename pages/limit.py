@@ -67,9 +67,21 @@ else:
     st.caption("Solid lines: fresh training noise; dashed: fixed (Ridge and LightGBM train on the fixed "
                "draw); a lone point far right: new stars every epoch, at the number of distinct stars seen; bars: ± 1 sd over training seeds where there are several; grey band: the likelihood "
                "ceiling on the same test stars.")
-    wide = done.pivot_table(index=["method", "mode"], columns="n_train", values="r2", sort=False)
+    rows = done[done["mode"] != "stream"]
+    wide = rows.pivot_table(index=["method", "mode"], columns="n_train", values="r2", sort=False)
+    wide = wide.map(lambda v: "-" if pd.isna(v) else f"{v:.3f}")
     wide.columns = [f"R² @ {int(c):,}" for c in wide.columns]
-    st.dataframe(wide.style.format("{:.3f}", na_rep="-"), width="content")
+    stream = {(r["method"], r["mode"]): f"{r['r2']:.3f} ({int(r['n_train']):,} seen)"
+              for _, r in done[done["mode"] == "stream"].iterrows()}
+    if stream:                  # the infinite-data end: one column, the R² and the distinct stars seen
+        extra = pd.DataFrame({"new stars every epoch": list(stream.values())},
+                             index=pd.MultiIndex.from_tuples(list(stream), names=["method", "mode"]))
+        wide = pd.concat([wide, extra]).fillna("-")
+        order = {m: i for i, m in enumerate(dict.fromkeys(done["method"]))}
+        wide = wide.sort_index(key=lambda ix: ix.map(order) if ix.name == "method" else
+                               ix.map({"fixed": 0, "fresh": 1, "stream": 2}))
+    st.dataframe(wide.reset_index(), hide_index=True, width="content",
+                 column_config={"method": st.column_config.TextColumn(width="medium")})
 job_panels.retrain_button(suites.suite("learning_curve", profile, ds.name), f"learning curve, {profile}",
                           "learning_curve")
 
