@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core import config  # noqa: E402
-from core.analysis import robustness  # noqa: E402
+from core.analysis import robustness, robustness_ceiling  # noqa: E402
 from core.data import Dataset  # noqa: E402
 from core.engine.suites import robustness as rsuite  # noqa: E402
 
@@ -31,6 +31,8 @@ def main() -> int:
     ap.add_argument("--profile", default="quick", choices=list(config.PROFILES))
     ap.add_argument("--dataset", help="the clean data set (default: the profile's)")
     ap.add_argument("--noise", type=float, default=robustness.TARGET_NOISE, help="noise level of the full table")
+    ap.add_argument("--no-ceiling", action="store_true", help="skip the marginalised ceiling on the target's sets "
+                    "(core/analysis/robustness_ceiling.py: a few minutes the first time)")
     a = ap.parse_args()
     try:
         robustness.clean_dataset(a.profile, a.dataset)
@@ -73,6 +75,17 @@ def main() -> int:
             print(f"| {m} | {noise:g} | " + " | ".join(cells) + " |")
     print()
     print(robustness.markdown(df, a.noise))
+    if not a.no_ceiling:
+        t1 = time.perf_counter()
+        ceil = robustness_ceiling.rows(a.profile, a.dataset, compute=True)
+        print(f"**The physics on the same sets** ({robustness_ceiling.LABEL}, the first {ceil.attrs['n_stars']} test stars, "
+              f"noise {robustness.TARGET_NOISE:g}; {time.perf_counter() - t1:.0f} s this call, cached): "
+              + robustness_ceiling.sentence(ceil, df))
+        print()
+        print("| perturbation | R² ceiling | ΔR² |")
+        print("|---|---:|---:|")
+        for _, r in ceil.iterrows():
+            print(f"| {r['perturbation']} | {r['r2']:.3f} | {r['drop']:.3f} ± {r['err']:.3f} |")
     return 0
 
 

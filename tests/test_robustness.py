@@ -126,3 +126,25 @@ def test_sentence_and_digest_lines(evaluated):
 def test_an_imported_or_nuisance_data_set_is_refused_in_one_line(fitted):
     with pytest.raises(data.DataError, match="not a clean simulated one"):
         rob.clean_dataset("quick", f"{CLEAN}-survey")
+
+
+def test_the_marginalised_ceiling_loses_little_where_the_target_asks_and_is_cached(fitted, evaluated, monkeypatch):
+    """The physics on the same perturbed sets (core/analysis/robustness_ceiling.py): a fit that marginalises the
+    survey priors' nuisances, on the first test stars. Inside those priors (RV 2-5 km/s, R +-10 %, tilts <= 2 %)
+    it loses little; the page and the benchmark read it from the cache afterwards."""
+    from core.analysis import robustness_ceiling as rc
+    assert rc.rows("quick", CLEAN).empty                              # nothing cached: the page shows nothing
+    monkeypatch.setattr(rc, "N_STARS", 12)
+    got = rc.evaluate("quick", CLEAN, compute=True, n_stars=12)
+    assert set(got) == {"index", "y_true"} | {f"p_{k}" for k in rc.KEYS} and len(got["index"]) == 12
+    rows = rc.rows("quick", CLEAN)
+    assert rows.attrs["n_stars"] == 12 and list(rows["key"]) == list(rc.KEYS)
+    clean = rows.set_index("key").loc["rv_0"]
+    assert clean["drop"] == 0.0 and clean["r2_clean"] > 0.9                # noise 0.1: the ceiling is near 1
+    target = rows[rows["key"].isin(rob.TARGET_KEYS)]
+    assert target["drop"].max() < 0.1                                   # the spectrum keeps log g under them
+    text = rc.sentence(rows, evaluated)
+    assert "12 test stars" in text and "ΔR²" in text and "best augmented predictor" in text
+    from core.physics import fisher
+    monkeypatch.setattr(fisher, "likelihood_fit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("refitted")))
+    assert rc.rows("quick", CLEAN).equals(rows)                         # read back, never refitted

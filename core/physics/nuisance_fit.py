@@ -13,8 +13,8 @@ under its recipe's prior, and the label posterior is the marginal over them:
 
 - the forward model is the build's own, `nuisance.observe` (exact);
 - its Jacobian is taken by forward differences of that model (FD_STEP per parameter), and the maximum by
-  Levenberg-Marquardt from a start that divides out the multiplicative nuisances (tellurics at the prior's
-  centre, then a least-squares tilt against the best grid spectrum);
+  Levenberg-Marquardt from a start that estimates the multiplicative nuisances from the data
+  (_multiplicative_start: ln(f / model) is linear in the band optical depths and the tilt);
 - each prior is a Gaussian: a normal's own (mu, sigma), a uniform's mean and sd ((hi - lo) / sqrt 12),
   a lognormal's in ln pwv; every parameter is kept inside its prior's support;
 - the labels' covariance is the labels block of the inverse of (J^T W J + prior precision): the Laplace
@@ -118,14 +118,20 @@ def fit(flux: np.ndarray, sigma: np.ndarray, recipe: dict, sim=None, start: np.n
     grid, models = fisher.grid_spectra(sim=sim)
     if start is None:
         best = grid[np.argmin(fisher.chi2_matrix(flux / tell, sigma / tell, models), axis=1)]
-        # the tilt by weighted least squares against the best grid spectrum (it is linear in c1, c2)
-        m = _observe(sim, best, {k: natural(k, v) for k, v in theta_nu.items()})
-        c = _tilt_lstsq(flux, sigma, m, wave, pri)
-        for k, v in zip(("tilt_c1", "tilt_c2"), c.T):
-            if isinstance(pri[k], Prior):
-                theta_nu[k] = np.clip(v, pri[k].lo, pri[k].hi)
-        fac = tell * nuis.continuum_polynomial(wave, theta_nu["tilt_c1"], theta_nu["tilt_c2"])
-        start = grid[np.argmin(fisher.chi2_matrix(flux / fac, sigma / fac, models), axis=1)]
+        # the multiplicative nuisances from the data: ln(f / model) of the best grid spectrum (without
+        # tellurics or tilt) is linear in the band optical depths and the tilt (_multiplicative_start);
+        # twice, the second time against the grid's best after dividing the first estimate out
+        for _ in range(2):
+            m = _observe(sim, best, {k: (natural(k, v) if k in ("rv", "resolution") else nuis.NEUTRAL[k])
+                                     for k, v in theta_nu.items()})
+            est = _multiplicative_start(flux, sigma, m, wave, pri, logs)
+            for k, v in est.items():
+                if isinstance(pri[k], Prior):
+                    theta_nu[k] = v
+            fac = nuis.telluric_transmission(wave, natural("airmass", theta_nu["airmass"]), natural("pwv", theta_nu["pwv"])) \
+                * nuis.continuum_polynomial(wave, theta_nu["tilt_c1"], theta_nu["tilt_c2"])
+            best = grid[np.argmin(fisher.chi2_matrix(flux / fac, sigma / fac, models), axis=1)]
+        start = best
     labels, cov, nu_fit = [], [], {k: [] for k in nuis.NUISANCE_KEYS}
     for i in range(0, n, ROWS):
         sl = slice(i, i + ROWS)
@@ -141,20 +147,30 @@ def fit(flux: np.ndarray, sigma: np.ndarray, recipe: dict, sim=None, start: np.n
     return NuisanceFit(np.concatenate(labels), np.concatenate(cov), nu_fit, factor, free)
 
 
-def _tilt_lstsq(flux, sigma, model, wave, pri) -> np.ndarray:
-    """(n, 2) c1, c2 of f ~ model (1 + c1 P1 + c2 P2), weighted least squares with the priors as a ridge."""
+def _multiplicative_start(flux, sigma, model, wave, pri, logs) -> dict[str, np.ndarray]:
+    """Starting values of the tilt and the tellurics (fitted units) from ln(f / model) = -a tau_O2 - b tau_H2O
+    + c1 P1 + c2 P2, by weighted least squares (weights (model / sigma)^2, a small ridge), then
+    airmass = a^(1/0.55) and pwv = 2 mm b^(1/0.6) / airmass, each clipped into its prior's support."""
+    o2, h2o = nuis.telluric_templates(wave)
     ll = np.log(wave)
     x = 2.0 * (ll - ll[0]) / (ll[-1] - ll[0]) - 1.0
-    basis = np.stack([x, 1.5 * x ** 2 - 0.5])                       # (2, P)
-    w = 1.0 / np.clip(sigma, 1e-12, None) ** 2
-    A = model[:, None, :] * basis[None]                             # (n, 2, P)
-    G = np.einsum("nkp,np,nlp->nkl", A, w, A)
-    b = np.einsum("nkp,np->nk", A, w * (flux - model))
-    for j, k in enumerate(("tilt_c1", "tilt_c2")):
-        G[:, j, j] += 1.0 / pri[k].sd ** 2 if isinstance(pri[k], Prior) else 1e12
-        if isinstance(pri[k], Prior):
-            b[:, j] += pri[k].mu / pri[k].sd ** 2
-    return np.linalg.solve(G, b[..., None])[..., 0]
+    basis = np.stack([-o2, -h2o, x, 1.5 * x ** 2 - 0.5])                  # (4, P)
+    r = np.log(np.clip(flux, 1e-3, None)) - np.log(np.clip(model, 1e-3, None))
+    w = (np.clip(model, 1e-3, None) / np.clip(sigma, 1e-12, None)) ** 2
+    G = np.einsum("kp,np,lp->nkl", basis, w, basis) + 1e-6 * np.eye(4)[None]
+    b = np.einsum("kp,np->nk", basis, w * r)
+    a, bh, c1, c2 = np.linalg.solve(G, b[..., None])[..., 0].T
+    am = np.clip(a, 0.0, None) ** (1.0 / nuis.O2_AIRMASS_EXP)
+    pwv = nuis.PWV_REF * np.clip(bh, 0.0, None) ** (1.0 / nuis.H2O_COLUMN_EXP) / np.maximum(am, 1e-3)
+    out = {"tilt_c1": c1, "tilt_c2": c2, "airmass": am, "pwv": pwv}
+    for k in list(out):
+        p = pri[k]
+        if not isinstance(p, Prior):
+            out.pop(k)
+            continue
+        v = np.log(np.clip(out[k], 1e-6, None)) if k in logs else out[k]
+        out[k] = np.clip(v, p.lo, p.hi)
+    return out
 
 
 def _levenberg_marquardt(sim, flux, sigma, lab, theta_nu, pri, free, logs, iterations):
