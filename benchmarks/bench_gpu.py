@@ -5,6 +5,7 @@ samples above 50 %), peak GPU memory and peak host RSS into docs/benchmarks.md's
 
     python benchmarks/bench_gpu.py                       # full profile, report + ceiling, 1 seed
     python benchmarks/bench_gpu.py --budget-s 540        # stop starting new steps after 9 minutes
+    python benchmarks/bench_gpu.py --suites report --gpu-slots 1,4   # one fit per card, then four side by side
     python benchmarks/bench_gpu.py --allow-cpu --profile quick --only ridge,mlp   # a dry run on a CPU
 
 On a lent device machine (`run` in this workplace), one call, with a timeout that leaves room for a rerun:
@@ -87,6 +88,8 @@ def main() -> int:
     ap.add_argument("--n", type=int, help="spectra in the data set (default: the profile's)")
     ap.add_argument("--budget-s", type=float, default=float("inf"), help="start no new step after this many seconds")
     ap.add_argument("--allow-cpu", action="store_true", help="run without a GPU (a dry run of the script)")
+    ap.add_argument("--gpu-slots", default="1", help="fits sharing the GPU, comma-separated to compare several "
+                    "(e.g. 1,4: each train step once per value, after the first with --force so that every fit runs again)")
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     import torch
@@ -100,9 +103,14 @@ def main() -> int:
     py, t0 = sys.executable, time.time()
     steps = [("data build", [py, "-m", "core", "data", "build", "--profile", a.profile]
               + (["--n", str(a.n)] if a.n else []))]
-    for suite in a.suites.split(","):
-        steps.append((f"train --suite {suite}", [py, "-m", "core", "train", "--suite", suite, "--profile", a.profile,
-                                                  "--seeds", str(a.seeds)] + (["--only", a.only] if a.only else [])))
+    slots = [int(v) for v in str(a.gpu_slots).split(",") if v.strip()]
+    for k in slots:
+        for suite in a.suites.split(","):
+            # a second slot count fits again on a folder of its own (the first one's runs would be cache hits)
+            fresh = [] if k == slots[0] else ["--force"]
+            steps.append((f"train --suite {suite}" + (f" --gpu-slots {k}" if len(slots) > 1 or k != 1 else ""),
+                          [py, "-m", "core", "train", "--suite", suite, "--profile", a.profile, "--seeds", str(a.seeds),
+                           "--gpu-slots", str(k)] + fresh + (["--only", a.only] if a.only else [])))
     head = (f"Profile `{a.profile}`, suites `{a.suites}`, {a.seeds} seed(s){f', only {a.only}' if a.only else ''}, "
             f"fresh artifacts folder; device: {gpu or 'CPU (dry run, --allow-cpu)'}, torch {torch.__version__}, "
             f"{os.cpu_count()} CPU cores; measured {_dt.datetime.now():%Y-%m-%d %H:%M} by "

@@ -71,6 +71,9 @@ def _suite_specs(a) -> list[dict]:
 def cmd_train(a) -> int:
     from core import data
     from core.engine import executor
+    if a.gpu_slots < 0 or (a.gpu_slots and (a.scheduler or a.cluster)):
+        raise ValueError(f"--gpu-slots {a.gpu_slots}: a whole number of fits per GPU, at least 1, for the local "
+                         f"worker processes (a Dask cluster's workers say their own GPU resources)")
     specs = _suite_specs(a)
     if a.noise is not None:
         specs = [s for s in specs if abs(s["noise_level"] - a.noise) < 1e-9]
@@ -95,6 +98,8 @@ def cmd_train(a) -> int:
                              slurm=slurm) as client:
             res = cluster.run_specs(specs, client, force=a.force)
     else:
+        if a.gpu_slots:
+            os.environ["LOGG_GPU_SLOTS"] = str(a.gpu_slots)
         workers = a.workers if a.workers else executor.default_workers()
         res = executor.run_many(specs, force=a.force, workers=workers)
     failed = sum(isinstance(r, Exception) for r in res)
@@ -270,7 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "full 5; fits without a seed, Ridge, the Cannon, the ceiling, get one)")
     t.add_argument("--workers", type=int, default=0,
                    help="fit this many specs at once, each in its own process (default: 2 on a CPU with "
-                        "2 or more cores, 1 on a GPU)")
+                        "2 or more cores; with GPUs, the number of GPUs x --gpu-slots, each worker given one card)")
+    t.add_argument("--gpu-slots", type=int, default=0, metavar="N",
+                   help="fits that share one GPU side by side (default: LOGG_GPU_SLOTS, else 1)")
     t.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                    help="fit on the Dask cluster of this running scheduler (its workers must see LOGG_ARTIFACTS at "
                         "the same path); see docs/cluster.md")

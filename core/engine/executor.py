@@ -16,14 +16,42 @@ def _label(i: int, n: int, s: dict) -> str:
             f"noise={s.get('noise_level')}")
 
 
+def gpu_slots() -> int:
+    """Fits that share one GPU side by side: LOGG_GPU_SLOTS (default 1, one process owns the card). The
+    study's networks are small (55 k parameters at most, a few MB of activations a batch), so on a large
+    card several fits can run at once; how many pays is not measured yet (no GPU has been lent to this
+    project): benchmarks/bench_gpu.py --gpu-slots N measures it."""
+    raw = os.environ.get("LOGG_GPU_SLOTS", "1")
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ValueError(f"LOGG_GPU_SLOTS must be a whole number of fits per GPU, got {raw!r}") from None
+    if n < 1:
+        raise ValueError(f"LOGG_GPU_SLOTS must be at least 1, got {n}")
+    return n
+
+
+def gpu_count() -> int:
+    """CUDA devices this process sees (0 without CUDA; 1 for Apple's GPU)."""
+    dev = pick_device()
+    if dev == "cpu":
+        return 0
+    if dev == "mps":
+        return 1
+    import torch
+    return max(1, torch.cuda.device_count())
+
+
 def default_workers() -> int:
-    """Processes for run_many on this machine: 2 on a CPU with at least 2 cores, else 1.
+    """Processes for run_many on this machine: 2 on a CPU with at least 2 cores, else 1; with GPUs, the
+    number of GPUs x gpu_slots() (each worker is given one card, core/engine/pool.py), at most the cores.
 
     Measured on the project's 2-core CPU (docs/benchmarks.md): the study's networks are small, so
     one fit keeps two threads busy only ~60-75 % of the time; two one-thread fits side by side get
-    ~25 % more steps per second than one two-thread fit. On a GPU one process owns the card."""
-    if pick_device() != "cpu":
-        return 1
+    ~25 % more steps per second than one two-thread fit."""
+    gpus = gpu_count()
+    if gpus:
+        return max(1, min(gpus * gpu_slots(), os.cpu_count() or 1))
     return 2 if (os.cpu_count() or 1) >= 2 else 1
 
 

@@ -28,9 +28,22 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 RETRY_S = 2.0   # a busy spec is handed out again no sooner than this
 
 
+def gpu_of_worker(k: int, gpus: int) -> str | None:
+    """The CUDA device worker k is given (CUDA_VISIBLE_DEVICES): round robin over `gpus` cards, or None
+    (the worker sees what its parent sees) with fewer than two; a parent already limited by
+    CUDA_VISIBLE_DEVICES hands out the cards it names."""
+    if gpus < 2:
+        return None
+    visible = [v for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    names = visible if len(visible) >= gpus else [str(i) for i in range(gpus)]
+    return names[k % gpus]
+
+
 class _Worker:
-    def __init__(self, threads: int):
+    def __init__(self, threads: int, gpu: str | None = None):
         env = {**os.environ, **{k: str(threads) for k in THREAD_VARS}, "LOGG_POOL_PARENT": str(os.getpid())}
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
         self.proc = subprocess.Popen([sys.executable, "-m", "core.engine.pool"], cwd=config.ROOT, env=env, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=1)
         self.task: int | None = None
@@ -67,9 +80,13 @@ def run_pool(specs: list[dict], force: bool, log, keep_going: bool, workers: int
     should_stop() -> bool and on_update(n_finished, [indices being fitted]); both are called at
     least every half second. should_stop() True ends the workers and raises Stopped."""
     from core.engine import registry, train
+    from core.engine.executor import gpu_count
     workers = max(1, min(workers, len(specs)))
     threads = max(1, (os.cpu_count() or 1) // workers)
-    log(f"{len(specs)} specs to fit on {workers} worker processes x {threads} thread(s)")
+    gpus = gpu_count()
+    log(f"{len(specs)} specs to fit on {workers} worker processes x {threads} thread(s)"
+        + (f", {gpus} GPU(s) shared round robin" if gpus > 1 else ", sharing the GPU" if gpus and workers > 1 else ""))
+    started = [0]                        # workers started so far: the next one's card
     con = registry.connect()
     out: list = [None] * len(specs)
     queue = collections.deque((i, 0.0) for i in range(len(specs)))   # (spec, not before this time)
@@ -79,7 +96,8 @@ def run_pool(specs: list[dict], force: bool, log, keep_going: bool, workers: int
     ok = False
 
     def start() -> _Worker:
-        w = _Worker(threads)
+        w = _Worker(threads, gpu_of_worker(started[0], gpus))
+        started[0] += 1
         pool.append(w)
         sel.register(w.proc.stdout, selectors.EVENT_READ, w)
         return w
