@@ -27,7 +27,7 @@ from bench_data import cpu_model  # noqa: E402
 from bench_engine import write_section  # noqa: E402
 
 from core import data  # noqa: E402
-from core.physics import fisher  # noqa: E402
+from core.physics import fisher, nuisance_fit  # noqa: E402
 
 
 def scores(p: np.ndarray, y: np.ndarray, boot: int = 500) -> tuple[float, float, float]:
@@ -56,7 +56,7 @@ def main() -> None:
             modes = [("labels only", None)] + ([("nuisances marginalised", ds.nuisance_recipe)] if ds.nuisance_recipe else [])
             for what, recipe in modes:
                 t0 = time.perf_counter()
-                out = fisher.likelihood_fit(f, s, **({"nuisances": recipe} if recipe else {}))
+                out = nuisance_fit.likelihood_fit(f, s, recipe) if recipe else fisher.likelihood_fit(f, s)
                 dt = (time.perf_counter() - t0) / len(y)
                 r2, se, rmse = scores(out["labels"][:, 1], y)
                 rows.append(f"| `{name}` | {nl:g} | {what} | {r2:.3f} ± {se:.3f} | {rmse:.3f} | {dt:.2f} |")

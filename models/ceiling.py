@@ -82,8 +82,11 @@ class LikelihoodCeiling(Model):
         if self.templates_ is None and (getattr(self, "physics_", None) or device != "cpu"):
             from core.physics.simulate import variant_simulator
             sim = variant_simulator(getattr(self, "physics_", None), device)
-        extra = {"nuisances": self.nuisance_} if getattr(self, "nuisance_", None) else {}
-        out = fisher.likelihood_fit(flux, sigma, templates=self.templates_, sim=sim, device=device, **extra)
+        if getattr(self, "nuisance_", None) and self.templates_ is None:
+            from core.physics import nuisance_fit
+            out = nuisance_fit.likelihood_fit(flux, sigma, self.nuisance_, sim=sim, device=device)
+        else:
+            out = fisher.likelihood_fit(flux, sigma, templates=self.templates_, sim=sim, device=device)
         return out["labels"][:, self.target_]
 
     @property

@@ -214,7 +214,7 @@ BEST = "background-color: rgba(44, 160, 44, 0.30); font-weight: bold"
 def _best_css(t: pd.DataFrame) -> pd.DataFrame:
     """The best learned method of each R² / fraction-of-ceiling column (the ceiling is the yardstick)."""
     css = pd.DataFrame("", index=t.index, columns=t.columns)
-    learned = t["method"] != suites.CEILING_LABEL
+    learned = ~t["method"].astype(str).str.startswith(suites.CEILING_LABEL)
     for c in t.columns:
         if c.startswith(("R2 @", "of ceiling @")) and t.loc[learned, c].notna().any():
             css.loc[t.loc[learned, c].astype(float).idxmax(), c] = BEST

@@ -129,7 +129,7 @@ def build(profile: str = "quick", dataset: str | None = None, since: str | None 
     if lang not in ("en", "zh"):
         raise ValueError("lang must be en or zh")
     hyps, c = evaluate(profile, dataset, con)
-    rows = suites.REPORT_ROWS + [(suites.CEILING_LABEL, "likelihood_ceiling", {})]
+    rows = suites.REPORT_ROWS + [(suites.CEILING_LABEL, "likelihood_ceiling", suites.ceiling_params(profile, c.dataset))]
     noises = config.NOISE_LEVELS
     cells = [(lab, m, p, [c.get(m, n, **p) for n in noises]) for lab, m, p in rows]
     order = sorted(c.used.values(), key=lambda a: (a.runs[0].spec["model"], a.runs[0].spec["noise_level"],
@@ -191,12 +191,16 @@ def _beyond(profile: str, c: Ctx) -> list[str]:
     and with how much data (learning.py, one line), how the predictors fare under the sky's nuisances
     (robustness.py, at most 4 lines) and which conclusions survive a change of simulator assumptions
     (transfer.py, at most 4). Cached evaluations only: the digest never fits or predicts."""
-    from core.analysis import learning, robustness, transfer
+    from core.analysis import learning, robustness, robustness_ceiling, transfer
     lc = learning.conclusion(learning.table(profile, c.dataset, c.con), learning.ceiling_r2(profile, c.dataset, c.con))
     lead = ["- **How close to the physical limit, with how much data** (the `learning_curve` suite, noise 1.0): "
             + (lc if not lc.startswith("No learning-curve") else
                f"not run (`python -m core train --suite learning_curve --profile {profile}`).")]
-    rob = robustness.digest_summary(profile, c.dataset).splitlines()
+    try:
+        ceil = robustness_ceiling.rows(profile, c.dataset)          # the cache only
+    except ValueError:                                              # no clean simulated data set
+        ceil = None
+    rob = robustness.digest_summary(profile, c.dataset, ceil).splitlines()
     out = lead + ([f"- {rob[0]}"] + [f"  {x}" for x in rob[1:3]] if rob else [])
     m = transfer.matrix(profile, c.dataset, c.con, compute=False)
     sentence = transfer.conclusion(m).replace("compute the transfer cells below", "the Transfer page computes them")

@@ -277,7 +277,7 @@ def h_ceiling(c: Ctx):
     leads so. Models that read the error vector are not bounded by this flux-only ceiling (it fits the flux,
     the error only as its noise model) and are reported apart."""
     from models import MODELS
-    ceil = _a(c.get("likelihood_ceiling", 1.0))
+    ceil = _a(c.get("likelihood_ceiling", 1.0, **suites.ceiling_params(c.profile, c.dataset)))
     rs = _learned(c, 1.0)
     flux = [a for _, m, a in rs if MODELS[m].inputs == "flux"]
     if ceil is None or not flux:

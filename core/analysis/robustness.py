@@ -404,8 +404,9 @@ def conclusion(df: pd.DataFrame, todo: str = "") -> str:
     return s + "."
 
 
-def digest_summary(profile: str = "quick", dataset: str | None = None) -> str:
-    """3-6 lines of markdown for the digest, from cached evaluations only (never fits or predicts)."""
+def digest_summary(profile: str = "quick", dataset: str | None = None, ceiling: pd.DataFrame | None = None) -> str:
+    """3-6 lines of markdown for the digest, from cached evaluations only (never fits or predicts); `ceiling`:
+    the marginalised ceiling's rows on the same sets (robustness_ceiling.rows), named on the target's line."""
     try:
         df = table(profile, dataset, compute=False)
         todo = not_run(profile, dataset)
@@ -417,9 +418,7 @@ def digest_summary(profile: str = "quick", dataset: str | None = None) -> str:
         lines.append(f"- {todo['text'] or 'not evaluated yet: open the Robustness page or run benchmarks/robustness.py'}")
         return "\n".join(lines)
     b, m = v["best"], v["most"]
-    from core.analysis import robustness_ceiling
-    ceil = robustness_ceiling.rows(profile, dataset, compute=False)       # the cache only
-    ceil = ceil[ceil["key"].isin(TARGET_KEYS)]
+    ceil = ceiling[ceiling["key"].isin(TARGET_KEYS)] if ceiling is not None and len(ceiling) else pd.DataFrame()
     lines.append(f"- target (#18): best augmented predictor at noise {TARGET_NOISE:g}, {b['method']}, loses ≤ {_pm(b)} on "
                  f"RV ≤ 5 km/s, R ± 10 %, tilt ≤ ±2 %: **{'met' if v['met'] else 'not met'}** (≤ {TARGET_DROP}); "
                  + (f"without augmentation ≤ {_pm(v['plain'])}" if v["plain"] is not None else "not run without augmentation")

@@ -57,7 +57,7 @@ def evaluate(profile: str = "quick", dataset: str | None = None, compute: bool =
              progress=None) -> dict | None:
     """{"index", "y_true", "p_<key>"} of the marginalised ceiling on each perturbed set (the first n_stars test
     stars), from the cache, or computed and cached when compute; None when neither."""
-    from core.physics import fisher, nuisance
+    from core.physics import nuisance, nuisance_fit
     ds = rb.clean_dataset(profile, dataset)
     n_stars = N_STARS if n_stars is None else int(n_stars)
     path = cache_path(ds, n_stars)
@@ -76,7 +76,7 @@ def evaluate(profile: str = "quick", dataset: str | None = None, compute: bool =
         rows_, flux, err = rb.perturbed_test(ds, rb.BY_KEY[key], base)
         v = rb.perturbed_view(ds, rows_, flux, err, spec)
         n = min(n_stars, len(v.y))
-        fit = fisher.likelihood_fit(v.x[:n, 0].astype(np.float64), v.x[:n, 1].astype(np.float64), nuisances=prior)
+        fit = nuisance_fit.likelihood_fit(v.x[:n, 0].astype(np.float64), v.x[:n, 1].astype(np.float64), prior)
         out[f"p_{key}"] = fit["labels"][:, LABELS.index("logg")]
         out["index"], out["y_true"] = rows_[:n], v.y[:n, LABELS.index("logg")].astype(np.float64)
         if progress:

@@ -8,38 +8,13 @@ import os
 import time
 
 from core.engine import pool, registry
-from core.engine.train import Result, cached_result, pick_device, run
+from core.engine.pool import gpu_count, gpu_slots  # noqa: F401 - part of the executor's API
+from core.engine.train import Result, cached_result, run
 
 
 def _label(i: int, n: int, s: dict) -> str:
     return (f"[{i}/{n}] {s['model']} {json.dumps(s.get('params') or {})} inputs={s.get('inputs') or '-'} "
             f"noise={s.get('noise_level')}")
-
-
-def gpu_slots() -> int:
-    """Fits that share one GPU side by side: LOGG_GPU_SLOTS (default 1, one process owns the card). The
-    study's networks are small (55 k parameters at most, a few MB of activations a batch), so on a large
-    card several fits can run at once; how many pays is not measured yet (no GPU has been lent to this
-    project): benchmarks/bench_gpu.py --gpu-slots N measures it."""
-    raw = os.environ.get("LOGG_GPU_SLOTS", "1")
-    try:
-        n = int(raw)
-    except ValueError:
-        raise ValueError(f"LOGG_GPU_SLOTS must be a whole number of fits per GPU, got {raw!r}") from None
-    if n < 1:
-        raise ValueError(f"LOGG_GPU_SLOTS must be at least 1, got {n}")
-    return n
-
-
-def gpu_count() -> int:
-    """CUDA devices this process sees (0 without CUDA; 1 for Apple's GPU)."""
-    dev = pick_device()
-    if dev == "cpu":
-        return 0
-    if dev == "mps":
-        return 1
-    import torch
-    return max(1, torch.cuda.device_count())
 
 
 def default_workers() -> int:

@@ -28,6 +28,33 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 RETRY_S = 2.0   # a busy spec is handed out again no sooner than this
 
 
+def gpu_slots() -> int:
+    """Fits that share one GPU side by side: LOGG_GPU_SLOTS (default 1, one process owns the card). The
+    study's networks are small (55 k parameters at most, a few MB of activations a batch), so on a large
+    card several fits can run at once; how many pays is not measured yet (no GPU has been lent to this
+    project): benchmarks/bench_gpu.py --gpu-slots N measures it."""
+    raw = os.environ.get("LOGG_GPU_SLOTS", "1")
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ValueError(f"LOGG_GPU_SLOTS must be a whole number of fits per GPU, got {raw!r}") from None
+    if n < 1:
+        raise ValueError(f"LOGG_GPU_SLOTS must be at least 1, got {n}")
+    return n
+
+
+def gpu_count() -> int:
+    """CUDA devices this process sees (0 without CUDA; 1 for Apple's GPU)."""
+    from core.engine.train import pick_device
+    dev = pick_device()
+    if dev == "cpu":
+        return 0
+    if dev == "mps":
+        return 1
+    import torch
+    return max(1, torch.cuda.device_count())
+
+
 def gpu_of_worker(k: int, gpus: int) -> str | None:
     """The CUDA device worker k is given (CUDA_VISIBLE_DEVICES): round robin over `gpus` cards, or None
     (the worker sees what its parent sees) with fewer than two; a parent already limited by
@@ -80,7 +107,6 @@ def run_pool(specs: list[dict], force: bool, log, keep_going: bool, workers: int
     should_stop() -> bool and on_update(n_finished, [indices being fitted]); both are called at
     least every half second. should_stop() True ends the workers and raises Stopped."""
     from core.engine import registry, train
-    from core.engine.executor import gpu_count
     workers = max(1, min(workers, len(specs)))
     threads = max(1, (os.cpu_count() or 1) // workers)
     gpus = gpu_count()

@@ -178,16 +178,13 @@ def _posterior_from_chi2(chi2: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray
 
 
 def likelihood_fit(flux: np.ndarray, sigma: np.ndarray, templates: tuple[np.ndarray, np.ndarray] | None = None,
-                   seed: int = 0, sim=None, device: str | None = None, nuisances: dict | None = None) -> dict:
+                   seed: int = 0, sim=None, device: str | None = None) -> dict:
     """Posterior-mean labels (n, 3) of noisy spectra under the uniform label-box prior.
     templates=(labels, spectra) switches to template matching (imported data sets); `sim` is the
     simulator whose likelihood it is (a physics variant's; default: this version's). The chi^2 runs on
-    `device` (default: the simulator's; the CPU for templates). `nuisances`: a nuisance recipe
-    (config.NUISANCE_RECIPES) whose parameters are fitted with the labels and marginalised
-    (nuisance_fit.py); the result then also holds the fitted nuisances."""
+    `device` (default: the simulator's; the CPU for templates). With a data set's nuisances fitted and
+    marginalised: core/physics/nuisance_fit.likelihood_fit."""
     device = device or (device_of(sim) if sim is not None else "cpu")
-    if nuisances is not None and templates is None:
-        return _likelihood_fit_nuisances(flux, sigma, nuisances, seed, sim, device)
     if templates is not None:
         grid, models = templates
         chi2 = chi2_matrix(flux, sigma, models.astype(np.float64), device=device)
@@ -206,28 +203,6 @@ def likelihood_fit(flux: np.ndarray, sigma: np.ndarray, templates: tuple[np.ndar
         out[narrow] = truncated_laplace_mean(lab, cov, seed)
         method[narrow] = "gauss-newton + Laplace"
     return {"labels": out, "method": method.astype(str), "ess": ess}
-
-
-def _likelihood_fit_nuisances(flux, sigma, recipe: dict, seed: int, sim, device: str) -> dict:
-    """likelihood_fit with the recipe's nuisances fitted and marginalised: every star is fitted (labels and
-    nuisances, nuisance_fit.fit); a star whose grid posterior, on its flux with the fitted multiplicative
-    nuisances (tellurics x tilt) divided out, is broad keeps that grid posterior mean (its RV and
-    resolution then taken as fitted: they move a broad posterior little), the others the truncated Laplace
-    mean of the marginal covariance."""
-    from core.physics import nuisance_fit
-    res = nuisance_fit.fit(flux, sigma, recipe, sim=sim)
-    grid, models = grid_spectra(sim=sim)
-    chi2 = chi2_matrix(np.asarray(flux, np.float64) / res.factor, np.asarray(sigma, np.float64) / res.factor,
-                       models, device=device)
-    gmean, ess, _ = _posterior_from_chi2(chi2, grid)
-    out = gmean.copy()
-    method = np.array(["grid, nuisances fitted"] * len(flux), dtype=object)
-    narrow = np.nonzero(ess < ESS_MIN)[0]
-    if narrow.size:
-        out[narrow] = truncated_laplace_mean(res.labels[narrow], res.cov[narrow], seed)
-        method[narrow] = "nuisances marginalised (Levenberg-Marquardt + Laplace)"
-    return {"labels": out, "method": method.astype(str), "ess": ess, "nuisances": res.nuisances,
-            "free_nuisances": list(res.free)}
 
 
 def gauss_newton(flux: np.ndarray, sigma: np.ndarray, start: np.ndarray, iterations: int = GN_ITERATIONS, sim=None):

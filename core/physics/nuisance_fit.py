@@ -233,3 +233,27 @@ def _levenberg_marquardt(sim, flux, sigma, lab, theta_nu, pri, free, logs, itera
     out = {k: th[:, 3 + j] for j, k in enumerate(free)}
     out.update(fixed)
     return th[:, :3], C[:, :3, :3], out
+
+
+def likelihood_fit(flux, sigma, recipe: dict, seed: int = 0, sim=None, device: str | None = None) -> dict:
+    """fisher.likelihood_fit with the recipe's nuisances fitted and marginalised (the ceiling on a data set with
+    nuisances; models/ceiling.py): every star is fitted (labels and
+    nuisances, nuisance_fit.fit); a star whose grid posterior, on its flux with the fitted multiplicative
+    nuisances (tellurics x tilt) divided out, is broad keeps that grid posterior mean (its RV and
+    resolution then taken as fitted: they move a broad posterior little), the others the truncated Laplace
+    mean of the marginal covariance."""
+    from core.physics import fisher
+    device = device or (fisher.device_of(sim) if sim is not None else "cpu")
+    res = fit(flux, sigma, recipe, sim=sim)
+    grid, models = fisher.grid_spectra(sim=sim)
+    chi2 = fisher.chi2_matrix(np.asarray(flux, np.float64) / res.factor, np.asarray(sigma, np.float64) / res.factor,
+                       models, device=device)
+    gmean, ess, _ = fisher._posterior_from_chi2(chi2, grid)
+    out = gmean.copy()
+    method = np.array(["grid, nuisances fitted"] * len(flux), dtype=object)
+    narrow = np.nonzero(ess < fisher.ESS_MIN)[0]
+    if narrow.size:
+        out[narrow] = fisher.truncated_laplace_mean(res.labels[narrow], res.cov[narrow], seed)
+        method[narrow] = "nuisances marginalised (Levenberg-Marquardt + Laplace)"
+    return {"labels": out, "method": method.astype(str), "ess": ess, "nuisances": res.nuisances,
+            "free_nuisances": list(res.free)}

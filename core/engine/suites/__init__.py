@@ -87,8 +87,14 @@ def _fusion(profile, dataset):
 
 def _ceiling(profile, dataset):
     """The likelihood fit at each noise level; on a data set with nuisances, marginalising them."""
-    p = {"nuisances": "marginalise"} if has_nuisances(profile, dataset) else {}
-    return [make_spec("likelihood_ceiling", p, n, profile, dataset, "ceiling") for n in NOISE]
+    return [make_spec("likelihood_ceiling", ceiling_params(profile, dataset), n, profile, dataset, "ceiling")
+            for n in NOISE]
+
+
+def ceiling_params(profile: str, dataset: str | None) -> dict:
+    """The ceiling's params on this data set: nuisances marginalised where it has them, else none (the
+    ceiling of before). What every reader of "the ceiling" (digest, hypotheses, pages) asks the registry for."""
+    return {"nuisances": "marginalise"} if has_nuisances(profile, dataset) else {}
 
 
 def has_nuisances(profile: str, dataset: str | None) -> bool:
@@ -166,19 +172,21 @@ def row_label(spec: dict) -> str:
     cls, always = MODELS.get(spec["model"]), spec.get("suite") == "noise_ablation"
     said = []
     if mode is not None and (always or mode != getattr(cls, "noise_mode", None)):
-        said.append(f"{mode} noise")
+        said.append(NOISE_WORDS.get(mode, f"{mode} noise"))
     if training is not None and (always or training != getattr(cls, "implied_params", {}).get("training")):
         said.append(TRAINING_WORDS.get(training, training))
     return label + (f" ({', '.join(said)})" if said else "")
 
 
-# how a label names the torch families' `training` (models/trainer.py TRAINING_MODES)
+# how a label names the torch families' `training` (models/trainer.py TRAINING_MODES) and `noise_mode`
 TRAINING_WORDS = {"budget": "epoch budget", "converge": "to convergence"}
+NOISE_WORDS = {"fixed": "fixed noise", "fresh": "fresh noise", "stream": "new stars every epoch"}
 
 
 def _method_label(spec: dict) -> str:
     if spec["model"] == "likelihood_ceiling":
-        return CEILING_LABEL
+        marg = (spec.get("params") or {}).get("nuisances") == "marginalise"
+        return CEILING_LABEL + (" with nuisances marginalised" if marg else "")
     from models import MODELS
     inp = spec.get("inputs")
     target = spec.get("target") or "logg"
