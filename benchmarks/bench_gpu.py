@@ -106,7 +106,7 @@ def main() -> int:
     slots = [int(v) for v in str(a.gpu_slots).split(",") if v.strip()]
     for k in slots:
         for suite in a.suites.split(","):
-            # a second slot count fits again on a folder of its own (the first one's runs would be cache hits)
+            # a second slot count fits again in the same folder with --force (else its runs would be cache hits)
             fresh = [] if k == slots[0] else ["--force"]
             steps.append((f"train --suite {suite}" + (f" --gpu-slots {k}" if len(slots) > 1 or k != 1 else ""),
                           [py, "-m", "core", "train", "--suite", suite, "--profile", a.profile, "--seeds", str(a.seeds),

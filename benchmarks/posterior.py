@@ -63,8 +63,8 @@ def main() -> int:
         m, p = r.metrics, r.predictions()
         mlp = train.cached_result(make_spec("mlp", {}, s["noise_level"], a.profile, a.dataset, "report"), con=con)
         mlp_r2 = f"{mlp.metrics['r2']:.3f}" if mlp else "-"
-        ceil = train.cached_result(make_spec("likelihood_ceiling", {}, s["noise_level"], a.profile, a.dataset,
-                                             "ceiling"), con=con)
+        ceil = train.cached_result(make_spec("likelihood_ceiling", suites.ceiling_params(a.profile, a.dataset),
+                                             s["noise_level"], a.profile, a.dataset, "ceiling"), con=con)
         frac = f"{m['r2'] / ceil.metrics['r2']:.1%}" if ceil else "-"
         print(f"| {suites.row_label(s)} | {s['noise_level']:g} | {m['r2']:.3f} | {frac} | {m['rmse']:.3f} | {m['bias']:+.3f} | "
               f"{float(np.median(p['y_std'])):.3f} | {mlp_r2} | {int(m['n_params']):,} | "

@@ -141,7 +141,8 @@ class Model:
         trained by the torch trainer adds where it stopped: best_epoch, best_val_loss, epochs_run,
         max_epochs, stopped_early (1: patience ran out), stopped_on_budget (1: it ran every epoch of
         max_epochs without early stopping), fresh_noise (1: a new noise draw every epoch; also for a stream of
-        new stars) and, for a stream (noise_mode "stream"), stars_seen: the distinct training spectra."""
+        new stars) and, for a stream (noise_mode "stream"), stars_seen: the distinct training spectra the kept
+        (best-epoch) weights saw."""
         out = {a.rstrip("_"): float(getattr(self, a)) for a in self.RUN_ATTRIBUTES if hasattr(self, a)}
         hist = getattr(self, "history_", None)
         if isinstance(hist, dict) and "best_epoch" in hist:

@@ -54,8 +54,13 @@ class LikelihoodCeiling(Model):
         self.physics_ = None
         recipe = getattr(ds, "nuisance_recipe", None) if ds is not None else None
         self.nuisance_ = recipe if self.nuisances == "marginalise" else None
-        self.extra_metrics_ = {"nuisances_ignored": float(recipe is not None and self.nuisance_ is None)}
-        if recipe is not None and self.nuisance_ is None:
+        simulated = ds is not None and ds.has_meta and version == SIMULATOR_VERSION   # else template matching
+        ignored = recipe is not None and (self.nuisance_ is None or not simulated)
+        self.extra_metrics_ = {"nuisances_ignored": float(ignored)}
+        if recipe is not None and self.nuisance_ is not None and not simulated:
+            ctx.log(f"data set {ds.name}: its nuisances cannot be marginalised by template matching (no simulator of "
+                    f"its version): they are ignored")
+        elif ignored:
             ctx.log(f"data set {ds.name} has nuisances ({recipe.get('name', 'custom')}) and they are ignored "
                     f"(nuisances='ignore'): a fit with the wrong model, not a ceiling; use nuisances='marginalise'")
         if ds is not None and ds.has_meta and version == SIMULATOR_VERSION:

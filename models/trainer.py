@@ -283,8 +283,8 @@ def fit_torch(module: nn.Module, X_train, y_train, X_val, y_val, ctx, lr: float 
     hist.update(best_epoch=best_epoch, best_val_loss=best, epochs_run=len(hist["epochs"]),
                 stopped_early=converged if schedule == "plateau" else bad >= patience, lr_cuts=cuts,
                 seconds=time.time() - t0)
-    if hist["noise_mode"] == "stream":   # every epoch new stars: the distinct training spectra it saw
-        hist["stars_seen"] = int(n * len(hist["epochs"]))
+    if hist["noise_mode"] == "stream":   # new stars every epoch: the distinct spectra the kept weights saw
+        hist["stars_seen"] = int(n * (best_epoch or len(hist["epochs"])))
     module.eval()
     return hist
 

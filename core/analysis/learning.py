@@ -52,7 +52,10 @@ def table(profile: str = "quick", dataset: str | None = None, con=None, specs: l
         reps = [r.metrics["r2"] for r in res if r.metrics.get("r2") is not None]
         mean = float(sum(reps) / len(reps)) if reps else math.nan
         n = int(res[0].metrics.get("n_train") or 0) if res else 0
-        seen = [r.metrics["stars_seen"] for r in res if r.metrics.get("stars_seen")]
+        # the distinct stars the kept (best-epoch) weights saw: n_train x best_epoch (also for runs whose stored
+        # stars_seen, before 2026-12-03 08:10, counted every epoch run)
+        seen = [r.metrics["n_train"] * r.metrics["best_epoch"] if r.metrics.get("n_train") and r.metrics.get("best_epoch")
+                else r.metrics["stars_seen"] for r in res if r.metrics.get("stars_seen")]
         if learning.mode_of(s) == "stream" and seen:       # new stars every epoch: the distinct stars it saw
             n = int(round(sum(seen) / len(seen)))
         rows.append({"method": _label(s), "model": s["model"], "mode": learning.mode_of(s),
@@ -87,16 +90,18 @@ def conclusion(df: pd.DataFrame, ceiling: float | None) -> str:
 
 
 def _against_finite(s, done: pd.DataFrame) -> str:
-    """', against R^2 x on the data set's N spectra with fresh noise: a gain of g +- e (verdict)' for the stream
-    row s, the gap judged against the seed spreads of both (inconclusive inside 2 combined errors)."""
+    """', against R^2 x on the data set's N spectra with fresh noise: g +- e (verdict)' for the stream row s: the gap
+    judged against the errors of the two means over training seeds (sd / sqrt N each, combined; inconclusive
+    inside 2); 'single runs' where either side has one seed."""
     same = done[(done["model"] == s["model"]) & (done["mode"] == "fresh")]
     if same.empty:
         return ""
     f = same.sort_values("n_train").iloc[-1]
     gap = float(s["r2"] - f["r2"])
-    err = math.sqrt(sum(float(v) ** 2 for v in (s["r2_sd"], f["r2_sd"]) if pd.notna(v)))
-    if err == 0:
+    if pd.isna(s["r2_sd"]) or pd.isna(f["r2_sd"]):
         return f", against R² {f['r2']:.3f} on the data set's {int(f['n_train']):,} spectra with fresh noise (single runs)"
+    # the error of each mean over seeds (sd / sqrt N), both sides; the test stars' bootstrap is not in it
+    err = math.hypot(float(s["r2_sd"]) / math.sqrt(int(s["n_seeds"])), float(f["r2_sd"]) / math.sqrt(int(f["n_seeds"])))
     verdict = "inconclusive: within 2 seed errors" if abs(gap) < 2 * err else ("a gain" if gap > 0 else "a loss")
     return (f", against R² {f['r2']:.3f} on the data set's {int(f['n_train']):,} spectra with fresh noise: "
             f"{gap:+.3f} ± {err:.3f} ({verdict})")

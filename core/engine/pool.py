@@ -68,6 +68,7 @@ def gpu_of_worker(k: int, gpus: int) -> str | None:
 
 class _Worker:
     def __init__(self, threads: int, gpu: str | None = None):
+        self.gpu = gpu
         env = {**os.environ, **{k: str(threads) for k in THREAD_VARS}, "LOGG_POOL_PARENT": str(os.getpid())}
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
@@ -121,9 +122,12 @@ def run_pool(specs: list[dict], force: bool, log, keep_going: bool, workers: int
     pool: list[_Worker] = []
     ok = False
 
-    def start() -> _Worker:
-        w = _Worker(threads, gpu_of_worker(started[0], gpus))
-        started[0] += 1
+    def start(gpu: str | None = None, first: bool = True) -> _Worker:
+        """A worker: a new one on the next card, or (first=False) a replacement on the card `gpu` it had."""
+        if first:
+            gpu = gpu_of_worker(started[0], gpus)
+            started[0] += 1
+        w = _Worker(threads, gpu)
         pool.append(w)
         sel.register(w.proc.stdout, selectors.EVENT_READ, w)
         return w
@@ -133,7 +137,7 @@ def run_pool(specs: list[dict], force: bool, log, keep_going: bool, workers: int
         sel.unregister(w.proc.stdout)
         pool.remove(w)
         w.stop(kill=True)
-        start()
+        start(w.gpu, first=False)                 # the same card: the split over the cards stays even
         return w.proc.returncode
 
     try:

@@ -16,7 +16,8 @@ under its recipe's prior, and the label posterior is the marginal over them:
   Levenberg-Marquardt from a start that estimates the multiplicative nuisances from the data
   (_multiplicative_start: ln(f / model) is linear in the band optical depths and the tilt);
 - each prior is a Gaussian: a normal's own (mu, sigma), a uniform's mean and sd ((hi - lo) / sqrt 12),
-  a lognormal's in ln pwv; every parameter is kept inside its prior's support;
+  a lognormal's in ln pwv; every nuisance is kept inside its prior's support (the labels within 5 % of the
+  label box outside it, as in fisher.gauss_newton);
 - the labels' covariance is the labels block of the inverse of (J^T W J + prior precision): the Laplace
   approximation of the posterior marginalised over the nuisances.
 
@@ -98,7 +99,8 @@ def fit(flux: np.ndarray, sigma: np.ndarray, recipe: dict, sim=None, start: np.n
         iterations: int = ITERATIONS) -> NuisanceFit:
     """Labels and nuisances of spectra (n, P) with their errors, under `recipe`'s priors (see the module
     docstring); `start` (n, 3) the labels to start from (default: the grid's best after dividing out the
-    multiplicative nuisances at the prior's centre)."""
+    multiplicative nuisances estimated from the data, _multiplicative_start, with the RV started by a scan
+    over its prior, _rv_scan)."""
     from core.physics import fisher
     from core.physics.simulate import default_simulator
     sim = sim or default_simulator("cpu")
@@ -130,7 +132,10 @@ def fit(flux: np.ndarray, sigma: np.ndarray, recipe: dict, sim=None, start: np.n
                     theta_nu[k] = v
             fac = nuis.telluric_transmission(wave, natural("airmass", theta_nu["airmass"]), natural("pwv", theta_nu["pwv"])) \
                 * nuis.continuum_polynomial(wave, theta_nu["tilt_c1"], theta_nu["tilt_c2"])
-            best = grid[np.argmin(fisher.chi2_matrix(flux / fac, sigma / fac, models), axis=1)]
+            if isinstance(pri["rv"], Prior):
+                theta_nu["rv"] = _rv_scan(flux, sigma, fac, m, theta_nu["rv"], pri["rv"], sim.dloglam)
+            rest_f, rest_s = to_rest(flux / fac, sigma / fac, theta_nu["rv"], sim.dloglam)
+            best = grid[np.argmin(fisher.chi2_matrix(rest_f, rest_s, models), axis=1)]
         start = best
     labels, cov, nu_fit = [], [], {k: [] for k in nuis.NUISANCE_KEYS}
     for i in range(0, n, ROWS):
@@ -147,6 +152,41 @@ def fit(flux: np.ndarray, sigma: np.ndarray, recipe: dict, sim=None, start: np.n
     return NuisanceFit(np.concatenate(labels), np.concatenate(cov), nu_fit, factor, free)
 
 
+def shift_pixels(a: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """a (n, P) sampled at pixel i + pixels[j] for row j (linear interpolation; the ends held): on a grid uniform
+    in ln lambda a velocity v is a shift of ln(1 + v/c) / dloglam pixels."""
+    P = a.shape[1]
+    x = np.clip(np.arange(P)[None, :] + np.asarray(pixels, np.float64)[:, None], 0.0, P - 1.0)
+    i0 = np.minimum(np.floor(x).astype(np.int64), P - 2)
+    w = x - i0
+    rows = np.arange(a.shape[0])[:, None]
+    return a[rows, i0] * (1.0 - w) + a[rows, i0 + 1] * w
+
+
+def to_rest(flux: np.ndarray, sigma: np.ndarray, rv: np.ndarray, dloglam: float) -> tuple[np.ndarray, np.ndarray]:
+    """Flux and error moved to the star's rest frame by its RV (km/s): rest(lambda) = observed(lambda (1 + v/c))."""
+    from core.physics.simulate import C_KMS
+    px = np.log1p(np.asarray(rv, np.float64) / C_KMS) / dloglam
+    return shift_pixels(flux, px), shift_pixels(sigma, px)
+
+
+def _rv_scan(flux, sigma, factor, model, rv0, prior: Prior, dloglam: float, steps: int = 33) -> np.ndarray:
+    """The RV start: the velocity, on a grid over the prior's +-4 sd (inside its support), whose shifted rest-frame
+    model (times the multiplicative nuisances) fits the spectrum best; chi^2 per star, the model at rv0."""
+    from core.physics.simulate import C_KMS
+    lo, hi = max(prior.lo, prior.mu - 4 * prior.sd), min(prior.hi, prior.mu + 4 * prior.sd)
+    grid_v = np.linspace(lo, hi, steps)
+    w = 1.0 / np.clip(sigma, 1e-12, None) ** 2
+    best, best_chi = np.asarray(rv0, np.float64).copy(), np.full(len(flux), np.inf)
+    for v in grid_v:
+        # the model was made at rv0: observed(lambda) = rest(lambda / (1 + v/c)) -> shift by the difference
+        px = -(np.log1p(v / C_KMS) - np.log1p(np.asarray(rv0, np.float64) / C_KMS)) / dloglam
+        chi = np.sum((flux - factor * shift_pixels(model, px)) ** 2 * w, axis=1)
+        better = chi < best_chi
+        best[better], best_chi[better] = v, chi[better]
+    return best
+
+
 def _multiplicative_start(flux, sigma, model, wave, pri, logs) -> dict[str, np.ndarray]:
     """Starting values of the tilt and the tellurics (fitted units) from ln(f / model) = -a tau_O2 - b tau_H2O
     + c1 P1 + c2 P2, by weighted least squares (weights (model / sigma)^2, a small ridge), then
@@ -161,6 +201,8 @@ def _multiplicative_start(flux, sigma, model, wave, pri, logs) -> dict[str, np.n
     b = np.einsum("kp,np->nk", basis, w * r)
     a, bh, c1, c2 = np.linalg.solve(G, b[..., None])[..., 0].T
     am = np.clip(a, 0.0, None) ** (1.0 / nuis.O2_AIRMASS_EXP)
+    pa = pri["airmass"]                       # the airmass the pwv is read with: inside its support, or fixed
+    am = np.clip(am, pa.lo, pa.hi) if isinstance(pa, Prior) else np.full_like(am, float(pa))
     pwv = nuis.PWV_REF * np.clip(bh, 0.0, None) ** (1.0 / nuis.H2O_COLUMN_EXP) / np.maximum(am, 1e-3)
     out = {"tilt_c1": c1, "tilt_c2": c2, "airmass": am, "pwv": pwv}
     for k in list(out):
@@ -239,15 +281,18 @@ def likelihood_fit(flux, sigma, recipe: dict, seed: int = 0, sim=None, device: s
     """fisher.likelihood_fit with the recipe's nuisances fitted and marginalised (the ceiling on a data set with
     nuisances; models/ceiling.py): every star is fitted (labels and
     nuisances, nuisance_fit.fit); a star whose grid posterior, on its flux with the fitted multiplicative
-    nuisances (tellurics x tilt) divided out, is broad keeps that grid posterior mean (its RV and
-    resolution then taken as fitted: they move a broad posterior little), the others the truncated Laplace
-    mean of the marginal covariance."""
+    nuisances (tellurics x tilt) divided out and moved to rest by its fitted RV, is broad keeps that grid
+    posterior mean (its resolution is then the grid's native one: a +-10 % LSF moves a broad posterior
+    little), the others the truncated Laplace mean of the marginal covariance."""
     from core.physics import fisher
     device = device or (fisher.device_of(sim) if sim is not None else "cpu")
+    from core.physics.simulate import default_simulator
+    sim = sim or default_simulator("cpu")
     res = fit(flux, sigma, recipe, sim=sim)
     grid, models = fisher.grid_spectra(sim=sim)
-    chi2 = fisher.chi2_matrix(np.asarray(flux, np.float64) / res.factor, np.asarray(sigma, np.float64) / res.factor,
-                       models, device=device)
+    rest_f, rest_s = to_rest(np.asarray(flux, np.float64) / res.factor, np.asarray(sigma, np.float64) / res.factor,
+                             res.nuisances["rv"], sim.dloglam)
+    chi2 = fisher.chi2_matrix(rest_f, rest_s, models, device=device)
     gmean, ess, _ = fisher._posterior_from_chi2(chi2, grid)
     out = gmean.copy()
     method = np.array(["grid, nuisances fitted"] * len(flux), dtype=object)
