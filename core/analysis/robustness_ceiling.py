@@ -30,7 +30,7 @@ from core.engine.suites import robustness as rsuite
 
 KEYS = ("rv_0",) + rb.TARGET_KEYS + ("tell_typical", "tell_wet")
 N_STARS = 150
-CACHE_VERSION = 2
+CACHE_VERSION = 3           # bumped when the fit changes (3: the RV scan start, 2026-12-03)
 LABEL = f"Likelihood ceiling ({rsuite.RECIPE} nuisances marginalised)"
 
 
