@@ -139,9 +139,9 @@ def test_the_marginalised_ceiling_loses_little_where_the_target_asks_and_is_cach
     assert set(got) == {"index", "y_true"} | {f"p_{k}" for k in rc.KEYS} and len(got["index"]) == 12
     rows = rc.rows("quick", CLEAN)
     assert rows.attrs["n_stars"] == 12 and list(rows["key"]) == list(rc.KEYS)
-    clean = rows.set_index("key").loc["rv_0"]
+    clean = rows.set_index("key").loc["rv_0+tell"]                    # typical tellurics alone: the base
     assert clean["drop"] == 0.0 and clean["r2_clean"] > 0.9                # noise 0.1: the ceiling is near 1
-    target = rows[rows["key"].isin(rob.TARGET_KEYS)]
+    target = rows[rows["key"].isin(rob.target_keys("survey"))]
     assert target["drop"].max() < 0.1                                   # the spectrum keeps log g under them
     text = rc.sentence(rows, evaluated)
     assert "12 test stars" in text and "ΔR²" in text and "best augmented predictor" in text
@@ -150,3 +150,28 @@ def test_the_marginalised_ceiling_loses_little_where_the_target_asks_and_is_cach
     assert rc.rows("quick", CLEAN).equals(rows)                         # read back, never refitted
     assert "the physics itself" in rob.digest_summary("quick", CLEAN, rows).splitlines()[1]   # the digest's target line
     assert "the physics itself" not in rob.digest_summary("quick", CLEAN).splitlines()[1]
+
+
+def test_the_augmented_target_is_judged_over_the_tellurics_it_trained_on(fitted, evaluated, monkeypatch):
+    """The augmented training always saw tellurics: its target is the same perturbations over typical tellurics,
+    each against typical tellurics alone; the plain training keeps the telluric-free sets. A change of the
+    over-tellurics sets drops only their cached predictions."""
+    df = evaluated
+    tell = df[df["key"].str.endswith(rob.TELL_SUFFIX)]
+    assert set(tell["key"]) == {p.key for p in rob.OVER_TELLURICS} and len(rob.OVER_TELLURICS) == 1 + len(rob.TARGET_KEYS)
+    assert (tell[tell["key"] == "rv_0+tell"]["drop"] == 0).all()          # the base of its family
+    aug, plain = rob.worst(df, "survey"), rob.worst(df, "none")
+    assert aug["key"].str.endswith("+tell").all() and not plain["key"].str.endswith("+tell").any()
+    # R^2 "clean" of an over-tellurics row is the R^2 with typical tellurics, not the telluric-free one
+    row = tell[(tell["training"] == "survey") & (tell["key"] == "tilt_2+tell")].iloc[0]
+    free = df[(df["training"] == "survey") & (df["key"] == "tilt_2") & (df["noise"] == row["noise"])].iloc[0]
+    assert row["r2_clean"] == pytest.approx(df[(df["training"] == "survey") & (df["key"] == "tell_typical")
+                                               & (df["noise"] == row["noise"])].iloc[0]["r2"], abs=1e-12)
+    assert row["r2_clean"] != free["r2_clean"]
+    rid = fitted["survey"].run_id
+    tag = rob._tag(rob.clean_dataset("quick", CLEAN))
+    kept = rob._read_cache(rid, tag)
+    assert "p_tilt_2+tell" in kept and "p_tilt_2" in kept
+    monkeypatch.setattr(rob, "OVER_TELLURICS", [rob._over_tellurics(rob.BY_KEY["rv_0"])])   # other sets
+    again = rob._read_cache(rid, tag)
+    assert "p_tilt_2" in again and not any(k.endswith("+tell") for k in again)
