@@ -115,12 +115,22 @@ def test_results_are_cached_and_repeat(fitted, evaluated, monkeypatch):
 def test_sentence_and_digest_lines(evaluated):
     text = rob.conclusion(evaluated)
     assert text.startswith("With survey augmentation the best predictor at noise 0.1, Ridge")
-    assert ("**met**" in text) != ("**not met**" in text) and "±" in text
+    words = [w for w in ("**met**", "**not met**", "**inconclusive**") if w in text]
+    assert len(words) == 1 and "±" in text
+    row = rob.verdict(evaluated)["best"]
+    assert words[0] == f"**{rob.target_word(row)}**"
     lines = rob.digest_summary("quick", CLEAN).splitlines()
     assert 3 <= len(lines) <= 6 and lines[0].startswith("**Robustness to nuisances**")
     assert "not run: 46 of 48 specs" in lines[-1]
     md = rob.markdown(evaluated)
-    assert md.count("| Ridge |") == 2 and "RV 30 km/s" in md
+    assert md.count("| Ridge |") == 2 and "RV 30 km/s" in md and "±2 % +tell" in md
+
+
+def test_the_target_word_needs_two_errors_either_side():
+    assert rob.target_word({"drop": 0.011, "err": 0.003}) == "met"            # 0.017 <= 0.02
+    assert rob.target_word({"drop": 0.018, "err": 0.004}) == "inconclusive"   # 0.026 > 0.02 >= 0.010
+    assert rob.target_word({"drop": 0.077, "err": 0.011}) == "not met"        # 0.055 > 0.02
+    assert rob.target_word({"drop": 0.018, "err": 0.0}) == "met"
 
 
 def test_an_imported_or_nuisance_data_set_is_refused_in_one_line(fitted):

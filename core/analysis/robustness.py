@@ -419,10 +419,17 @@ def verdict(df: pd.DataFrame) -> dict | None:
     plain = worst(df, "none")
     plain = plain[plain["method"] == best["method"]]
     most = aug.sort_values("drop").iloc[0]
-    meets = aug[aug["drop"] <= TARGET_DROP]
+    meets = aug[[target_word(r) == "met" for _, r in aug.iterrows()]]
     return {"best": best, "plain": plain.iloc[0] if len(plain) else None, "most": most,
-            "met": bool(best["drop"] <= TARGET_DROP), "n_methods": len(aug),
+            "met": target_word(best) == "met", "word": target_word(best), "n_methods": len(aug),
             "best_meeting": meets.iloc[0] if len(meets) else None}
+
+
+def target_word(row) -> str:
+    """'met' when the loss is below TARGET_DROP by more than 2 of its errors, 'not met' when above it by more,
+    else 'inconclusive' (the project's rule for any verdict: a difference is a finding only outside 2 errors)."""
+    d, e = float(row["drop"]), float(row["err"] or 0.0)
+    return "met" if d + 2 * e <= TARGET_DROP else "not met" if d - 2 * e > TARGET_DROP else "inconclusive"
 
 
 def conclusion(df: pd.DataFrame, todo: str = "") -> str:
@@ -435,12 +442,13 @@ def conclusion(df: pd.DataFrame, todo: str = "") -> str:
     s = (f"With {rsuite.RECIPE} augmentation the best predictor at noise {TARGET_NOISE:g}, {b['method']} "
          f"(R² {b['r2_clean']:.3f} with typical tellurics, the sky it trained on), loses at most ΔR² {_pm(b)} when RV "
          f"errors ≤ 5 km/s, R ± 10 % or tilts ≤ ±2 % come on top (worst: {b['perturbation']}), so the target of "
-         f"≤ {TARGET_DROP} is **{'met' if v['met'] else 'not met'}**")
+         f"≤ {TARGET_DROP} is **{v['word']}**" + (" (within 2 errors of it)" if v["word"] == "inconclusive" else ""))
     if p is not None:
         s += f"; without augmentation, on telluric-free spectra, it loses {_pm(p)} (worst: {p['perturbation']})"
     bm = v["best_meeting"]
     if not v["met"] and bm is not None:
-        s += f". The best augmented predictor within the target is {bm['method']} (R² {bm['r2_clean']:.3f}, at most {_pm(bm)})"
+        s += (f". The best augmented predictor that meets it by more than 2 errors is {bm['method']} "
+              f"(R² {bm['r2_clean']:.3f}, at most {_pm(bm)})")
     if m["method"] != b["method"] and (bm is None or m["method"] != bm["method"]):
         s += f"; the most robust of the {v['n_methods']} is {m['method']}, at most {_pm(m)} (R² {m['r2_clean']:.3f})"
     return s + "."
@@ -463,13 +471,13 @@ def digest_summary(profile: str = "quick", dataset: str | None = None, ceiling: 
     ceil = ceiling[ceiling["key"].isin(target_keys(rsuite.RECIPE))] if ceiling is not None and len(ceiling) \
         else pd.DataFrame()
     lines.append(f"- target (#18): best augmented predictor at noise {TARGET_NOISE:g}, {b['method']}, loses ≤ {_pm(b)} on "
-                 f"RV ≤ 5 km/s, R ± 10 %, tilt ≤ ±2 %: **{'met' if v['met'] else 'not met'}** (≤ {TARGET_DROP}); "
+                 f"RV ≤ 5 km/s, R ± 10 %, tilt ≤ ±2 % over typical tellurics: **{v['word']}** (≤ {TARGET_DROP}, 2 errors); "
                  + (f"without augmentation ≤ {_pm(v['plain'])}" if v["plain"] is not None else "not run without augmentation")
                  + (f"; the physics itself (the likelihood fit marginalising the priors) ≤ {_pm(ceil.loc[ceil['drop'].idxmax()])}"
                     if len(ceil) else ""))
     bm = v["best_meeting"]
     if not v["met"] and bm is not None:
-        lines.append(f"- best augmented predictor within the target: {bm['method']}, ≤ {_pm(bm)} (R² {bm['r2_clean']:.3f}); "
+        lines.append(f"- best augmented predictor meeting it by 2 errors: {bm['method']}, ≤ {_pm(bm)} (R² {bm['r2_clean']:.3f}); "
                      f"most robust: {m['method']}, ≤ {_pm(m)} (R² {m['r2_clean']:.3f})")
     elif m["method"] != b["method"]:
         lines.append(f"- most robust with augmentation: {m['method']}, ≤ {_pm(m)} (R² {m['r2_clean']:.3f} unperturbed)")
