@@ -50,14 +50,16 @@ def main() -> int:
     fps = ", ".join(f"`{n}` {Dataset(n).fingerprint}" for n in names if Path(config.data_dir() / f"{n}.h5").exists())
     todo = robustness.not_run(a.profile, a.dataset)
     print(f"Profile `{a.profile}`, data sets {fps}; {df.groupby(['training', 'noise', 'method']).ngroups} runs evaluated "
-          f"on {len(robustness.PERTURBATIONS)} test sets ({robustness.PERTURBATIONS[0].label} is the unperturbed one), "
+          f"on {len(robustness.SETS)} test sets ({robustness.PERTURBATIONS[0].label} is the unperturbed one; {len(robustness.OVER_TELLURICS)} of them over typical tellurics, the augmented target's), "
           f"{int(df['seeds'].max())} seed(s); evaluation {wall:.0f} s wall, {cpu:.0f} s CPU of this process "
           f"(this call; cached evaluations are only read)." + (f" {todo['text']}." if todo["n_todo"] else ""))
     print()
     print(f"**Conclusion.** {robustness.conclusion(df)}")
     print()
     print(f"Largest ΔR² over the target perturbations ({', '.join(robustness.BY_KEY[k].level for k in robustness.TARGET_KEYS)}"
-          f"; target ≤ {robustness.TARGET_DROP} for the best augmented predictor at noise {robustness.TARGET_NOISE:g}):")
+          f"; target ≤ {robustness.TARGET_DROP} for the best augmented predictor at noise {robustness.TARGET_NOISE:g}, "
+          "by 2 errors). Without augmentation: on telluric-free spectra, the sky it trained on; with: the same "
+          "perturbations over typical tellurics, its R² with the tellurics alone:")
     print()
     print("| method | noise | R² without aug. | worst ΔR² without | at | R² with aug. | worst ΔR² with | at |")
     print("|---|---:|---:|---:|---|---:|---:|---|")
@@ -69,7 +71,9 @@ def main() -> int:
             for w in (w0, w1):
                 if m in w.index:
                     r = w.loc[m]
-                    cells += [f"{r['r2_clean']:.3f}", f"{r['drop']:.3f} ± {r['err']:.3f}", r["level"] + " " + r["family"].split()[0]]
+                    base = robustness.BY_KEY[r["key"].removesuffix(robustness.TELL_SUFFIX)]
+                    cells += [f"{r['r2_clean']:.3f}", f"{r['drop']:.3f} ± {r['err']:.3f}",
+                              f"{base.level} {base.family.split()[0]}" + (" +tell" if r["key"] != base.key else "")]
                 else:
                     cells += ["-", "-", "-"]
             print(f"| {m} | {noise:g} | " + " | ".join(cells) + " |")

@@ -70,7 +70,9 @@ noise = st.radio("Noise level", sorted(df["noise"].unique()), horizontal=True, k
 if noise == robustness.TARGET_NOISE and len(ceiling):   # the physics' own loss, on the augmented side
     df = pd.concat([df, ceiling.assign(training=rsuite.RECIPE)], ignore_index=True)
 bases = (robustness.BASE_KEY, robustness.BASE_KEY + robustness.TELL_SUFFIX)
-d = df[(df["noise"] == noise) & ~df["key"].isin(bases)].copy()
+meant = {tr: {p.key for p in robustness.sky_sets(tr)} for tr in robustness.TRAINING_LABEL}   # each training's sky
+d = df[(df["noise"] == noise) & ~df["key"].isin(bases)
+       & [k in meant.get(t, ()) for k, t in zip(df["key"], df["training"])]].copy()
 # each training's unperturbed R² on the sky it trained on: telluric-free (no augmentation), typical tellurics (with)
 sky = df[(df["noise"] == noise) & ((df["key"] == "tilt_0") & (df["training"] == "none")
                                    | (df["key"] == "tilt_1" + robustness.TELL_SUFFIX) & (df["training"] == rsuite.RECIPE))]

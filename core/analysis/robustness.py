@@ -122,6 +122,15 @@ SETS = PERTURBATIONS + OVER_TELLURICS
 BY_KEY = {p.key: p for p in SETS}
 
 
+def sky_sets(training: str) -> list[Perturbation]:
+    """The sets whose losses mean something for a training: the telluric-free ones without augmentation; with
+    it, the sets over typical tellurics and the tellurics family (the step from a telluric-free sky, which it
+    never saw, to tellurics). Each training's other sets measure from a baseline outside its training."""
+    if training == rsuite.RECIPE:
+        return [p for p in SETS if p.key.endswith(TELL_SUFFIX) or p.family == "tellurics"]
+    return list(PERTURBATIONS)
+
+
 def base_of(key: str) -> str:
     """The unperturbed set a perturbed set's loss is measured against: none, or typical tellurics alone."""
     return BASE_KEY + TELL_SUFFIX if key.endswith(TELL_SUFFIX) else BASE_KEY
@@ -497,7 +506,7 @@ def markdown(df: pd.DataFrame, noise: float = TARGET_NOISE) -> str:
         d = df[(df["training"] == tr) & (df["noise"] == noise)]
         if d.empty:
             continue
-        keys = [p.key for p in SETS if p.key not in (BASE_KEY, BASE_KEY + TELL_SUFFIX)]
+        keys = [p.key for p in sky_sets(tr) if p.key not in (BASE_KEY, BASE_KEY + TELL_SUFFIX)]
         heads = [f"{BY_KEY[k].level} +tell" if k.endswith(TELL_SUFFIX) else f"{BY_KEY[k].family.split()[0]} {BY_KEY[k].level}"
                  for k in keys]
         out += [f"**{TRAINING_LABEL[tr]}**, noise {noise:g}: ΔR² (± combined error)", "",
