@@ -70,6 +70,8 @@ def evaluate(profile: str = "quick", dataset: str | None = None, compute: bool =
             return None
     spec = make_spec("likelihood_ceiling", {}, rb.TARGET_NOISE, profile, ds.name)
     prior = recipe()
+    from core.physics.simulate import variant_simulator
+    sim = variant_simulator(ds.physics_recipe, "cpu")          # the data set's own physics
     rows = ds.split_rows("test")
     base = rb._observe(ds, rows, {k: np.full(rows.size, v) for k, v in nuisance.NEUTRAL.items()})
     out: dict = {}
@@ -77,7 +79,8 @@ def evaluate(profile: str = "quick", dataset: str | None = None, compute: bool =
         rows_, flux, err = rb.perturbed_test(ds, rb.BY_KEY[key], base)
         v = rb.perturbed_view(ds, rows_, flux, err, spec)
         n = min(n_stars, len(v.y))
-        fit = nuisance_fit.likelihood_fit(v.x[:n, 0].astype(np.float64), v.x[:n, 1].astype(np.float64), prior)
+        fit = nuisance_fit.likelihood_fit(v.x[:n, 0].astype(np.float64), v.x[:n, 1].astype(np.float64), prior,
+                                          sim=sim)
         out[f"p_{key}"] = fit["labels"][:, LABELS.index("logg")]
         out["index"], out["y_true"] = rows_[:n], v.y[:n, LABELS.index("logg")].astype(np.float64)
         if progress:
