@@ -71,8 +71,8 @@ if noise == robustness.TARGET_NOISE and len(ceiling):   # the physics' own loss,
     df = pd.concat([df, ceiling.assign(training=rsuite.RECIPE)], ignore_index=True)
 bases = (robustness.BASE_KEY, robustness.BASE_KEY + robustness.TELL_SUFFIX)
 meant = {tr: {p.key for p in robustness.sky_sets(tr)} for tr in robustness.TRAINING_LABEL}   # each training's sky
-d = df[(df["noise"] == noise) & ~df["key"].isin(bases)
-       & [k in meant.get(t, ()) for k, t in zip(df["key"], df["training"])]].copy()
+own_sky = pd.Series([k in meant.get(t, ()) for k, t in zip(df["key"], df["training"])], index=df.index, dtype=bool)
+d = df[(df["noise"] == noise) & ~df["key"].isin(bases) & own_sky].copy()
 # each training's unperturbed R² on the sky it trained on: telluric-free (no augmentation), typical tellurics (with)
 sky = df[(df["noise"] == noise) & ((df["key"] == "tilt_0") & (df["training"] == "none")
                                    | (df["key"] == "tilt_1" + robustness.TELL_SUFFIX) & (df["training"] == rsuite.RECIPE))]

@@ -185,3 +185,21 @@ def test_the_augmented_target_is_judged_over_the_tellurics_it_trained_on(fitted,
     monkeypatch.setattr(rob, "OVER_TELLURICS", [rob._over_tellurics(rob.BY_KEY["rv_0"])])   # other sets
     again = rob._read_cache(rid, tag)
     assert "p_tilt_2" in again and not any(k.endswith("+tell") for k in again)
+
+
+def test_the_page_draws_the_evaluated_runs_and_the_physics(fitted, evaluated):
+    """The Robustness page on a registry with evaluated runs (both trainings) and the cached ceiling: no
+    exception, the conclusion with its target word, each training's sky in the R² table, heatmaps drawn."""
+    import streamlit as st
+    from conftest import ROOT
+    from streamlit.testing.v1 import AppTest
+    st.cache_data.clear()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.session_state["dataset"] = CLEAN
+    at.switch_page("pages/robustness.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    text = " ".join(i.value for i in at.info)
+    assert "Conclusion." in text and any(w in text for w in ("**met**", "**not met**", "**inconclusive**"))
+    assert len(at.get("vega_lite_chart")) + len(at.get("arrow_vega_lite_chart")) >= 2
+    assert any("each training's own sky" in c.value for c in at.caption)
