@@ -94,7 +94,7 @@ for family in robustness.FAMILIES:
     f = d[d["family"] == family]
     if f.empty:
         continue
-    levels = [p.level for p in robustness.PERTURBATIONS if p.family == family and p.key in set(f["key"])]
+    levels = [p.level for p in robustness.SETS if p.family == family and p.key in set(f["key"])]
     base = alt.Chart(f).encode(x=alt.X("level:N", sort=levels, title=None, axis=alt.Axis(labelAngle=0)),
                                y=alt.Y("method:N", sort=order, title=None, axis=alt.Axis(labelLimit=260)))
     heat = base.mark_rect().encode(

@@ -112,7 +112,9 @@ PERTURBATIONS = _catalogue()
 
 def _over_tellurics(p: Perturbation) -> Perturbation:
     import dataclasses
+    short = {"RV error": "RV", "resolution": "R", "continuum tilt": "tilt"}.get(p.family, "")
     return dataclasses.replace(p, key=p.key + TELL_SUFFIX, family="over typical tellurics",
+                               level=f"{short} {p.level}".strip() if not p.neutral else "none",
                                label=f"{p.label} over typical tellurics", **TELL_BASE)
 
 
@@ -234,7 +236,8 @@ def cache_path(run_id: str):
 
 def _tell_tag() -> str:
     """What the over-tellurics sets are (their definitions): cached predictions on them are kept while it holds."""
-    return hashlib.sha256(json.dumps([vars(p) for p in OVER_TELLURICS], sort_keys=True, default=str).encode()).hexdigest()[:16]
+    what = [{k: v for k, v in vars(p).items() if k not in ("family", "level", "label")} for p in OVER_TELLURICS]
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _read_cache(run_id: str, tag: str) -> dict:
