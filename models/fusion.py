@@ -55,10 +55,9 @@ class FusionNet(nn.Module):
 
     def forward(self, x, f):
         g = self.global_tower(self.f_norm(f))
-        w = (self.cut(x) - self.w_mean) / self.w_std
-        if self.mode == "film":
-            return self.head(self.local_tower(self.enc(w, film=self.film(g))))
-        return self.head(torch.cat([g, self.local_tower(self.enc(w))], dim=1))
+        film = self.film(g) if self.mode == "film" else None
+        loc = self.local_tower(self.enc.encode(x, self.cut, self.w_mean, self.w_std, film=film))
+        return self.head(loc if self.mode == "film" else torch.cat([g, loc], dim=1))
 
 
 class FusionModel(RidgeWindowsModel):

@@ -242,7 +242,47 @@ class WindowEncoder(nn.Module):
         cols = w.unfold(3, self.kernel, self.stride)                              # n, C, K, L', k
         Lp = cols.shape[3]
         cols = cols.permute(0, 2, 3, 1, 4).reshape(n * K * Lp, c * self.kernel)
-        h = self.bn(self.conv(cols)).view(n, K, Lp, self.channels)
+        return self._tail(self.bn(self.conv(cols)).view(n, K, Lp, self.channels), film)
+
+    def encode(self, x, cut: "WindowCutter", w_mean, w_std, film=None):
+        """forward((cut(x) - w_mean) / w_std, film) from the whole spectrum x (n, C, P). Training, or with
+        gradients on (saliency), it is exactly that; in inference (eval mode, no gradients) the window
+        standardisation and the BatchNorm are folded into the convolution's weights and a per-position
+        bias, and the convolution's columns are gathered straight from x: one gather and one matmul per
+        input channel, instead of two window copies, a permuted copy and a BatchNorm pass (the same
+        numbers to float32 rounding; tests/test_batch_speed.py)."""
+        if self.training or torch.is_grad_enabled():
+            return self(((cut(x) - w_mean) / w_std), film)
+        n, c, _ = x.shape
+        K, L = cut.idx.shape
+        pos = torch.arange(0, L - self.kernel + 1, self.stride, device=x.device)[:, None] \
+            + torch.arange(self.kernel, device=x.device)[None, :]                  # L', k
+        idx = cut.idx[:, pos]                                                      # K, L', k: pixel of each column
+        Lp = idx.shape[1]
+        s = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
+        wf = (self.conv.weight * s[:, None]).view(self.channels, c, self.kernel) / w_std.view(1, c, 1)
+        bf = (self.conv.bias - self.bn.running_mean) * s + self.bn.bias
+        m = w_mean[0][:, :, pos]                                                   # C, K, L', k
+        bias = bf - torch.einsum("ckpj,hcj->kph", m, wf)                            # K, L', ch
+        h = None
+        for ci in range(c):
+            cols = x[:, ci][:, idx].reshape(n * K * Lp, self.kernel)
+            hc = cols @ wf[:, ci].T
+            h = hc if h is None else h.add_(hc)
+        h = h.view(n, K, Lp, self.channels).add_(bias)
+        if film is not None:
+            gamma, beta = film.chunk(2, dim=1)
+            h.mul_(1 + gamma[:, None, None, :]).add_(beta[:, None, None, :])
+        h.relu_()
+        parts = h.unbind(2)                         # mean and max over the L' positions, elementwise
+        top, tot = parts[0], parts[0]
+        for q in parts[1:]:
+            top, tot = torch.maximum(top, q), tot + q
+        wa, wb = self.proj.weight[:, :self.channels], self.proj.weight[:, self.channels:]
+        return torch.relu(torch.nn.functional.linear(tot, wa / Lp) + torch.nn.functional.linear(top, wb, self.proj.bias))
+
+    def _tail(self, h, film):
+        """FiLM, ReLU, mean and max over the positions, the projection: (n, K, L', ch) -> (n, K, emb)."""
         if film is not None:
             gamma, beta = film.chunk(2, dim=1)                                   # (n, ch) each
             h = h * (1 + gamma[:, None, None, :]) + beta[:, None, None, :]
@@ -266,7 +306,7 @@ class TopKCNNNet(nn.Module):
         return (self.cut(x) - self.w_mean) / self.w_std
 
     def forward(self, x):
-        return self.head(self.enc(self.windows(x)))
+        return self.head(self.enc.encode(x, self.cut, self.w_mean, self.w_std))
 
 
 class Block(nn.Module):

@@ -326,3 +326,51 @@ def test_dilated_cnn_beats_a_constant_on_quick_data():
     y = te.y[:, 1]
     r2 = 1 - np.sum((p - y) ** 2) / np.sum((y - y.mean()) ** 2)
     assert r2 > 0.5
+
+
+@pytest.mark.parametrize("kind", ["topk_cnn", "fusion_concat", "fusion_film"])
+@pytest.mark.parametrize("channels_in", [1, 2])
+def test_window_encoder_inference_path_equals_the_training_formula(kind, channels_in):
+    """In eval mode without gradients the window CNN folds the window standardisation and the BatchNorm
+    into its weights and gathers its columns straight from the spectrum (the fast batch path); it must
+    give the numbers of the plain formula, (cut(x) - mean) / std -> conv -> BatchNorm -> FiLM -> ReLU ->
+    mean/max -> projection, with non-trivial statistics and FiLM; with gradients on (saliency) it is the
+    plain formula itself."""
+    from models.fusion import FusionNet
+    from models.windows import TopKCNNNet
+    torch.manual_seed(3)
+    P = 600
+    centers = np.sort(np.random.default_rng(3).choice(np.arange(0, P), 40, replace=False))   # edges included
+    net = TopKCNNNet(channels_in, P, centers, 8) if kind == "topk_cnn" else \
+        FusionNet(kind.split("_")[1], 12, channels_in, P, centers, 8)
+    with torch.no_grad():
+        net.w_mean.normal_()
+        net.w_std.uniform_(0.5, 2.0)
+        bn = net.enc.bn
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.3, 3.0)
+        bn.weight.normal_()
+        bn.bias.normal_()
+        if kind == "fusion_film":
+            net.film.weight.normal_(0, 0.3)
+            net.film.bias.normal_(0, 0.3)
+    net.eval()
+    x, f = torch.randn(50, channels_in, P), torch.randn(50, 12)
+
+    def plain():
+        w = (net.cut(x) - net.w_mean) / net.w_std
+        if kind == "topk_cnn":
+            return net.head(net.enc(w))
+        g = net.global_tower(net.f_norm(f))
+        if kind == "fusion_film":
+            return net.head(net.local_tower(net.enc(w, film=net.film(g))))
+        return net.head(torch.cat([g, net.local_tower(net.enc(w))], dim=1))
+
+    args = (x,) if kind == "topk_cnn" else (x, f)
+    with torch.no_grad():
+        fast, ref = net(*args), plain()
+    assert ref.abs().max() > 1e-3                      # not a trivially zero network
+    assert torch.allclose(fast, ref, rtol=1e-5, atol=1e-6), (fast - ref).abs().max()
+    xg = x.clone().requires_grad_(True)
+    out = net(xg, f) if kind != "topk_cnn" else net(xg)
+    assert out.requires_grad and torch.allclose(out.detach(), ref, rtol=1e-5, atol=1e-6)
