@@ -3,7 +3,8 @@
     LOGG_ARTIFACTS=/tmp/posterior_art python benchmarks/posterior.py --profile quick
 
 Needs the posterior suite trained in LOGG_ARTIFACTS (`python -m core data build --profile quick`, then
-`python -m core train --suite posterior --profile quick --seeds 1`); this script fits nothing. It draws the
+`python -m core train --suite posterior --profile quick`; with --seeds 2 or more also the seed
+ensemble); this script fits nothing. It draws the
 calibration samples once per run (cached in the run's folder, so a second call only reads) and prints:
   - R^2 / RMSE / bias of the posterior mean of log g per noise level, the posterior's median 1-sigma,
     the fit and epoch numbers, the pixel MLP of the report suite beside it where that run exists;
@@ -26,8 +27,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from core import config  # noqa: E402
-from core.analysis import calibration  # noqa: E402
+from core.analysis import calibration, report  # noqa: E402
 from core.engine import registry, suites, train  # noqa: E402
+from core.engine.metrics import r2_score  # noqa: E402
 from core.engine.spec import make_spec  # noqa: E402
 
 
@@ -48,8 +50,10 @@ def main() -> int:
         print("error: no finished run of the posterior suite: train it first", file=sys.stderr)
         return 2
     wall = time.perf_counter() - t0
+    reps = max(int(x.get("replicates", 1)) for x in arms)
     print(f"Profile `{a.profile}`, data set `{a.dataset or config.profile(a.profile)['dataset']}`; "
-          f"{len({x['run_id'] for x in arms})} run(s) of the posterior suite, one seed each; calibration {wall:.0f} s "
+          f"{len({x['run_id'] for x in arms})} spec(s) of the posterior suite, up to {reps} training replicate(s) "
+          f"each; calibration {wall:.0f} s "
           f"wall ({calibration.N_SAMPLES} samples per test star, and per calibration star for the recalibration, "
           f"{sum('recal_stars' in x for x in arms)} run(s); 0 when cached).")
     print()
@@ -57,18 +61,30 @@ def main() -> int:
           "params | best epoch / run | fit s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for s in suites.suite("posterior", a.profile, a.dataset):
-        r = train.cached_result(s, con=con)
-        if r is None:
+        res = report.replicate_results(s, con)
+        if not res:
             continue
-        m, p = r.metrics, r.predictions()
         mlp = train.cached_result(make_spec("mlp", {}, s["noise_level"], a.profile, a.dataset, "report"), con=con)
         mlp_r2 = f"{mlp.metrics['r2']:.3f}" if mlp else "-"
         ceil = train.cached_result(make_spec("likelihood_ceiling", suites.ceiling_params(a.profile, a.dataset),
                                              s["noise_level"], a.profile, a.dataset, "ceiling"), con=con)
-        frac = f"{m['r2'] / ceil.metrics['r2']:.1%}" if ceil else "-"
-        print(f"| {suites.row_label(s)} | {s['noise_level']:g} | {m['r2']:.3f} | {frac} | {m['rmse']:.3f} | {m['bias']:+.3f} | "
-              f"{float(np.median(p['y_std'])):.3f} | {mlp_r2} | {int(m['n_params']):,} | "
-              f"{int(m.get('best_epoch', 0))} / {int(m.get('epochs_run', 0))} | {r.timings.get('fit_s', float('nan')):.0f} |")
+        for k, r in enumerate(res):
+            m, p = r.metrics, r.predictions()
+            frac = f"{m['r2'] / ceil.metrics['r2']:.1%}" if ceil else "-"
+            print(f"| {suites.row_label(s)}{f', replicate {k}' if len(res) > 1 else ''} | {s['noise_level']:g} | "
+                  f"{m['r2']:.3f} | {frac} | {m['rmse']:.3f} | {m['bias']:+.3f} | "
+                  f"{float(np.median(p['y_std'])):.3f} | {mlp_r2} | {int(m['n_params']):,} | "
+                  f"{int(m.get('best_epoch', 0))} / {int(m.get('epochs_run', 0))} | {r.timings.get('fit_s', float('nan')):.0f} |")
+        if len(res) > 1:   # the seed ensemble: the mixture's mean is the mean of the means; its variance adds their spread
+            ps = [r.predictions() for r in res]
+            mean = np.mean([q["y_pred"] for q in ps], axis=0)
+            sd = np.sqrt(np.mean([q["y_std"] ** 2 for q in ps], axis=0) + np.var([q["y_pred"] for q in ps], axis=0))
+            y = ps[0]["y_true"]
+            r2 = r2_score(y, mean)
+            frac = f"{r2 / ceil.metrics['r2']:.1%}" if ceil else "-"
+            print(f"| {suites.row_label(s)}, seed ensemble of {len(res)} | {s['noise_level']:g} | {r2:.3f} | {frac} | "
+                  f"{float(np.sqrt(np.mean((mean - y) ** 2))):.3f} | {float(np.mean(mean - y)):+.3f} | "
+                  f"{float(np.median(sd)):.3f} | {mlp_r2} | - | - | - |")
     print()
     print(calibration.markdown(a.profile, a.dataset, arms=arms))
     if a.heteroscedastic:

@@ -105,6 +105,8 @@ st.info(calibration.conclusion(sbc, cov), icon=":material/flag:")
 if sbc.empty:
     st.caption(f"`python -m core train --suite posterior --profile {profile}`, or queue it below.")
 else:
+    shown = {calibration.KINDS[0], calibration.kinds_present(cov)[0]}     # as fitted and the headline kind
+    ranks = ranks[ranks["posterior"].isin(shown)].copy()
     ranks["noise level"] = [f"noise {v:g}, {k}" for v, k in zip(ranks["noise"], ranks["posterior"])]
     ranks["label"] = ranks["label"].map(LABEL_TITLES)
     base = alt.Chart().encode(x=alt.X("rank_lo:Q", title="rank of the true label / samples", bin=False,
@@ -115,10 +117,13 @@ else:
     order = [LABEL_TITLES[k] for k in ("logg", "teff", "mh")]
     st.altair_chart(alt.layer(bars, flat, data=ranks).properties(width=200, height=140).facet(
         column=alt.Column("label:N", title=None, sort=order), row=alt.Row("noise level:N", title=None)))
-    st.caption("SBC rank histograms, 10 bins; dashed: what uniform ranks give. U-shaped: over-confident "
+    st.caption("SBC rank histograms, 10 bins, as fitted and for the headline posterior (the table below has every "
+               "kind); dashed: what uniform ranks give. U-shaped: over-confident "
                "posteriors; a hump: under-confident; a slope: biased. 'Recalibrated': each test star's rank mapped "
                f"through the ranks of {calibration.RECAL_DRAWS} noise draws of every star of the data set's "
-               f"calibration set (new simulated stars no fit has seen), in {calibration.RECAL_BINS} S/N bins.")
+               f"calibration set (new simulated stars no fit has seen), in {calibration.RECAL_BINS} S/N bins. "
+               "'Seed ensemble': the training replicates' flows as one equal-weight mixture, so the spread between "
+               "the fits widens the intervals.")
     draws = int(cov["draws"].max())
     table = pd.DataFrame({
         "noise": cov["noise"].map(lambda v: f"{v:g}"), "posterior": cov["posterior"], "S/N quartile": cov["quartile"],

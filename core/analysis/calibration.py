@@ -59,7 +59,31 @@ P_MIN = 0.01               # the issue's SBC bar: uniform by chi^2 at p > 0.01
 CHUNK = 256                # test stars sampled at a time (L x CHUNK x 3 samples in memory)
 RECAL_BINS = 5             # S/N quantile bins of the calibration stars, each recalibrated on its own
 RECAL_DRAWS = 3            # noise draws of every calibration star (3 x 3,000 PIT values on the quick data)
-KINDS = ("as fitted", "recalibrated")
+KINDS = ("as fitted", "recalibrated", "seed ensemble", "seed ensemble, recalibrated")
+KIND_NAMES = {KINDS[0]: "As fitted", KINDS[1]: "Recalibrated on new simulated stars (core/data/calibration.py)",
+              KINDS[2]: "The seed ensemble (the replicates' flows as one equal-weight mixture)",
+              KINDS[3]: "The seed ensemble, recalibrated"}
+
+
+class SeedEnsemble:
+    """The equal-weight mixture of a spec's training replicates' posteriors (the NPE seed ensemble, #17 part
+    4): its n samples for a star are split among the replicates' flows (the first n mod R take one more), so
+    the spread between the flows enters the intervals beside each flow's own width."""
+
+    def __init__(self, models: list):
+        self.models = list(models)
+
+    def posterior_samples(self, view, n_samples: int, seed: int = 0) -> np.ndarray:
+        R = len(self.models)
+        return np.concatenate([m.posterior_samples(view, n_samples // R + (r < n_samples % R), seed=seed * R + r)
+                               for r, m in enumerate(self.models)], axis=0)
+
+
+def _ensemble_tag(results: list) -> str:
+    """The cache tag of a seed ensemble: its replicate count and a digest of their run ids (a new replicate,
+    or a refitted one, is another ensemble)."""
+    import hashlib
+    return f"_ens{len(results)}_" + hashlib.sha1(",".join(r.run_id for r in results).encode()).hexdigest()[:10]
 
 
 # --------------------------------------------------------------------------- pure functions on arrays
@@ -152,15 +176,18 @@ def _chunk(view, i: int, j: int):
     return dataclasses.replace(view, x=view.x[i:j], y=view.y[i:j], index=view.index[i:j])
 
 
-def run_calibration(result, ds, n_samples: int = N_SAMPLES, seed: int = 0, draws: int = DRAWS) -> dict:
+def run_calibration(result, ds, n_samples: int = N_SAMPLES, seed: int = 0, draws: int = DRAWS,
+                    ensemble: list | None = None) -> dict:
     """Ranks (draws, n, 3) of the true labels among n_samples posterior samples, on the test split's own
     noise draw (first) and draws - 1 others; labels y (n, 3), test rows `index`, each star's S/N `snr` and
-    L, of one finished posterior run; computed once, cached in its folder."""
-    path = result.artifact / f"calibration_L{int(n_samples)}_d{int(draws)}_s{int(seed)}.npz"
+    L, of one finished posterior run; computed once, cached in its folder. ensemble: every replicate of the
+    run's spec (result first): the ranks under their SeedEnsemble, cached in the first one's folder."""
+    tag = _ensemble_tag(ensemble) if ensemble else ""
+    path = result.artifact / f"calibration_L{int(n_samples)}_d{int(draws)}_s{int(seed)}{tag}.npz"
     if path.exists():
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    model = result.load_model()
+    model = SeedEnsemble([r.load_model() for r in ensemble]) if ensemble else result.load_model()
     spec = result.spec
     view = ds.view("test", spec["noise_level"], spec["inputs"], seed=spec["seed"])
     src = ds.noise_source(view) if draws > 1 else None
@@ -181,21 +208,25 @@ def run_calibration(result, ds, n_samples: int = N_SAMPLES, seed: int = 0, draws
     return out
 
 
-def recalibration(result, ds, n_samples: int = N_SAMPLES, draws: int = RECAL_DRAWS) -> dict | None:
+def recalibration(result, ds, n_samples: int = N_SAMPLES, draws: int = RECAL_DRAWS,
+                  ensemble: list | None = None) -> dict | None:
     """The PIT (m, 3) of the true labels and the S/N (m,) of every star of the data set's calibration set
-    over `draws` noise draws, under one finished posterior run; None where the data set has no calibration
-    set. Cached in the run's folder, tagged with the calibration set's fingerprint."""
+    over `draws` noise draws, under one finished posterior run (or the SeedEnsemble of `ensemble`, its
+    spec's replicates); None where the data set has no calibration set. Cached in the run's folder, tagged
+    with the calibration set's fingerprint."""
     from core.data import SPLITS
     from core.data import calibration as calsets
     cal_ds = calsets.ensure(ds)
     if cal_ds is None:
         return None
-    path = result.artifact / f"recalibration_L{int(n_samples)}_d{int(draws)}.npz"
+    tag = _ensemble_tag(ensemble) if ensemble else ""
+    path = result.artifact / f"recalibration_L{int(n_samples)}_d{int(draws)}{tag}.npz"
     if path.exists():
         with np.load(path, allow_pickle=False) as z:
             if str(z["fingerprint"]) == cal_ds.fingerprint:
                 return {k: z[k] for k in ("pit", "snr")} | {"n": int(z["pit"].shape[0] // max(int(draws), 1))}
-    model, spec = result.load_model(), result.spec
+    model = SeedEnsemble([r.load_model() for r in ensemble]) if ensemble else result.load_model()
+    spec = result.spec
     rows, snr1 = calsets.star_snr(cal_ds)
     nl = float(spec["noise_level"])
     pit, snr = [], []
@@ -214,8 +245,10 @@ def recalibration(result, ds, n_samples: int = N_SAMPLES, draws: int = RECAL_DRA
 
 # --------------------------------------------------------------------------- the registry
 def load(profile: str = "quick", dataset: str | None = None, con=None) -> list[dict]:
-    """Every finished spec of the posterior suite (replicate 0): method, noise, run_id, and its calibration
-    arrays (run_calibration) with the S/N quartile edges of every test star at its noise level."""
+    """Every finished spec of the posterior suite: replicate 0 as fitted and recalibrated, and with two or
+    more replicates their seed ensemble, as fitted and recalibrated; per arm method, noise, run_id, replicates
+    and its calibration arrays (run_calibration) with the S/N quartile edges of every test star at its
+    noise level."""
     from core.data import Dataset
     con = con or registry.connect()
     out = []
@@ -227,12 +260,21 @@ def load(profile: str = "quick", dataset: str | None = None, con=None) -> list[d
         cal = run_calibration(res[0], ds)
         edges = breakdown.snr_edges(breakdown.test_snr(ds, s["noise_level"])[1])
         arm = {"method": suites.row_label(s), "noise": float(s["noise_level"]), "run_id": res[0].run_id,
-               "cal": cal, "edges": edges, "posterior": KINDS[0]}
+               "cal": cal, "edges": edges, "posterior": KINDS[0], "replicates": 1}
         out.append(arm)
         rec = recalibration(res[0], ds)
         if rec is not None:
             ranks = pit_map(cal["ranks"], cal["snr"], rec["pit"], rec["snr"], int(cal["L"]))
             out.append(arm | {"posterior": KINDS[1], "cal": cal | {"ranks": ranks}, "recal_stars": rec["n"]})
+        if len(res) < 2:
+            continue
+        ens = run_calibration(res[0], ds, ensemble=res)
+        arm = arm | {"posterior": KINDS[2], "cal": ens, "replicates": len(res)}
+        out.append(arm)
+        rec = recalibration(res[0], ds, ensemble=res)
+        if rec is not None:
+            ranks = pit_map(ens["ranks"], ens["snr"], rec["pit"], rec["snr"], int(ens["L"]))
+            out.append(arm | {"posterior": KINDS[3], "cal": ens | {"ranks": ranks}, "recal_stars": rec["n"]})
     return out
 
 
@@ -289,18 +331,28 @@ def coverage_table(arms: list[dict], label: str = "logg") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def kinds_present(cov: pd.DataFrame) -> list[str]:
+    """The posterior kinds of a coverage table, the headline first: the seed ensemble recalibrated, one
+    run recalibrated, the seed ensemble as fitted, one run as fitted."""
+    return [k for k in (KINDS[3], KINDS[1], KINDS[2], KINDS[0]) if (cov["posterior"] == k).any()]
+
+
 def conclusion(sbc: pd.DataFrame, cov: pd.DataFrame) -> str:
     """Whether the log g posteriors pass the issue's bar (coverage over every noise draw within TOLERANCE in
     every S/N quartile, SBC p > P_MIN), and by how much they miss it where they do: the recalibrated ones
     first where there are any, then as fitted."""
     if sbc.empty or cov.empty:
         return "No posterior run has finished yet: no calibration to check."
-    if "posterior" not in cov or not (cov["posterior"] == KINDS[1]).any():
+    if "posterior" not in cov:
         return _verdict(sbc, cov)
-    pick = {k: (sbc[sbc["posterior"] == k], cov[cov["posterior"] == k]) for k in KINDS}
-    low = [_verdict(*pick[k]) for k in (KINDS[1], KINDS[0])]
-    low = [v[0].lower() + v[1:] for v in low]
-    return f"Recalibrated on new simulated stars (core/data/calibration.py): {low[0]} As fitted: {low[1]}"
+    order = kinds_present(cov)
+    if order == [KINDS[0]]:
+        return _verdict(sbc, cov)
+    out = []
+    for k in order:
+        v = _verdict(sbc[sbc["posterior"] == k], cov[cov["posterior"] == k])
+        out.append(f"{KIND_NAMES[k]}: {v[0].lower() + v[1:]}")
+    return " ".join(out)
 
 
 def _verdict(sbc: pd.DataFrame, cov: pd.DataFrame) -> str:
