@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -321,6 +322,32 @@ def test_a_parameter_at_its_default_is_the_same_spec():
     c = {**a, "params": {"K": 256, "criterion": "fstat"}}
     assert train.spec_hash(a, "fp") == train.spec_hash(b, "fp") != train.spec_hash(c, "fp")
     assert train.normalise_spec(b)["params"] == {"K": 256, "noise_mode": "fresh", "training": "converge"}   # a torch family's defaults written out
+
+
+def test_a_stop_signal_dropped_in_a_weakref_callback_is_raised_again():
+    """A pool worker's SIGTERM raises KeyboardInterrupt wherever the main thread is; inside a weakref callback
+    Python prints and drops it, and the worker fitted on after its parent was killed (the flaky kill test
+    below, caught with py-spy). The worker's unraisable hook delivers the signal again: the process stops."""
+    code = textwrap.dedent("""
+        import sys, time, weakref
+        from core.engine import pool
+        pool._install_stop_handlers()
+        class Thing:
+            pass
+        def callback(_):
+            raise KeyboardInterrupt("signal 15")      # what the handler raised while the callback ran
+        t = Thing()
+        r = weakref.ref(t, callback)
+        try:
+            del t                                     # runs the callback: its KeyboardInterrupt is dropped
+            for _ in range(200):                      # ... and the hook's signal lands here
+                time.sleep(0.01)
+        except KeyboardInterrupt:
+            sys.exit(130)
+        print("fitted on")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=config.ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 130 and "fitted on" not in out.stdout, (out.returncode, out.stdout, out.stderr[-500:])
 
 
 def test_killing_train_stops_its_worker_processes(engine_ds):

@@ -219,13 +219,34 @@ def _die_with_parent(parent: int) -> None:
         sys.exit(1)
 
 
+def _install_stop_handlers() -> None:
+    """SIGTERM (a cancel, or the parent gone) raises KeyboardInterrupt in the main thread: run() cleans up
+    and its row reads 'interrupted'. Where the signal lands inside a weakref callback or a __del__, Python
+    prints that exception and drops it ("Exception ignored in ..."), and the worker fitted on after its
+    parent was killed (seen: a dilated CNN training on for minutes). The unraisable hook has the signal
+    sent again 50 ms later, so it is raised outside the callback (and again, should it land in another)."""
+    import signal
+    import threading
+
+    def _interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    default_hook = sys.unraisablehook
+
+    def _unraisable(u):
+        if isinstance(u.exc_value, KeyboardInterrupt):   # again from a thread, once the main thread has left the
+            # hook (a signal sent from here would be raised, and dropped, inside it)
+            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            return
+        default_hook(u)
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    sys.unraisablehook = _unraisable
+
+
 def main() -> int:
     """The worker side: one JSON request per line on stdin, one JSON answer per line on stdout."""
-    import signal
-
-    def _interrupt(signum, frame):   # SIGTERM (cancel, parent gone): run() cleans up, its row reads 'interrupted'
-        raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, _interrupt)
+    _install_stop_handlers()
     _die_with_parent(int(os.environ.get("LOGG_POOL_PARENT", os.getppid())))
     answer = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)                  # whatever a model prints goes to stderr, not into the answers
