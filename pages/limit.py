@@ -133,7 +133,8 @@ else:
         "±3 points": cov["within"].map({True: "yes", False: "no"}),
         "68 % (own)": [f"{c:.1%} ± {e:.1%}" for c, e in zip(cov["cov68"], cov["se68"])],
         "95 % (own)": [f"{c:.1%} ± {e:.1%}" for c, e in zip(cov["cov95"], cov["se95"])]})
-    st.dataframe(table, hide_index=True, width="content", height=38 + 35 * len(table))   # every row, no inner scroll
+    st.dataframe(table, hide_index=True, width="content", height=38 + 35 * len(table),   # every row, no inner scroll
+                 column_config={"posterior": st.column_config.TextColumn("posterior", width=215)})   # names in full
     st.caption(f"Coverage of log g's central intervals per S/N quartile (Q1 lowest) over {draws} noise draws of the "
                "test stars (± SE over stars; the verdict) and on the test split's own draw (± the binomial SE at "
                "nominal: 4.4 points for 68 % with ~110 stars, so one draw alone cannot show ±3 points). SBC chi² "

@@ -61,7 +61,7 @@ RECAL_BINS = 5             # S/N quantile bins of the calibration stars, each re
 RECAL_DRAWS = 3            # noise draws of every calibration star (3 x 3,000 PIT values on the quick data)
 KINDS = ("as fitted", "recalibrated", "seed ensemble", "seed ensemble, recalibrated")
 KIND_NAMES = {KINDS[0]: "As fitted", KINDS[1]: "Recalibrated on new simulated stars (core/data/calibration.py)",
-              KINDS[2]: "The seed ensemble (the replicates' flows as one equal-weight mixture)",
+              KINDS[2]: "The seed ensemble as fitted (the replicates' flows as one equal-weight mixture)",
               KINDS[3]: "The seed ensemble, recalibrated"}
 
 
@@ -348,11 +348,17 @@ def conclusion(sbc: pd.DataFrame, cov: pd.DataFrame) -> str:
     order = kinds_present(cov)
     if order == [KINDS[0]]:
         return _verdict(sbc, cov)
-    out = []
-    for k in order:
-        v = _verdict(sbc[sbc["posterior"] == k], cov[cov["posterior"] == k])
-        out.append(f"{KIND_NAMES[k]}: {v[0].lower() + v[1:]}")
-    return " ".join(out)
+    pick = {k: (sbc[sbc["posterior"] == k], cov[cov["posterior"] == k]) for k in order}
+    v = _verdict(*pick[order[0]])
+    rest = "; ".join(f"{KIND_NAMES[k].split(' (')[0].lower()}: {_brief(*pick[k])}" for k in order[1:])
+    return f"{KIND_NAMES[order[0]]}: {v[0].lower() + v[1:]} Beside it, {rest}."
+
+
+def _brief(sbc: pd.DataFrame, cov: pd.DataFrame) -> str:
+    """'n of m quartiles outside ±3 points, SBC uniform' for a kind that is not the headline."""
+    q = cov[cov["quartile"] != "all"]
+    return (f"{int((~q['within']).sum())} of {len(q)} quartiles outside ±{TOLERANCE * 100:.0f} points, SBC "
+            + ("uniform" if sbc["uniform"].all() else "not uniform"))
 
 
 def _verdict(sbc: pd.DataFrame, cov: pd.DataFrame) -> str:
