@@ -126,18 +126,17 @@ else:
                "the fits widens the intervals.")
     draws = int(cov["draws"].max())
     table = pd.DataFrame({
-        "noise": cov["noise"].map(lambda v: f"{v:g}"), "posterior": cov["posterior"], "S/N quartile": cov["quartile"],
+        "noise": cov["noise"].map(lambda v: f"{v:g}"), "posterior": cov["posterior"], "quartile": cov["quartile"],
         "S/N": [f"{lo:.0f}-{hi:.0f}" for lo, hi in zip(cov["snr_lo"], cov["snr_hi"])], "stars": cov["n"],
         f"68 % ({draws} draws)": [f"{c:.1%} ± {e:.1%}" for c, e in zip(cov["cov68_draws"], cov["se68_draws"])],
         f"95 % ({draws} draws)": [f"{c:.1%} ± {e:.1%}" for c, e in zip(cov["cov95_draws"], cov["se95_draws"])],
         "±3 points": cov["within"].map({True: "yes", False: "no"}),
-        "68 % (own)": [f"{c:.1%} ± {e:.1%}" for c, e in zip(cov["cov68"], cov["se68"])],
-        "95 % (own)": [f"{c:.1%} ± {e:.1%}" for c, e in zip(cov["cov95"], cov["se95"])]})
+        "68 / 95 % (own draw)": [f"{a:.0%} / {b:.0%}" for a, b in zip(cov["cov68"], cov["cov95"])]})
     st.dataframe(table, hide_index=True, width="content", height=38 + 35 * len(table),   # every row, no inner scroll
-                 column_config={"posterior": st.column_config.TextColumn("posterior", width=215)})   # names in full
+                 column_config={"posterior": st.column_config.TextColumn("posterior", width=190)})   # names in full
     st.caption(f"Coverage of log g's central intervals per S/N quartile (Q1 lowest) over {draws} noise draws of the "
-               "test stars (± SE over stars; the verdict) and on the test split's own draw (± the binomial SE at "
-               "nominal: 4.4 points for 68 % with ~110 stars, so one draw alone cannot show ±3 points). SBC chi² "
+               "test stars (± SE over stars; the verdict) and on the test split's own draw (its binomial SE at "
+               "nominal: 4.4 points for 68 %, 2.1 for 95 % with ~110 stars, so one draw alone cannot show ±3 points). SBC chi² "
                "tests on the own draw: " + "; ".join(
                    f"{r['label']} @ {r['noise']:g} ({r['posterior']}): p {r['p']:.2g}" for _, r in sbc.iterrows()) + ".")
 job_panels.retrain_button(suites.suite("posterior", profile, ds.name), f"posterior, {profile}", "posterior")
