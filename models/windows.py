@@ -250,7 +250,7 @@ class WindowEncoder(nn.Module):
         standardisation and the BatchNorm are folded into the convolution's weights and a per-position
         bias, and the convolution's columns are gathered straight from x: one gather and one matmul per
         input channel, instead of two window copies, a permuted copy and a BatchNorm pass (the same
-        numbers to float32 rounding; tests/test_batch_speed.py)."""
+        numbers to float32 rounding; tests/test_torch_models.py pins it)."""
         if self.training or torch.is_grad_enabled():
             return self(((cut(x) - w_mean) / w_std), film)
         n, c, _ = x.shape
