@@ -70,9 +70,16 @@ def queue_frame(limit: int = 30) -> pd.DataFrame:
             frac = 1.0
         state = "cancelling…" if is_cancelling(j) else j["state"]
         rows.append({"job": j["job_id"], "state": f"{STATE_ICON.get(j['state'], '')} {state}", "what": j["label"],
-                     "progress": max(0.0, min(1.0, frac)), "now": where, "queued": j["created"],
-                     "started": j["started"] or "", "finished": j["finished"] or "", "error": j["error"] or ""})
+                     "progress": max(0.0, min(1.0, frac)),
+                     "now": f"error: {j['error']}" if j["error"] else where,
+                     "queued": _short_time(j["created"]), "finished": _short_time(j["finished"])})
     return pd.DataFrame(rows)
+
+
+def _short_time(stamp: str | None) -> str:
+    """'2026-12-06T20:49:14+00:00' -> '12-06 20:49' (UTC, as the registry stores it). The queue had three
+    full timestamps and an error column: at 1280 px, 'now' was cut and the rest needed a scroll."""
+    return f"{stamp[5:10]} {stamp[11:16]}" if stamp and len(stamp) >= 16 else (stamp or "")
 
 
 def show_queue(limit: int = 30) -> pd.DataFrame:
@@ -80,8 +87,13 @@ def show_queue(limit: int = 30) -> pd.DataFrame:
     if df.empty:
         st.caption("No jobs yet.")
         return df
+    text = st.column_config.TextColumn
     st.dataframe(df, hide_index=True, width="stretch", column_config={
-        "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent")})
+        "job": st.column_config.NumberColumn("job", width=40), "state": text("state", width=105),
+        "what": text("what", width=210), "now": text("now", width=230, help="the spec running, or the error"),
+        "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent",
+                                                    width=90),
+        **{k: text(k, width=85, help="UTC") for k in ("queued", "finished")}})
     st.caption(f"Worker: {'running' if jobs.worker_alive() else 'idle (starts when a job is queued)'} · "
                f"registry {registry.now()}")
     return df
