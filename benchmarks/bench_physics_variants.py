@@ -4,8 +4,8 @@ on noiseless spectra and printed as markdown tables for docs/benchmarks.md:
     python benchmarks/bench_physics_variants.py
 
 Fe I / Fe II equivalent widths against log g, CN band depth in giants and dwarfs, the CaT index against
-[M/H] with and without saturation, the CaT's gravity signal for x = 0.3 / 0.4 / 0.5, and what another seed
-of the weak forest changes. Everything in float64, about a minute on 2 CPU cores.
+[M/H] with and without saturation, the CaT's gravity signal for x = 0.3 / 0.4 / 0.5, the CaT against Teff
+with and without the warm-star decline, and what another seed of the weak forest changes. Everything in float64, about a minute on 2 CPU cores.
 """
 from __future__ import annotations
 
@@ -112,6 +112,19 @@ def majority_scaling():
     print()
 
 
+def cat_warm():
+    teffs = [4000.0, 4500.0, 5000.0, 5772.0, 6000.0, 6500.0, 7000.0]
+    print("| log g | CaT of | warm-star decline | " + " | ".join(f"{t:.0f} K" for t in teffs) + " |")
+    print("|---|---|---|" + "---|" * len(teffs))
+    for g in (4.5, 2.0):
+        for what in ("Ca II lines", "whole index"):
+            for name, s in (("off", sim()), ("on (`catwarm`)", sim(cat_warm_decline=True))):
+                kw = {"line_mask": s.species_mask("Ca II")} if what == "Ca II lines" else {}
+                c = cat(s, run(s, [[t, g, 0.0] for t in teffs], **kw))
+                print(f"| {g:g} | {what} | {name} | " + " | ".join(f"{v:.2f}" for v in c) + " |")
+    print()
+
+
 def forest_seeds():
     rows = [[5772, 4.438, 0.0], [4500, 1.5, 0.0], [4500, 4.7, 0.0]]
     ref = run(sim(), rows[1:2], ratio=False)
@@ -136,5 +149,6 @@ if __name__ == "__main__":
     cn_depth()
     cat_saturation()
     majority_scaling()
+    cat_warm()
     forest_seeds()
     print(f"({time.time() - t0:.0f} s)")

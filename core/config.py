@@ -129,6 +129,8 @@ PHYSICS_RECIPES: dict[str, dict] = {
     "cn": {"description": "CN red-system bands on: strongest in K giants, weak in dwarfs", "cn": True},
     "catsat": {"description": "Ca II triplet saturation on: CaT line strength flat in [M/H] above -0.5",
                "cat_saturation": True},
+    "catwarm": {"description": "CaT lines weakening above the Sun's Teff: warm dwarfs' CaT weaker than K dwarfs'",
+                "cat_warm_decline": True},
 }
 
 

@@ -193,7 +193,8 @@ def fig_snr():
 
 def fig_variants():
     """The physics variants (docs/simulator.md, "Physics variants"): Fe II and CN in a K giant and a K
-    dwarf, the CaT index against [M/H] with and without saturation, and against log g for x = 0.3/0.4/0.5."""
+    dwarf, the CaT index against [M/H] with and without saturation, against log g for x = 0.3/0.4/0.5, and
+    against Teff with and without the warm-star decline."""
     def sim(**physics):
         return simulate.Simulator(dtype=torch.float64, physics=physics)
 
@@ -206,7 +207,7 @@ def fig_variants():
     stars = [([4500, 1.5, 0.0], "K giant, log g 1.5"), ([4500, 4.7, 0.0], "K dwarf, log g 4.7")]
     rows = [r for r, _ in stars]
     on, off = run(both, rows), flux(rows)
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.2))
+    fig, axes = plt.subplots(3, 2, figsize=(11, 10.6))
     for ax, (lo, hi, title) in zip(axes[0], ((7690, 7735, "Fe II 7711.7 (with Fe II: solid; without: dotted)"),
                                              (7780, 8150, "CN (2,0) and (3,1) bands, heads 7875 / 8067 A"))):
         m = (WAVE >= lo) & (WAVE <= hi)
@@ -219,20 +220,27 @@ def fig_variants():
         ax.legend(fontsize=7, frameon=False, loc="lower left")
     for head in simulate.CN_HEADS[2:4]:
         axes[0, 1].axvline(head, color="0.6", lw=0.6)
-    sat, ca = sim(cat_saturation=True), SIM.species_mask("Ca II")
-    mhs = np.linspace(-2.5, 0.5, 13)
-    for (t, g), c in (((4500, 1.5), "tab:red"), ((5000, 4.5), "tab:blue")):
-        r = [[t, g, m] for m in mhs]
-        for s, ls, nm in ((SIM, ":", "off"), (sat, "-", "on")):
-            axes[1, 0].plot(mhs, cat(run(s, r, "ratio", line_mask=ca)), ls, color=c, marker="o", ms=2.5,
-                            label=f"{t} K, log g {g}: saturation {nm}")
-        axes[1, 0].plot(mhs, cat(run(sat, r, "ratio")), "--", color=c, lw=0.8,
-                        label=f"{t} K, log g {g}: saturation on, whole index")
-    axes[1, 0].axvline(simulate.CAT_SAT_MH, color="0.6", lw=0.6)
-    axes[1, 0].set_xlabel("[M/H]")
-    axes[1, 0].set_ylabel("CaT (A), Ca II lines alone unless marked")
-    axes[1, 0].set_title("CaT against [M/H] (Cenarro bandpasses)", fontsize=9)
-    axes[1, 0].legend(fontsize=6.5, frameon=False)
+    ca = SIM.species_mask("Ca II")
+
+    def cat_panel(ax, xs, variant, stars, words, at, xlabel, title):
+        """The CaT (Ca II lines alone) against xs, plain (dotted) and with `variant` (solid), and the variant's
+        whole index (dashed), for each (rows-of-x, colour, name) in stars."""
+        for rows_of, c, name in stars:
+            r = rows_of(xs)
+            for s, ls, nm in ((SIM, ":", words[0]), (variant, "-", words[1])):
+                ax.plot(xs, cat(run(s, r, "ratio", line_mask=ca)), ls, color=c, marker="o", ms=2.5,
+                        label=f"{name}: {nm}")
+            ax.plot(xs, cat(run(variant, r, "ratio")), "--", color=c, lw=0.8, label=f"{name}: {words[1]}, whole index")
+        ax.axvline(at, color="0.6", lw=0.6)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("CaT (A), Ca II lines alone unless marked")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=6.5, frameon=False)
+
+    cat_panel(axes[1, 0], np.linspace(-2.5, 0.5, 13), sim(cat_saturation=True),
+              [(lambda xs, t=t, g=g: [[t, g, m] for m in xs], c, f"{t} K, log g {g}")
+               for (t, g), c in (((4500, 1.5), "tab:red"), ((5000, 4.5), "tab:blue"))],
+              ("saturation off", "saturation on"), simulate.CAT_SAT_MH, "[M/H]", "CaT against [M/H] (Cenarro bandpasses)")
     loggs = np.linspace(1.0, 5.0, 9)
     for x, c in ((0.3, "tab:orange"), (0.4, "k"), (0.5, "tab:purple")):
         s = sim(majority_g_extra=x)
@@ -243,6 +251,22 @@ def fig_variants():
     axes[1, 1].set_ylabel("CaT (A)")
     axes[1, 1].set_title("CaT at 4500 K for the majority scaling x", fontsize=9)
     axes[1, 1].legend(fontsize=6.5, frameon=False, ncol=2)
+    warm = sim(cat_warm_decline=True)
+    cat_panel(axes[2, 0], np.linspace(3800, 7000, 17), warm,
+              [(lambda xs, g=g: [[t, g, 0.0] for t in xs], c, f"log g {g}")
+               for g, c in ((4.5, "tab:blue"), (2.0, "tab:red"))],
+              ("plain", "catwarm"), simulate.T_SUN, "Teff (K)",
+              "CaT against Teff at [M/H] = 0, plain and with the warm-star decline")
+    m = (WAVE >= 8480) & (WAVE <= 8690)
+    rows = [[6500, 4.5, 0.0], [4500, 4.5, 0.0]]
+    plain_f, warm_f = flux(rows), run(warm, rows)
+    for k, (name, c) in enumerate((("6500 K dwarf", "tab:orange"), ("4500 K dwarf", "tab:blue"))):
+        axes[2, 1].plot(WAVE[m], warm_f[k, m] - 0.6 * k, color=c, lw=0.9, label=f"{name}: catwarm")
+        axes[2, 1].plot(WAVE[m], plain_f[k, m] - 0.6 * k, color=c, lw=0.8, ls=":", label=f"{name}: plain")
+    axes[2, 1].set_xlabel("wavelength (A)")
+    axes[2, 1].set_ylabel("normalised flux (4500 K offset by -0.6)")
+    axes[2, 1].set_title("The Ca II triplet, log g 4.5: changed above the Sun's Teff only", fontsize=9)
+    axes[2, 1].legend(fontsize=6.5, frameon=False, loc="lower left")
     fig.tight_layout()
     save(fig, "variants.png")
 

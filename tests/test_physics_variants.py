@@ -1,6 +1,7 @@
 """Physics variants of the simulator (issue #18, part 2): the literature trends each variant adds
-(Fe I/Fe II ionisation balance, CN stronger in giants, CaT saturating above [M/H] -0.5), the recipe
-stored in and read back from the data set file, and a build without a recipe unchanged byte for byte."""
+(Fe I/Fe II ionisation balance, CN stronger in giants, CaT saturating above [M/H] -0.5, CaT weaker in warm
+dwarfs), the recipe stored in and read back from the data set file, and a build without a recipe unchanged
+byte for byte."""
 from __future__ import annotations
 
 import numpy as np
@@ -110,6 +111,25 @@ def test_cat_flattens_above_minus_half_with_saturation_only(sims):
     # the anchors keep their strengths
     for a, b, row in zip(cat["plain"][-2:], cat["catsat"][-2:], anchors):
         assert abs(b / a - 1.0) < 0.05, (row, a, b)
+
+
+def test_cat_weakens_in_warm_dwarfs_with_the_decline_only():
+    """Plain physics: a dwarf's Ca II triplet grows with Teff up to 7000 K (6.9 -> 8.2 A from 4000 K), so an
+    F dwarf's CaT is stronger than a K dwarf's, against observation (it weakens from K to F types). The
+    `catwarm` variant: the same at and below the Sun's Teff, weaker above it, at every gravity."""
+    plain, warm = simulate.Simulator(torch.float64), simulate.Simulator(torch.float64, physics={"cat_warm_decline": True})
+    teffs = [4000.0, 4500.0, 5000.0, 5772.0, 6000.0, 6500.0, 7000.0]
+    for logg in (4.5, 2.0):
+        rows = [[t, logg, 0.0] for t in teffs]
+        p, w = _cat(plain, rows), _cat(warm, rows)
+        assert np.all(np.diff(p[3:]) > 0), (logg, p)                        # the shortcoming the variant addresses
+        np.testing.assert_allclose(w[:4], p[:4], rtol=1e-9)                 # K dwarfs and the Sun unchanged
+        assert np.all(np.diff(w[3:]) < 0) and w[5] < w[1] and w[6] < 0.85 * w[3], (logg, w)
+    # differentiable through the onset (the Fisher information and the ceiling take d flux / d Teff)
+    lab = torch.tensor([[5772.0, 4.5, 0.0], [5900.0, 4.5, 0.0], [6800.0, 4.5, 0.0]], dtype=torch.float64,
+                       requires_grad=True)
+    warm(lab).sum().backward()
+    assert torch.isfinite(lab.grad).all()
 
 
 def test_default_physics_is_unchanged(sims):

@@ -24,8 +24,8 @@ Labels are a (B, 3) tensor of (Teff [K], log g [dex], [M/H] [dex]); optional nui
 
 Physics variants (`Simulator(physics={...})`, PHYSICS_DEFAULTS; a data set's physics recipe,
 core.config.PHYSICS_RECIPES): the majority-species scaling x, the weak forest's seed, Fe II lines,
-CN bands, Ca II triplet saturation. Without one (or with the defaults) the spectra are those of
-this version, bit for bit.
+CN bands, Ca II triplet saturation, the CaT's decline in warm stars. Without one (or with the
+defaults) the spectra are those of this version, bit for bit.
 """
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ SAHA_CONST = 0.1762
 
 # ---- physics variants (docs/simulator.md, "Physics variants"); the defaults are this version's physics ----
 PHYSICS_DEFAULTS = {"majority_g_extra": MAJORITY_G_EXTRA, "forest_seed": None, "fe_ii": False, "cn": False,
-                    "cat_saturation": False}
+                    "cat_saturation": False, "cat_warm_decline": False}
 # CN red system (A-X), bands degraded to the red from their heads (air, A): (4,1) 7088, (5,2) 7259, (2,0) 7875,
 # (3,1) 8067, (4,2) 8270; relative depths effective. tau_CN = CN_SCALE 10^[M/H] (g/g_sun)^-CN_G_EXP
 # exp(-(Teff - CN_T0)^2 / 2 CN_DT^2) x band shape: strongest in K giants, gone above ~6000 K.
@@ -87,6 +87,15 @@ CN_DECAY_A = 120.0
 CN_SCALE, CN_G_EXP, CN_T0, CN_DT = 0.02, 0.3, 4300.0, 700.0
 # Ca II triplet saturation: the CaT lines see a [M/H] that saturates above CAT_SAT_MH (cat_saturated_mh)
 CAT_SAT_MH, CAT_SAT_WIDTH, CAT_SAT_SLOPE = -0.5, 0.15, 1.25
+# CaT weakening in warm stars (cat_warm_decline): the CaT lines' log S falls by CAT_WARM_SLOPE dex per 1000 K
+# above the Sun, with a quadratic onset over CAT_WARM_W K (exactly 0 at and below T_SUN); effective, chosen
+CAT_WARM_SLOPE, CAT_WARM_W = 0.4, 300.0
+
+
+def cat_warm_dex(teff):
+    """The change of the CaT lines' log10 S with the warm-star decline on (<= 0; 0 for Teff <= T_SUN)."""
+    d = torch.clamp(teff - T_SUN, min=0.0)
+    return -CAT_WARM_SLOPE / 1000.0 * torch.where(d < CAT_WARM_W, d * d / (2.0 * CAT_WARM_W), d - CAT_WARM_W / 2.0)
 
 
 def cat_saturated_mh(mh):
@@ -112,7 +121,7 @@ def check_physics(physics: dict | None) -> dict:
     seed = out["forest_seed"]
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise ValueError(f"forest_seed must be a whole number >= 0 or None, got {seed!r}")
-    for k in ("fe_ii", "cn", "cat_saturation"):
+    for k in ("fe_ii", "cn", "cat_saturation", "cat_warm_decline"):
         if not isinstance(out[k], bool):
             raise ValueError(f"{k} must be true or false, got {out[k]!r}")
     return out
@@ -362,6 +371,8 @@ class Simulator(torch.nn.Module):
         log_kappa = self.log_kappa(teff, logg, mh)
         boltz = -self.chi_exc * theta
         extra = -self.majority_g_extra * self.is_majority * (logg - LOGG_SUN)
+        if self.physics["cat_warm_decline"]:
+            extra = extra + self.is_cat * cat_warm_dex(teff)
         return log_abund + log_frac + boltz - log_kappa + extra
 
     def line_params(self, labels, alpha_m=None):
