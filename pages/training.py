@@ -108,12 +108,12 @@ def live_queue():
             eta = job_panels.eta_text(j)
             if eta:
                 st.caption(eta)
-        elif j and j["state"] == "done":
-            job_panels.results_link(j)
         elif j and j["state"] in ("interrupted", "failed", "cancelled"):
             rtok = job_panels.token_input("requeue")
             if st.button("Queue again (resumes)", key="requeue_btn"):
                 job_panels.launch(j["specs"], j["label"], rtok)
+    if j and j["state"] == "done":     # under the log, full width: in the narrow column its label was cut
+        job_panels.results_link(j)
 
 
 # the queue refreshes itself every 2 s while a job is active, every 15 s otherwise (job_panels.poll_seconds)
