@@ -168,6 +168,12 @@ def test_progress_names_method_and_input(private, tiny_dataset):
     jobs._set(jobs.connect(), jid, progress={**p, "epoch": 3, "epochs": 10})
     row = job_panels.queue_frame().set_index("job").loc[jid]
     assert "MLP on flux" in row["now"] and "epoch 3/10" in row["now"]
+    # the queue fits 1280 px: short UTC times, and a failed job's error in 'now' (no column of its own)
+    import re
+    assert re.fullmatch(r"\d\d-\d\d \d\d:\d\d", row["queued"]) and row["finished"] == ""
+    jobs._set(jobs.connect(), jid, state="failed", error="ValueError: no such thing")
+    frame = job_panels.queue_frame().set_index("job")
+    assert frame.loc[jid, "now"] == "error: ValueError: no such thing" and "error" not in frame.columns
 
 
 def test_eta_from_the_jobs_own_pace_and_cancelling_state():
