@@ -83,7 +83,7 @@ def where_it_fails(tables: dict) -> None:
                  f"whose fits use no seed: one run). "
                  if learned[0] > 1 else "One training run per method: no sd. ")
     st.markdown(f"**{METRIC_TITLES[metric]} by {breakdown.BY[by]}, noise {noise:g}**")
-    cfg = {"method": st.column_config.TextColumn("method", width="medium"),
+    cfg = {"method": st.column_config.TextColumn("method", width=215),   # "Top-K window transformer (K=64)" in full
            "seeds": st.column_config.NumberColumn("seeds", width="small", help="training replicates: cells are their "
                                                   "mean ± sd")}
     st.dataframe(_styled(w, _badness(metric, t)), hide_index=True, width="stretch", column_config=cfg,
