@@ -43,15 +43,26 @@ class Entry:
 
 def trained_models(ds: Dataset) -> list[Entry]:
     """Finished runs of this data set (same fingerprint, artifact in place), read from the registry
-    without writing to it. Entries whose inputs cannot be formed from a spectrum are kept with usable=False."""
-    from core.engine import registry, suites
-    if not config.registry_path().exists():
+    without writing to it. Entries whose inputs cannot be formed from a spectrum are kept with usable=False.
+    Kept per process until the registry's finished runs of the data set change (their count or latest
+    update: one SQL aggregate): reading and checking 558 runs took 0.22 s of every predict call and batch."""
+    from core.engine import registry
+    path = config.registry_path()
+    if not path.exists():
         return []
     con = registry.connect()
     try:
-        rows = registry.runs(con, status="done", dataset=ds.name)
+        state = tuple(con.execute("SELECT COUNT(*), MAX(updated) FROM runs WHERE status = 'done' AND dataset = ?",
+                                  (ds.name,)).fetchone())
+        key = ("inventory", str(path), str(ds.path), ds.fingerprint, state)
+        entries = _cached(key, lambda: tuple(_entries(ds, registry.runs(con, status="done", dataset=ds.name))))
     finally:
         con.close()
+    return list(entries)
+
+
+def _entries(ds: Dataset, rows: list[dict]) -> list[Entry]:
+    from core.engine import registry, suites
     out = []
     for r in rows:
         if r.get("dataset_fp") != ds.fingerprint or not r.get("artifact_path"):
