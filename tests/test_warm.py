@@ -20,7 +20,8 @@ def test_warm_start_runs_every_step_once(tiny_dataset):
     st = warm.state()
     assert st["finished"] is not None, st
     assert st["error"] is None, st["error"]
-    assert {"Summary numbers", "Overview matrix", "Overview breakdown by S/N"} <= set(st["steps"]), st["steps"]
+    assert {"Summary numbers", "Overview matrix", "Overview breakdown by S/N",
+            "Limit page's posterior calibration"} <= set(st["steps"]), st["steps"]
     # the Saliency page's Fisher information of the data set the warm-up chose (the sidebar's first) is on disk
     # for both noise levels: its first visit reads a file
     from core import config, data

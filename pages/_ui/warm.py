@@ -56,6 +56,10 @@ PREDICT_CHILD = ("import os, sys; os.nice(19); from core import config, data, pr
                  "e.target == 'logg' and e.noise_level == nl], ds) for nl in config.NOISE_LEVELS]")
 
 
+POSTERIOR_CHILD = ("import os, sys; os.nice(19); from core.analysis import calibration; "
+                   "calibration.load(sys.argv[1], sys.argv[2])")
+
+
 def _niced(code: str, *args: str) -> None:
     """`code` in a child Python process that lowers its own priority first; its last error line raised."""
     import os
@@ -105,5 +109,9 @@ def _warm(profile: str) -> None:
         # the Predict page's first answer: its predictors' validation and calibration predictions and the
         # calibration set (~40 s the first time on the quick registry, then files in the run folders)
         _step("Predict's held-out predictions", lambda: _niced(PREDICT_CHILD, dataset))
+        # the Limit page's posterior calibration (SBC ranks, recalibration, the seed ensemble): its first visit
+        # after the posterior suite was trained took 106 s on 2 cores (bench_pages, 2026-12-06), then files in
+        # the run folders; a no-op without posterior runs or once the files exist
+        _step("Limit page's posterior calibration", lambda: _niced(POSTERIOR_CHILD, profile, dataset))
     _STATE["finished"] = time.time()
     _LOG.info("warm start done in %.1f s: %s", _STATE["finished"] - _STATE["started"], _STATE["steps"])
