@@ -78,8 +78,7 @@ def queue_frame(limit: int = 30) -> pd.DataFrame:
 
 def _short_time(stamp: str | None) -> str:
     """'2026-12-06T20:49:14+00:00' -> '12-06 20:49' (UTC, as the registry stores it). The queue had three
-    full timestamps and an error column: at 1280 px, 'now' was cut and the rest needed a scroll. The widths
-    below add up to 795 px, what the main column has at 1280 px."""
+    full timestamps and an error column: at 1280 px, 'now' was cut and the rest needed a scroll."""
     return f"{stamp[5:10]} {stamp[11:16]}" if stamp and len(stamp) >= 16 else (stamp or "")
 
 
@@ -88,7 +87,7 @@ def show_queue(limit: int = 30) -> pd.DataFrame:
     if df.empty:
         st.caption("No jobs yet.")
         return df
-    text = st.column_config.TextColumn
+    text = st.column_config.TextColumn      # the widths add up to 795 px: the main column at 1280 px
     st.dataframe(df, hide_index=True, width="stretch", column_config={
         "job": st.column_config.NumberColumn("job", width=40), "state": text("state", width=105),
         "what": text("what", width=190), "now": text("now", width=200, help="the spec running, or the error"),
